@@ -1,0 +1,232 @@
+//! The embedded MQTT broker: rumqttd's router and listeners on our runtime, device
+//! authentication against the registry, and per-device topic authorisation.
+//!
+//! This crate never parses payloads: it hands every publish under `prognos/v1/#` to the
+//! ingest link untouched ([`IngestLink`]).
+
+mod auth;
+mod link;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rumqttd::local::LinkBuilder;
+use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::v5::V5;
+use rumqttd::{
+    ConnectionSettings, LinkType, Router, RouterConfig, SegmentConfig, Server, ServerSettings,
+    TlsConfig,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+pub use auth::{AuthCheck, Authenticator};
+pub use link::{IngestLink, LinkError, LinkEvent, RawPublish};
+
+/// The topic filter the ingest link subscribes to; every device topic lies under it.
+pub const TELEMETRY_FILTER: &str = "prognos/v1/#";
+
+/// The prefix a device may publish and subscribe under; `{client_id}` is its device id.
+pub const DEVICE_TOPIC_PREFIX: &str = "prognos/v1/{client_id}/";
+
+/// How the broker listens and how much it buffers for the ingest link.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// MQTT 3.1.1 listener.
+    pub mqtt_addr: SocketAddr,
+    /// MQTT 5 listener (rumqttd serves each protocol version on its own port).
+    pub mqtt5_addr: Option<SocketAddr>,
+    /// TLS certificate chain and key (PEM); when set, both listeners speak TLS.
+    pub tls: Option<TlsFiles>,
+    pub max_connections: usize,
+    /// Largest publish accepted on the wire; the ingest applies its own (smaller) limit and
+    /// dead-letters what lies between, so an oversized payload is recorded, not just dropped.
+    pub max_packet_bytes: usize,
+    /// Bytes the router keeps for the ingest filter: if the ingest falls further behind than
+    /// this, rumqttd drops the oldest messages (detected and counted by [`IngestLink`]).
+    pub ingest_ring_bytes: usize,
+    pub connection_timeout_ms: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl BrokerConfig {
+    pub fn new(mqtt_addr: SocketAddr) -> Self {
+        Self {
+            mqtt_addr,
+            mqtt5_addr: None,
+            tls: None,
+            max_connections: 10_000,
+            max_packet_bytes: 1024 * 1024,
+            ingest_ring_bytes: 256 * 1024 * 1024,
+            connection_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot listen for MQTT on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS file {0} does not exist")]
+    TlsFile(PathBuf),
+    #[error("cannot attach the ingest link to the router: {0}")]
+    Link(String),
+}
+
+enum Listener {
+    V4(Server<V4>, TcpListener),
+    V5(Server<V5>, TcpListener),
+}
+
+/// A started router with its ingest link and bound (not yet serving) listeners.
+pub struct Broker {
+    listeners: Vec<(SocketAddr, Listener)>,
+    link: Option<IngestLink>,
+}
+
+/// Segments of the ingest filter's ring; rumqttd drops whole segments, so several smaller
+/// ones lose less at once than one big one.
+const INGEST_RING_SEGMENTS: usize = 8;
+
+impl Broker {
+    /// Starts the router thread, attaches the ingest link and binds the listeners.
+    ///
+    /// Must be called inside a tokio runtime (binding uses it). Bind errors (port in use)
+    /// are returned here, before anything is served.
+    pub async fn start(config: &BrokerConfig, auth: Authenticator) -> Result<Broker, BrokerError> {
+        let segment = SegmentConfig {
+            max_segment_size: (config.ingest_ring_bytes / INGEST_RING_SEGMENTS).max(1024),
+            max_segment_count: INGEST_RING_SEGMENTS,
+        };
+        let router_config = RouterConfig {
+            max_connections: config.max_connections,
+            max_outgoing_packet_count: 200,
+            // Devices may subscribe (under their own prefix) to commands; keep those rings small.
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 2,
+            custom_segment: Some(HashMap::from([(
+                TELEMETRY_FILTER.to_owned(),
+                segment.clone(),
+            )])),
+            initialized_filters: Some(vec![TELEMETRY_FILTER.to_owned()]),
+            shared_subscriptions_strategy: Default::default(),
+        };
+        let router_tx = Router::new(0, router_config).spawn();
+
+        let (link_tx, link_rx, _ack) = LinkBuilder::new("prognos-ingest", router_tx.clone())
+            .build()
+            .map_err(|e| BrokerError::Link(e.to_string()))?;
+        let link = IngestLink::subscribe(link_tx, link_rx, TELEMETRY_FILTER)?;
+
+        let tls = match &config.tls {
+            Some(files) => {
+                for path in [&files.cert, &files.key] {
+                    if !path.exists() {
+                        return Err(BrokerError::TlsFile(path.clone()));
+                    }
+                }
+                Some(TlsConfig::Rustls {
+                    capath: None,
+                    certpath: files.cert.display().to_string(),
+                    keypath: files.key.display().to_string(),
+                })
+            }
+            None => None,
+        };
+
+        let mut listeners = Vec::new();
+        let mut addrs = vec![(config.mqtt_addr, false)];
+        if let Some(addr) = config.mqtt5_addr {
+            addrs.push((addr, true));
+        }
+        for (addr, v5) in addrs {
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(|source| BrokerError::Bind { addr, source })?;
+            let local = tcp
+                .local_addr()
+                .map_err(|source| BrokerError::Bind { addr, source })?;
+            let mut settings = ServerSettings {
+                name: if v5 { "mqtt5" } else { "mqtt" }.to_owned(),
+                listen: local,
+                tls: tls.clone(),
+                next_connection_delay_ms: 0,
+                connections: ConnectionSettings {
+                    connection_timeout_ms: config.connection_timeout_ms,
+                    max_payload_size: config.max_packet_bytes,
+                    max_inflight_count: 500,
+                    auth: None,
+                    external_auth: None,
+                    dynamic_filters: false,
+                    client_topic_prefix: Some(DEVICE_TOPIC_PREFIX.to_owned()),
+                },
+            };
+            let check = auth.clone();
+            settings.set_auth_handler(move |client_id, username, password| {
+                let check = check.clone();
+                async move { check.verify(&client_id, &username, &password).await }
+            });
+            let listener = if v5 {
+                Listener::V5(Server::new(settings, router_tx.clone(), V5), tcp)
+            } else {
+                Listener::V4(Server::new(settings, router_tx.clone(), V4), tcp)
+            };
+            listeners.push((local, listener));
+        }
+        Ok(Broker {
+            listeners,
+            link: Some(link),
+        })
+    }
+
+    /// The address each listener is bound to: MQTT 3.1.1 first, then MQTT 5 if configured.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(addr, _)| *addr).collect()
+    }
+
+    /// The ingest link; there is exactly one, so this returns it once.
+    pub fn take_ingest_link(&mut self) -> Option<IngestLink> {
+        self.link.take()
+    }
+
+    /// Serves MQTT until `shutdown` is cancelled. Connections already open keep being served
+    /// by their own tasks until the process exits (rumqttd has no way to close them), but no
+    /// new ones are accepted.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (addr, listener) in self.listeners {
+            info!(%addr, "MQTT listener serving");
+            match listener {
+                Listener::V4(mut server, tcp) => {
+                    tasks.spawn(async move { server.run(tcp, LinkType::Remote).await });
+                }
+                Listener::V5(mut server, tcp) => {
+                    tasks.spawn(async move { server.run(tcp, LinkType::Remote).await });
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            Some(result) = tasks.join_next() => {
+                error!(?result, "an MQTT listener stopped");
+            }
+        }
+        tasks.abort_all();
+    }
+}
+
+/// Counters of what the broker refused, for `/metrics`.
+pub fn topic_violations() -> u64 {
+    rumqttd::topic_prefix_violations()
+}

@@ -1,0 +1,616 @@
+//! The running ingest: queue, writer thread (group commit) and flusher thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::Row;
+use crate::deadletter::{DeadLetter, DeadLetterWriter};
+use crate::decode::{self, Limits, Reason, TopicKind};
+use crate::store::{Store, StoreError};
+use crate::wal::{self, Wal, WalError};
+
+/// Where and how the ingest stores data.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// `telemetry/`, `wal/` and `deadletter/` are created under it.
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    /// Seal the in-memory rows into Parquet files at this many rows…
+    pub flush_rows: usize,
+    /// …or when the oldest of them is this old.
+    pub flush_interval: Duration,
+    /// Compact a partition once it has this many files.
+    pub compact_min_files: usize,
+    /// Batches the submit queue holds before `submit` blocks (back-pressure on the reader).
+    pub queue_batches: usize,
+}
+
+impl IngestConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            limits: Limits::default(),
+            flush_rows: 1_000_000,
+            flush_interval: Duration::from_secs(30),
+            compact_min_files: 8,
+            queue_batches: 256,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("dead-letter store: {0}")]
+    DeadLetter(#[source] std::io::Error),
+    #[error("cannot start an ingest thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("an ingest thread panicked")]
+    Panicked,
+}
+
+/// One MQTT publish as received.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: Vec<u8>,
+    pub payload: Vec<u8>,
+    /// Receive time, µs since the Unix epoch: the timestamp of points that carry none.
+    pub received_us: i64,
+}
+
+/// Identity of a committed message (for latency measurement and sequence tracking).
+#[derive(Debug, Clone)]
+pub struct MessageMeta {
+    pub device: Arc<str>,
+    pub seq: Option<u64>,
+}
+
+/// What one group commit made durable.
+pub struct CommittedBatch<'a> {
+    pub lsn: u64,
+    pub rows: &'a [Row],
+    pub messages: &'a [MessageMeta],
+}
+
+/// Sees every group commit right after its fsync (online detectors, benchmarks). Runs on the
+/// writer thread: keep it quick and never block.
+pub trait CommitObserver: Send + Sync {
+    fn committed(&self, batch: &CommittedBatch<'_>);
+}
+
+/// Counters the process reads (progress lines, summaries, `/metrics`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub messages: AtomicU64,
+    pub points: AtomicU64,
+    pub bytes: AtomicU64,
+    pub status_messages: AtomicU64,
+    pub dead_letters: [AtomicU64; Reason::ALL.len()],
+    /// Messages the broker dropped because the ingest lagged more than its ring.
+    pub lost_by_broker: AtomicU64,
+    pub committed_lsn: AtomicU64,
+    pub flushed_lsn: AtomicU64,
+    /// Points committed to the WAL and not yet in Parquet.
+    pub wal_lag_points: AtomicU64,
+    pub queue_depth: AtomicU64,
+    pub parquet_files: AtomicU64,
+    pub parquet_bytes: AtomicU64,
+    pub flushes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub duplicates_removed: AtomicU64,
+    pub submit_blocked_us: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub messages: u64,
+    pub points: u64,
+    pub bytes: u64,
+    pub status_messages: u64,
+    pub dead_letters: HashMap<&'static str, u64>,
+    pub dead_letters_total: u64,
+    pub lost_by_broker: u64,
+    pub committed_lsn: u64,
+    pub flushed_lsn: u64,
+    pub wal_lag_points: u64,
+    pub queue_depth: u64,
+    pub parquet_files: u64,
+    pub parquet_bytes: u64,
+    pub flushes: u64,
+    pub compactions: u64,
+    pub duplicates_removed: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let dead_letters: HashMap<&'static str, u64> = Reason::ALL
+            .iter()
+            .zip(&self.dead_letters)
+            .map(|(r, n)| (r.as_str(), get(n)))
+            .collect();
+        StatsSnapshot {
+            messages: get(&self.messages),
+            points: get(&self.points),
+            bytes: get(&self.bytes),
+            status_messages: get(&self.status_messages),
+            dead_letters_total: dead_letters.values().sum(),
+            dead_letters,
+            lost_by_broker: get(&self.lost_by_broker),
+            committed_lsn: get(&self.committed_lsn),
+            flushed_lsn: get(&self.flushed_lsn),
+            wal_lag_points: get(&self.wal_lag_points),
+            queue_depth: get(&self.queue_depth),
+            parquet_files: get(&self.parquet_files),
+            parquet_bytes: get(&self.parquet_bytes),
+            flushes: get(&self.flushes),
+            compactions: get(&self.compactions),
+            duplicates_removed: get(&self.duplicates_removed),
+        }
+    }
+
+    fn dead_letter(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.dead_letters[i].fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::counter!("prognos_ingest_dead_letters_total", "reason" => reason.as_str())
+            .increment(1);
+    }
+}
+
+/// The sending side of the ingest queue.
+#[derive(Clone)]
+pub struct Submitter {
+    tx: SyncSender<Vec<Message>>,
+    stats: Arc<Stats>,
+}
+
+/// The ingest has shut down; nothing more is accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("the ingest is shut down")]
+pub struct Closed;
+
+impl Submitter {
+    /// Queues a batch; blocks while the queue is full, which is the ingest telling the reader
+    /// to slow down. Long blocks are logged: upstream buffers are filling.
+    pub fn submit(&self, batch: Vec<Message>) -> Result<(), Closed> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let batch = match self.tx.try_send(batch) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(Closed),
+            Err(TrySendError::Full(batch)) => batch,
+        };
+        let started = Instant::now();
+        let result = self.tx.send(batch).map_err(|_| Closed);
+        let blocked = started.elapsed();
+        self.stats
+            .submit_blocked_us
+            .fetch_add(blocked.as_micros() as u64, Ordering::Relaxed);
+        metrics::counter!("prognos_ingest_submit_blocked_seconds_total")
+            .increment(blocked.as_micros() as u64 / 1_000_000);
+        if blocked > Duration::from_secs(1) {
+            warn!(
+                blocked_ms = blocked.as_millis() as u64,
+                "ingest queue full: the WAL cannot keep up and the broker's buffer is filling"
+            );
+        }
+        result
+    }
+
+    /// Records messages the broker dropped before the ingest could read them.
+    pub fn report_lost(&self, count: u64) {
+        self.stats
+            .lost_by_broker
+            .fetch_add(count, Ordering::Relaxed);
+        metrics::counter!("prognos_ingest_lost_by_broker_total").increment(count);
+        error!(
+            count,
+            "the broker dropped messages because the ingest fell behind its buffer"
+        );
+    }
+}
+
+/// What the ingest did over its life, returned on shutdown.
+#[derive(Debug, Clone)]
+pub struct IngestSummary {
+    pub stats: StatsSnapshot,
+    pub replayed_records: usize,
+}
+
+/// A running ingest.
+pub struct Ingest {
+    submitter: Submitter,
+    stats: Arc<Stats>,
+    writer: JoinHandle<Result<(), IngestError>>,
+    replayed_records: usize,
+}
+
+struct Sealed {
+    rows: Vec<Row>,
+    first_lsn: u64,
+    last_lsn: u64,
+}
+
+impl Ingest {
+    /// Opens the WAL and the data set, replays what the WAL holds past its checkpoint, and
+    /// starts the writer and flusher threads.
+    pub fn start(
+        config: IngestConfig,
+        observers: Vec<Arc<dyn CommitObserver>>,
+    ) -> Result<Ingest, IngestError> {
+        let wal_dir = config.data_dir.join("wal");
+        let store = Store::open(&config.data_dir.join("telemetry"))?;
+        let dead_letters = DeadLetterWriter::new(&config.data_dir.join("deadletter"))
+            .map_err(IngestError::DeadLetter)?;
+        let (wal, replay) = Wal::open(&wal_dir)?;
+        store.remove_after(replay.checkpoint)?;
+
+        let stats = Arc::new(Stats::default());
+        stats
+            .committed_lsn
+            .store(wal.next_lsn() - 1, Ordering::Relaxed);
+        stats
+            .flushed_lsn
+            .store(replay.checkpoint, Ordering::Relaxed);
+        let mut memtable = Memtable::default();
+        let replayed_records = replay.records.len();
+        for (lsn, rows) in replay.records {
+            memtable.push(lsn, rows);
+        }
+        if replayed_records > 0 {
+            info!(
+                records = replayed_records,
+                points = memtable.rows.len(),
+                "replayed the WAL past its checkpoint"
+            );
+        }
+        stats
+            .wal_lag_points
+            .store(memtable.rows.len() as u64, Ordering::Relaxed);
+
+        let (tx, rx) = mpsc::sync_channel(config.queue_batches.max(1));
+        let (seal_tx, seal_rx) = mpsc::sync_channel::<Sealed>(1);
+        let flusher = {
+            let stats = stats.clone();
+            let wal_dir = wal_dir.clone();
+            let min_files = config.compact_min_files;
+            std::thread::Builder::new()
+                .name("ingest-flusher".into())
+                .spawn(move || flusher_loop(seal_rx, store, wal_dir, stats, min_files))
+                .map_err(IngestError::Thread)?
+        };
+        let writer = {
+            let stats = stats.clone();
+            let mut writer = Writer {
+                config,
+                wal,
+                dead_letters,
+                stats,
+                observers,
+                memtable,
+                seal_tx: Some(seal_tx),
+                names: HashMap::new(),
+                removed_upto: 0,
+            };
+            std::thread::Builder::new()
+                .name("ingest-writer".into())
+                .spawn(move || {
+                    let result = writer.run(rx);
+                    // Dropping the writer closes the seal channel: the flusher finishes what
+                    // it has and stops.
+                    drop(writer);
+                    let flushed = flusher.join().map_err(|_| IngestError::Panicked)?;
+                    result.and(flushed)
+                })
+                .map_err(IngestError::Thread)?
+        };
+        Ok(Ingest {
+            submitter: Submitter {
+                tx,
+                stats: stats.clone(),
+            },
+            stats,
+            writer,
+            replayed_records,
+        })
+    }
+
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.clone()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Stops accepting, commits what is queued, writes everything to Parquet and returns.
+    /// Every other `Submitter` clone must be dropped first, or this waits for them.
+    pub fn shutdown(self) -> Result<IngestSummary, IngestError> {
+        drop(self.submitter);
+        self.writer.join().map_err(|_| IngestError::Panicked)??;
+        Ok(IngestSummary {
+            stats: self.stats.snapshot(),
+            replayed_records: self.replayed_records,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Memtable {
+    rows: Vec<Row>,
+    first_lsn: Option<u64>,
+    last_lsn: u64,
+    started: Option<Instant>,
+}
+
+impl Memtable {
+    fn push(&mut self, lsn: u64, rows: Vec<Row>) {
+        self.first_lsn.get_or_insert(lsn);
+        self.started.get_or_insert_with(Instant::now);
+        self.last_lsn = lsn;
+        if self.rows.is_empty() {
+            self.rows = rows;
+        } else {
+            self.rows.extend(rows);
+        }
+    }
+
+    fn take(&mut self) -> Option<Sealed> {
+        let first_lsn = self.first_lsn.take()?;
+        self.started = None;
+        Some(Sealed {
+            rows: std::mem::take(&mut self.rows),
+            first_lsn,
+            last_lsn: self.last_lsn,
+        })
+    }
+}
+
+struct Writer {
+    config: IngestConfig,
+    wal: Wal,
+    dead_letters: DeadLetterWriter,
+    stats: Arc<Stats>,
+    observers: Vec<Arc<dyn CommitObserver>>,
+    memtable: Memtable,
+    seal_tx: Option<SyncSender<Sealed>>,
+    /// Interned device and metric names: rows share one allocation per name.
+    names: HashMap<String, Arc<str>>,
+    removed_upto: u64,
+}
+
+/// Most messages one group commit takes, so a commit's latency stays bounded under load.
+const MAX_COMMIT_MESSAGES: usize = 50_000;
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Vec<Message>>) -> Result<(), IngestError> {
+        let mut open = true;
+        while open {
+            let mut batches = Vec::new();
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(batch) => batches.push(batch),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+            let mut count: usize = batches.iter().map(Vec::len).sum();
+            while count < MAX_COMMIT_MESSAGES {
+                match rx.try_recv() {
+                    Ok(batch) => {
+                        count += batch.len();
+                        batches.push(batch);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.stats
+                .queue_depth
+                .fetch_sub(batches.len() as u64, Ordering::Relaxed);
+            self.commit(batches)?;
+            self.maybe_seal(!open)?;
+            let flushed = self.stats.flushed_lsn.load(Ordering::Relaxed);
+            if flushed > self.removed_upto {
+                self.wal.remove_checkpointed(flushed)?;
+                self.removed_upto = flushed;
+            }
+        }
+        Ok(())
+    }
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(name) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(name);
+        // Unbounded cardinality would be a memory leak; devices × metrics is bounded in
+        // practice, and past this size the table is simply rebuilt.
+        if self.names.len() > 1_000_000 {
+            self.names.clear();
+        }
+        self.names.insert(name.to_owned(), a.clone());
+        a
+    }
+
+    fn commit(&mut self, batches: Vec<Vec<Message>>) -> Result<(), IngestError> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::new();
+        let mut metas = Vec::new();
+        let (mut messages, mut bytes, mut status) = (0u64, 0u64, 0u64);
+        for message in batches.into_iter().flatten() {
+            bytes += message.payload.len() as u64;
+            let decoded = decode::parse_topic(&message.topic).and_then(|(device, kind)| {
+                let d = decode::decode_payload(
+                    kind,
+                    &message.payload,
+                    message.received_us,
+                    &self.config.limits,
+                )?;
+                Ok((device.to_owned(), kind, d))
+            });
+            match decoded {
+                Ok((_, TopicKind::Status, _)) => status += 1,
+                Ok((device, _, decoded)) => {
+                    messages += 1;
+                    let device = self.intern(&device);
+                    for point in decoded.points {
+                        let metric = self.intern(&point.metric);
+                        rows.push(Row {
+                            device: device.clone(),
+                            metric,
+                            ts_us: point.ts_us,
+                            value: point.value,
+                        });
+                    }
+                    if !self.observers.is_empty() {
+                        metas.push(MessageMeta {
+                            device,
+                            seq: decoded.seq,
+                        });
+                    }
+                }
+                Err(rejection) => {
+                    self.stats.dead_letter(rejection.reason);
+                    let letter = DeadLetter::new(
+                        message.received_us,
+                        &message.topic,
+                        &message.payload,
+                        &rejection,
+                    );
+                    self.dead_letters
+                        .append(&letter)
+                        .map_err(IngestError::DeadLetter)?;
+                }
+            }
+        }
+        self.dead_letters.sync().map_err(IngestError::DeadLetter)?;
+        let points = rows.len() as u64;
+        if !rows.is_empty() || !metas.is_empty() {
+            let lsn = self.wal.append(&rows)?;
+            self.stats.committed_lsn.store(lsn, Ordering::Relaxed);
+            for observer in &self.observers {
+                observer.committed(&CommittedBatch {
+                    lsn,
+                    rows: &rows,
+                    messages: &metas,
+                });
+            }
+            self.memtable.push(lsn, rows);
+        }
+        let s = &self.stats;
+        s.messages.fetch_add(messages, Ordering::Relaxed);
+        s.points.fetch_add(points, Ordering::Relaxed);
+        s.wal_lag_points.fetch_add(points, Ordering::Relaxed);
+        s.bytes.fetch_add(bytes, Ordering::Relaxed);
+        s.status_messages.fetch_add(status, Ordering::Relaxed);
+        metrics::counter!("prognos_ingest_messages_total").increment(messages);
+        metrics::counter!("prognos_ingest_points_total").increment(points);
+        metrics::counter!("prognos_ingest_bytes_total").increment(bytes);
+        Ok(())
+    }
+
+    fn maybe_seal(&mut self, closing: bool) -> Result<(), IngestError> {
+        let due = closing
+            || self.memtable.rows.len() >= self.config.flush_rows
+            || self
+                .memtable
+                .started
+                .is_some_and(|t| t.elapsed() >= self.config.flush_interval);
+        if !due {
+            return Ok(());
+        }
+        let Some(sealed) = self.memtable.take() else {
+            return Ok(());
+        };
+        let Some(seal_tx) = &self.seal_tx else {
+            return Ok(());
+        };
+        let hard_limit = self.config.flush_rows.saturating_mul(4);
+        match seal_tx.try_send(sealed) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(sealed)) if !closing && sealed.rows.len() < hard_limit => {
+                // The flusher is busy: keep accumulating rather than stall commits.
+                self.memtable = Memtable {
+                    first_lsn: Some(sealed.first_lsn),
+                    last_lsn: sealed.last_lsn,
+                    rows: sealed.rows,
+                    started: Some(Instant::now()),
+                };
+                Ok(())
+            }
+            Err(TrySendError::Full(sealed)) => {
+                warn!(
+                    rows = sealed.rows.len(),
+                    "Parquet flusher is behind; commits wait for it"
+                );
+                seal_tx.send(sealed).map_err(|_| IngestError::Panicked)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(IngestError::Panicked),
+        }
+    }
+}
+
+fn flusher_loop(
+    rx: Receiver<Sealed>,
+    store: Store,
+    wal_dir: PathBuf,
+    stats: Arc<Stats>,
+    compact_min_files: usize,
+) -> Result<(), IngestError> {
+    while let Ok(sealed) = rx.recv() {
+        let points = sealed.rows.len() as u64;
+        let files = store.write_flush(sealed.rows, sealed.first_lsn, sealed.last_lsn)?;
+        wal::write_checkpoint(&wal_dir, sealed.last_lsn)?;
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        stats.flushed_lsn.store(sealed.last_lsn, Ordering::Relaxed);
+        stats.wal_lag_points.fetch_sub(
+            points.min(stats.wal_lag_points.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        stats
+            .parquet_files
+            .fetch_add(files.len() as u64, Ordering::Relaxed);
+        stats.parquet_bytes.fetch_add(bytes, Ordering::Relaxed);
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("prognos_ingest_parquet_files_total").increment(files.len() as u64);
+        metrics::counter!("prognos_ingest_parquet_bytes_total").increment(bytes);
+
+        match store.compact(sealed.last_lsn, compact_min_files) {
+            Ok(c) if c.partitions > 0 => {
+                stats
+                    .compactions
+                    .fetch_add(c.partitions as u64, Ordering::Relaxed);
+                stats
+                    .duplicates_removed
+                    .fetch_add(c.duplicates_removed as u64, Ordering::Relaxed);
+                info!(
+                    partitions = c.partitions,
+                    files = c.files_in,
+                    duplicates = c.duplicates_removed,
+                    "compacted"
+                );
+            }
+            Ok(_) => {}
+            // Compaction is an optimisation: a failure leaves the small files readable.
+            Err(e) => error!(error = %e, "compaction failed"),
+        }
+    }
+    Ok(())
+}

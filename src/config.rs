@@ -1,0 +1,232 @@
+//! Settings: embedded defaults, overridden by a TOML file, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The TOML file's shape. Unknown keys are errors: a typo must not silently fall back to a
+/// default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub mqtt: MqttFile,
+    #[serde(default)]
+    pub http: HttpFile,
+    #[serde(default)]
+    pub ingest: IngestFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttFile {
+    pub addr: Option<SocketAddr>,
+    pub mqtt5_addr: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub ingest_buffer_mib: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestFile {
+    pub flush_interval_secs: Option<u64>,
+    pub flush_rows: Option<usize>,
+    pub max_payload_bytes: Option<usize>,
+    pub compact_min_files: Option<usize>,
+    pub max_future_secs: Option<i64>,
+    pub max_past_days: Option<i64>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub mqtt_addr: SocketAddr,
+    pub mqtt5_addr: Option<SocketAddr>,
+    pub http_addr: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_connections: usize,
+    pub ingest_buffer_bytes: usize,
+    pub flush_interval: Duration,
+    pub flush_rows: usize,
+    pub max_payload_bytes: usize,
+    pub compact_min_files: usize,
+    pub max_future_us: i64,
+    pub max_past_us: i64,
+}
+
+pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+impl Settings {
+    /// Reads `path` if given; flags win over the file, the file over defaults.
+    pub fn resolve(
+        path: Option<&Path>,
+        data_dir: Option<PathBuf>,
+        mqtt_addr: Option<SocketAddr>,
+        http_addr: Option<SocketAddr>,
+    ) -> anyhow::Result<Settings> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let defaults = Settings::defaults(PathBuf::from("prognos-data"));
+        let tls = match (file.mqtt.tls_cert, file.mqtt.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("config: mqtt.tls_cert and mqtt.tls_key must be given together"),
+        };
+        let settings = Settings {
+            data_dir: data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            mqtt_addr: mqtt_addr.or(file.mqtt.addr).unwrap_or(defaults.mqtt_addr),
+            mqtt5_addr: file.mqtt.mqtt5_addr,
+            http_addr: http_addr.or(file.http.addr).unwrap_or(defaults.http_addr),
+            tls,
+            max_connections: file
+                .mqtt
+                .max_connections
+                .unwrap_or(defaults.max_connections),
+            ingest_buffer_bytes: file
+                .mqtt
+                .ingest_buffer_mib
+                .map_or(defaults.ingest_buffer_bytes, |m| m * 1024 * 1024),
+            flush_interval: file
+                .ingest
+                .flush_interval_secs
+                .map_or(defaults.flush_interval, Duration::from_secs),
+            flush_rows: file.ingest.flush_rows.unwrap_or(defaults.flush_rows),
+            max_payload_bytes: file
+                .ingest
+                .max_payload_bytes
+                .unwrap_or(defaults.max_payload_bytes),
+            compact_min_files: file
+                .ingest
+                .compact_min_files
+                .unwrap_or(defaults.compact_min_files),
+            max_future_us: file
+                .ingest
+                .max_future_secs
+                .map_or(defaults.max_future_us, |s| s * 1_000_000),
+            max_past_us: file
+                .ingest
+                .max_past_days
+                .map_or(defaults.max_past_us, |d| d * 86_400_000_000),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn defaults(data_dir: PathBuf) -> Settings {
+        let limits = prognos_ingest::Limits::default();
+        Settings {
+            data_dir,
+            mqtt_addr: DEFAULT_MQTT_ADDR
+                .parse()
+                .unwrap_or(([127, 0, 0, 1], 1883).into()),
+            mqtt5_addr: None,
+            http_addr: DEFAULT_HTTP_ADDR
+                .parse()
+                .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            tls: None,
+            max_connections: 10_000,
+            ingest_buffer_bytes: 256 * 1024 * 1024,
+            flush_interval: Duration::from_secs(30),
+            flush_rows: 1_000_000,
+            max_payload_bytes: limits.max_payload_bytes,
+            compact_min_files: 8,
+            max_future_us: limits.max_future_us,
+            max_past_us: limits.max_past_us,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.flush_rows == 0 {
+            bail!("config: ingest.flush_rows must be at least 1");
+        }
+        if self.flush_interval.is_zero() {
+            bail!("config: ingest.flush_interval_secs must be at least 1");
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > 16 * 1024 * 1024 {
+            bail!("config: ingest.max_payload_bytes must be between 1 and 16 MiB");
+        }
+        if self.ingest_buffer_bytes < 8 * 1024 {
+            bail!("config: mqtt.ingest_buffer_mib must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn ingest_config(&self) -> prognos_ingest::IngestConfig {
+        let mut config = prognos_ingest::IngestConfig::new(self.data_dir.clone());
+        config.flush_interval = self.flush_interval;
+        config.flush_rows = self.flush_rows;
+        config.compact_min_files = self.compact_min_files;
+        config.limits = prognos_ingest::Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            max_future_us: self.max_future_us,
+            max_past_us: self.max_past_us,
+        };
+        config
+    }
+
+    pub fn broker_config(&self) -> prognos_broker::BrokerConfig {
+        let mut config = prognos_broker::BrokerConfig::new(self.mqtt_addr);
+        config.mqtt5_addr = self.mqtt5_addr;
+        config.tls = self
+            .tls
+            .clone()
+            .map(|(cert, key)| prognos_broker::TlsFiles { cert, key });
+        config.max_connections = self.max_connections;
+        config.ingest_ring_bytes = self.ingest_buffer_bytes;
+        // Larger than the ingest limit so oversized payloads reach the dead-letter store.
+        config.max_packet_bytes = self.max_payload_bytes.saturating_mul(4).max(64 * 1024);
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_half_tls_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "[mqtt]\nadress = \"127.0.0.1:1\"\n").unwrap();
+        let err = Settings::resolve(Some(&path), None, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("adress"), "{err:#}");
+        std::fs::write(&path, "[mqtt]\ntls_cert = \"c.pem\"\n").unwrap();
+        assert!(Settings::resolve(Some(&path), None, None, None).is_err());
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/x\"\n[mqtt]\naddr = \"127.0.0.1:2000\"\n[ingest]\nflush_rows = 5\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Some(&path), Some("/y".into()), None, None).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/y"));
+        assert_eq!(s.mqtt_addr.port(), 2000);
+        assert_eq!(s.flush_rows, 5);
+    }
+}

@@ -1,0 +1,231 @@
+//! `prognos demo`: the whole system on embedded defaults — a server on free loopback ports,
+//! a registered simulated fleet publishing weeks of telemetry over real MQTT (QoS 1) in
+//! accelerated time, a live progress line, and a summary of what landed where.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use prognos_api::NewDevice;
+use prognos_ingest::Stats;
+use prognos_simulators::mqtt::{BrokerAddr, Credentials, PublishConfig, publish_fleet};
+use prognos_simulators::{Fleet, FleetConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::serve;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Data directory to use (default: a new temporary directory, kept afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Simulated machines.
+    #[arg(long, default_value_t = 20)]
+    pub devices: usize,
+    /// Days of history to publish, ending now.
+    #[arg(long, default_value_t = 14.0)]
+    pub days: f64,
+    /// Minutes between readings.
+    #[arg(long, default_value_t = 10)]
+    pub interval_min: i64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = match args.data_dir.clone() {
+        Some(dir) => dir,
+        None => tempfile::Builder::new()
+            .prefix("prognos-demo-")
+            .tempdir()
+            .context("cannot create a temporary data dir")?
+            .keep(),
+    };
+    let mut settings = Settings::defaults(data_dir.clone());
+    settings.mqtt_addr = ([127, 0, 0, 1], 0).into();
+    settings.http_addr = ([127, 0, 0, 1], 0).into();
+    settings.flush_interval = Duration::from_secs(5);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::cli::signal_to_cancel(shutdown.clone()));
+    let running = serve::start(&settings, Vec::new(), shutdown.clone()).await?;
+    let mqtt = running.mqtt_addrs[0];
+    eprintln!(
+        "prognos demo: MQTT on {mqtt}, HTTP on http://{}/metrics, data in {}",
+        running.http_addr,
+        data_dir.display()
+    );
+
+    let now_ms = serve::now_us() / 1000;
+    let interval_ms = args.interval_min.max(1) * 60_000;
+    let days_ms = (args.days * 86_400_000.0) as i64;
+    let mut fleet = Fleet::new(FleetConfig {
+        devices: args.devices,
+        seed: args.seed,
+        start_ms: now_ms - days_ms,
+        sample_interval_ms: interval_ms,
+        ..FleetConfig::default()
+    })?;
+    let ticks = fleet.ticks_per_days(args.days);
+
+    let mut secrets = HashMap::new();
+    for device in fleet.devices() {
+        let issued = running
+            .registry
+            .add(&NewDevice {
+                device_id: device.id.clone(),
+                model: Some(device.model.to_owned()),
+                serial: Some(device.serial.clone()),
+                batch: Some(device.batch.clone()),
+                site: Some(device.site.clone()),
+            })
+            .await
+            .or_else(|e| match e {
+                // A re-used data dir already has the fleet; its secrets are gone, so re-key.
+                prognos_api::RegistryError::Duplicate(_) => Err(anyhow::anyhow!(
+                    "device {} is already registered in {}: use a new --data-dir",
+                    device.id,
+                    data_dir.display()
+                )),
+                e => Err(e.into()),
+            })?;
+        secrets.insert(issued.device_id, issued.secret);
+    }
+
+    let mut publish =
+        PublishConfig::new(BrokerAddr::new(mqtt.ip().to_string(), mqtt.port()), ticks);
+    publish.credentials = Credentials::PerDevice(secrets);
+    publish.time_limit = Duration::from_secs(1800);
+
+    let progress = tokio::spawn(progress_line(running.stats.clone(), shutdown.clone()));
+    let started = Instant::now();
+    let report = tokio::select! {
+        report = publish_fleet(&mut fleet, &publish) => Some(report?),
+        _ = shutdown.cancelled() => None,
+    };
+    // Wait (bounded) for the ingest to have committed everything that was acknowledged.
+    if let Some(report) = &report {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running.stats.snapshot().messages < report.telemetry_published
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let elapsed = started.elapsed();
+    let summary = running.shutdown().await?;
+    progress.abort();
+    eprintln!();
+
+    let labels_path = data_dir.join("labels.jsonl");
+    prognos_simulators::write_labels_jsonl(
+        fleet.labels(),
+        std::fs::File::create(&labels_path).context("cannot write labels")?,
+    )?;
+    let devices_path = data_dir.join("devices.jsonl");
+    prognos_simulators::write_devices_jsonl(
+        fleet.devices(),
+        std::fs::File::create(&devices_path).context("cannot write devices")?,
+    )?;
+
+    let s = &summary.stats;
+    let telemetry = data_dir.join("telemetry");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Prognos demo summary")?;
+    writeln!(
+        out,
+        "  fleet            {} devices, {} ticks of {} min ({} days), seed {}",
+        args.devices, ticks, args.interval_min, args.days, args.seed
+    )?;
+    if let Some(r) = &report {
+        writeln!(
+            out,
+            "  published        {} telemetry messages over MQTT QoS 1 in {:.1} s ({:.0} msg/s), {} acked, {} dropped, {} connection errors",
+            r.telemetry_published,
+            elapsed.as_secs_f64(),
+            r.telemetry_published as f64 / elapsed.as_secs_f64().max(1e-9),
+            r.acked,
+            r.telemetry_dropped,
+            r.connection_errors
+        )?;
+    } else {
+        writeln!(out, "  published        interrupted")?;
+    }
+    writeln!(
+        out,
+        "  stored           {} messages, {} points",
+        s.messages, s.points
+    )?;
+    writeln!(out, "  dead letters     {}", s.dead_letters_total)?;
+    writeln!(out, "  lost by broker   {}", s.lost_by_broker)?;
+    writeln!(
+        out,
+        "  parquet          {} files written, {} bytes ({:.2} bytes/point)",
+        s.parquet_files,
+        s.parquet_bytes,
+        s.parquet_bytes as f64 / (s.points.max(1) as f64)
+    )?;
+    writeln!(
+        out,
+        "  failures         {} in the ground truth ({} from the defective batch)",
+        fleet.labels().len(),
+        fleet
+            .labels()
+            .iter()
+            .filter(|l| fleet
+                .devices()
+                .get(l.device)
+                .is_some_and(|d| d.defective_batch))
+            .count()
+    )?;
+    writeln!(out, "  files")?;
+    writeln!(
+        out,
+        "    telemetry      {}/date=*/hour=*/*.parquet",
+        telemetry.display()
+    )?;
+    writeln!(
+        out,
+        "    dead letters   {}",
+        data_dir.join("deadletter").display()
+    )?;
+    writeln!(
+        out,
+        "    registry       {}",
+        data_dir.join("prognos.db").display()
+    )?;
+    writeln!(out, "    labels         {}", labels_path.display())?;
+    writeln!(out, "    devices        {}", devices_path.display())?;
+    writeln!(
+        out,
+        "  try              duckdb -c \"SELECT device_id, metric, count(*), avg(value) FROM read_parquet('{}/**/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY ALL LIMIT 20\"",
+        telemetry.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn progress_line(stats: Arc<Stats>, stop: CancellationToken) {
+    let started = Instant::now();
+    loop {
+        let s = stats.snapshot();
+        eprint!(
+            "\r  {:>5.1} s  stored {:>9} messages {:>10} points  WAL lag {:>8}  dead letters {:>4}  parquet files {:>4}   ",
+            started.elapsed().as_secs_f64(),
+            s.messages,
+            s.points,
+            s.wal_lag_points,
+            s.dead_letters_total,
+            s.parquet_files
+        );
+        std::io::stderr().flush().ok();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

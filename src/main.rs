@@ -1,0 +1,24 @@
+//! `prognos`: the command line. Parsing and dispatch only; each command lives in its module.
+
+mod cli;
+mod config;
+mod demo;
+mod device;
+mod evaluate;
+mod http;
+mod serve;
+mod simulate;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(cli.verbose);
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("prognos: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! `prognos serve`: broker + ingest + HTTP, wired together, with graceful shutdown.
+//!
+//! Shutdown order matters for durability: stop accepting MQTT connections, let the link
+//! reader drain what the router already acknowledged, then let the ingest commit and write
+//! everything to Parquet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use prognos_api::{Database, DeviceRegistry};
+use prognos_broker::{AuthCheck, Authenticator, Broker, IngestLink, LinkEvent};
+use prognos_ingest::{CommitObserver, Ingest, IngestSummary, Message, Stats, Submitter};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::Settings;
+use crate::http;
+
+/// The registry answers the broker's authentication questions.
+struct RegistryAuth(DeviceRegistry);
+
+impl AuthCheck for RegistryAuth {
+    fn check<'a>(
+        &'a self,
+        device_id: &'a str,
+        secret: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.0.verify_secret(device_id, secret))
+    }
+}
+
+/// Liveness of the parts `/healthz` reports on.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub router_lost: AtomicBool,
+    pub ingest_failed: AtomicBool,
+}
+
+impl Health {
+    pub fn ok(&self) -> bool {
+        !self.router_lost.load(Ordering::Relaxed) && !self.ingest_failed.load(Ordering::Relaxed)
+    }
+}
+
+/// A running server, for callers that drive it (demo, bench, tests).
+pub struct Running {
+    pub mqtt_addrs: Vec<SocketAddr>,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub stats: Arc<Stats>,
+    pub registry: DeviceRegistry,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<IngestSummary>>,
+}
+
+impl Running {
+    /// Requests a graceful stop and waits for it.
+    pub async fn shutdown(self) -> anyhow::Result<IngestSummary> {
+        self.stop.cancel();
+        self.task.await.context("server task failed")?
+    }
+
+    pub async fn wait(self) -> anyhow::Result<IngestSummary> {
+        self.task.await.context("server task failed")?
+    }
+}
+
+/// Opens the store, binds every port (so a port in use is an error here), and starts
+/// serving. `shutdown` stops it gracefully.
+pub async fn start(
+    settings: &Settings,
+    observers: Vec<Arc<dyn CommitObserver>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let db = Database::open_file(&settings.data_dir.join("prognos.db")).await?;
+    let registry = DeviceRegistry::new(db);
+    let metrics = http::metrics_handle()?;
+
+    let http_listener = TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let auth = Authenticator::new(Arc::new(RegistryAuth(registry.clone())));
+    let mut broker = Broker::start(&settings.broker_config(), auth).await?;
+    let mqtt_addrs = broker.local_addrs();
+    let link = broker
+        .take_ingest_link()
+        .context("the broker has no ingest link")?;
+
+    let ingest = tokio::task::spawn_blocking({
+        let config = settings.ingest_config();
+        move || Ingest::start(config, observers)
+    })
+    .await??;
+    let stats = ingest.stats();
+    let health = Arc::new(Health::default());
+
+    let stop = shutdown.child_token();
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let submitter = ingest.submitter();
+        let reader_stop = reader_stop.clone();
+        let health = health.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("ingest-link-reader".into())
+            .spawn(move || {
+                let result = read_link(link, submitter, &reader_stop);
+                if let Err(e) = &result {
+                    error!(error = %e, "MQTT router lost: shutting down");
+                    health.router_lost.store(true, Ordering::Relaxed);
+                    stop.cancel();
+                }
+                result
+            })
+            .context("cannot start the link reader")?
+    };
+
+    let broker_task = tokio::spawn(broker.serve(stop.clone()));
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        http::AppState {
+            stats: stats.clone(),
+            health: health.clone(),
+            metrics,
+        },
+        stop.clone(),
+    ));
+    info!(mqtt = ?mqtt_addrs, http = %http_addr, data_dir = %settings.data_dir.display(), "Prognos serving");
+
+    let task = {
+        let stop = stop.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            let began = Instant::now();
+            broker_task.await.ok();
+            reader_stop.store(true, Ordering::Relaxed);
+            let reader_result = tokio::task::spawn_blocking(move || reader.join()).await;
+            let summary = tokio::task::spawn_blocking(move || ingest.shutdown()).await??;
+            http_task.await.ok();
+            info!(
+                elapsed_ms = began.elapsed().as_millis() as u64,
+                points = summary.stats.points,
+                "drained to Parquet"
+            );
+            match reader_result {
+                Ok(Ok(Ok(()))) => Ok(summary),
+                Ok(Ok(Err(e))) => Err(anyhow::anyhow!(e)).context("MQTT router lost"),
+                _ => {
+                    health.ingest_failed.store(true, Ordering::Relaxed);
+                    anyhow::bail!("the link reader panicked")
+                }
+            }
+        })
+    };
+
+    Ok(Running {
+        mqtt_addrs,
+        http_addr,
+        data_dir: settings.data_dir.clone(),
+        stats,
+        registry,
+        stop,
+        task,
+    })
+}
+
+/// Longest a drain waits for the router to go quiet after shutdown starts.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
+const DRAIN_IDLE: Duration = Duration::from_millis(200);
+const BATCH_MESSAGES: usize = 2048;
+
+/// Moves publishes from the router to the ingest queue, in batches. Never touches disk, so
+/// it keeps up with the router as long as the queue has room.
+fn read_link(
+    mut link: IngestLink,
+    submitter: Submitter,
+    stop: &AtomicBool,
+) -> Result<(), prognos_broker::LinkError> {
+    let mut batch = Vec::with_capacity(BATCH_MESSAGES);
+    let mut draining_since: Option<Instant> = None;
+    loop {
+        let timeout = if !batch.is_empty() {
+            Duration::from_millis(1)
+        } else if draining_since.is_some() {
+            DRAIN_IDLE
+        } else {
+            Duration::from_millis(100)
+        };
+        match link.recv_timeout(timeout)? {
+            Some(LinkEvent::Publish(publish)) => {
+                batch.push(Message {
+                    topic: publish.topic,
+                    payload: publish.payload,
+                    received_us: now_us(),
+                });
+                if batch.len() >= BATCH_MESSAGES
+                    && submitter.submit(std::mem::take(&mut batch)).is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Some(LinkEvent::Lost(count)) => submitter.report_lost(count),
+            None => {
+                if !batch.is_empty() {
+                    if submitter.submit(std::mem::take(&mut batch)).is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                if draining_since.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            let since = *draining_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > DRAIN_LIMIT {
+                submitter.submit(std::mem::take(&mut batch)).ok();
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
