@@ -84,9 +84,7 @@ pub enum Benchmark {
 
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => {
-            "warn,prognos=info,prognos_ingest=info,prognos_broker=info,rumqttd::server::broker=off"
-        }
+        0 => "warn,prognos=info,prognos_ingest=info,prognos_broker=info,rumqttd=off",
         1 => "info",
         _ => "debug",
     };

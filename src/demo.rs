@@ -135,6 +135,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let s = &summary.stats;
     let telemetry = data_dir.join("telemetry");
+    let files = prognos_ingest::store::Store::open(&telemetry)?.files()?;
+    let on_disk: u64 = files.iter().map(|f| f.bytes).sum();
     let mut out = std::io::stdout().lock();
     writeln!(out, "Prognos demo summary")?;
     writeln!(
@@ -165,10 +167,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "  lost by broker   {}", s.lost_by_broker)?;
     writeln!(
         out,
-        "  parquet          {} files written, {} bytes ({:.2} bytes/point)",
+        "  parquet          {} files ({} written, {} partitions compacted), {} bytes on disk ({:.2} bytes/point)",
+        files.len(),
         s.parquet_files,
-        s.parquet_bytes,
-        s.parquet_bytes as f64 / (s.points.max(1) as f64)
+        s.compactions,
+        on_disk,
+        on_disk as f64 / (s.points.max(1) as f64)
     )?;
     writeln!(
         out,

@@ -182,13 +182,16 @@ pub fn decode_payload(
             ),
         ));
     }
+    // Status is free text (`online` / `offline`, a device's last will): nothing to store.
+    if kind == TopicKind::Status {
+        return Ok(Decoded::default());
+    }
     let value: Value = serde_json::from_slice(payload).map_err(|e| json_error(payload, e))?;
     let decoded = match kind {
-        TopicKind::Telemetry => decode_telemetry(&value, now_us)?,
         TopicKind::Senml => decode_senml(&value, now_us)?,
-        TopicKind::Status => Decoded::default(),
+        _ => decode_telemetry(&value, now_us)?,
     };
-    if kind != TopicKind::Status && decoded.points.is_empty() {
+    if decoded.points.is_empty() {
         return Err(reject(Reason::Empty, "no metrics in message"));
     }
     for point in &decoded.points {

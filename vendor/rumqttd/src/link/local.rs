@@ -128,6 +128,7 @@ impl<'a> LinkBuilder<'a> {
             if !will.topic.starts_with(prefix.as_bytes()) {
                 crate::count_topic_prefix_violation();
                 tracing::warn!(
+                    target: "prognos_broker::acl",
                     client_id = connection.client_id,
                     topic = ?will.topic,
                     prefix,

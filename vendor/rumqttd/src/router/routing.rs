@@ -1221,6 +1221,7 @@ fn append_to_commitlog(
         if !topic.starts_with(tenant_prefix) {
             crate::count_topic_prefix_violation();
             warn!(
+                target: "prognos_broker::acl",
                 client_id = connection.client_id,
                 topic,
                 prefix = tenant_prefix,
@@ -1736,6 +1737,13 @@ fn validate_subscription(
     if let Some(tenant_prefix) = &connection.tenant_prefix {
         if !filter.path.starts_with(tenant_prefix) {
             crate::count_topic_prefix_violation();
+            warn!(
+                target: "prognos_broker::acl",
+                client_id = connection.client_id,
+                filter = filter.path,
+                prefix = tenant_prefix,
+                "subscription outside the client's topic prefix refused"
+            );
             return Err(RouterError::InvalidFilterPrefix(filter.path.to_owned()));
         }
     }

@@ -1,0 +1,263 @@
+//! Test harness: the real `prognos` binary on loopback ports, a real MQTT client that is not
+//! ours (`mosquitto_pub`), and a Parquet reader that is not ours (the parquet crate directly).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_prognos");
+
+pub fn prognos(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run prognos")
+}
+
+/// Registers a device; returns its secret.
+pub fn add_device(data_dir: &Path, id: &str) -> String {
+    let out = prognos(&[
+        "device",
+        "add",
+        id,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["device_id"], id);
+    v["secret"].as_str().unwrap().to_owned()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub mqtt_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `prognos serve` on port 0 and reads the bound ports from its first line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--mqtt-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn prognos serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "prognos: serving MQTT on 127.0.0.1:P and HTTP on 127.0.0.1:Q, data in …"
+        let port_after = |marker: &str| -> u16 {
+            let rest = &line[line
+                .find(marker)
+                .unwrap_or_else(|| panic!("no {marker} in {line:?}"))
+                + marker.len()..];
+            let addr = rest.split([' ', ',']).next().unwrap();
+            addr.rsplit(':').next().unwrap().parse().unwrap()
+        };
+        Server {
+            mqtt_port: port_after("MQTT on "),
+            http_port: port_after("HTTP on "),
+            child,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn pub_qos1(&self, id: &str, secret: &str, topic: &str, payload: &str) -> ExitStatus {
+        mosquitto_pub(self.mqtt_port, id, secret, topic, payload)
+    }
+
+    pub fn http_get(&self, path: &str) -> String {
+        http_get(self.http_port, path)
+    }
+
+    /// SIGTERM and wait; returns the exit status and how long it took.
+    pub fn terminate(mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn mosquitto_pub(port: u16, id: &str, secret: &str, topic: &str, payload: &str) -> ExitStatus {
+    Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-i",
+            id,
+            "-u",
+            id,
+            "-P",
+            secret,
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("mosquitto_pub is installed (scripts/test.sh installs mosquitto-clients)")
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket (keeps test dependencies small).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Every (device, metric) → [(ts_us, value)] in the data set, read with the parquet crate.
+pub type Series = BTreeMap<(String, String), Vec<(i64, f64)>>;
+
+pub fn read_telemetry(data_dir: &Path) -> Series {
+    let mut out = Series::new();
+    let mut files = Vec::new();
+    collect_parquet(&data_dir.join("telemetry"), &mut files);
+    for path in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            add_batch(&batch.unwrap(), &mut out);
+        }
+    }
+    for points in out.values_mut() {
+        points.sort_by_key(|p| p.0);
+    }
+    out
+}
+
+fn collect_parquet(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_parquet(&path, files);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            files.push(path);
+        }
+    }
+}
+
+fn arrow_cast_utf8(array: &dyn Array) -> Vec<String> {
+    if let Some(dict) = array.as_any_dictionary_opt() {
+        let values = dict.values().as_string::<i32>();
+        let keys = dict.normalized_keys();
+        return keys.iter().map(|k| values.value(*k).to_owned()).collect();
+    }
+    let s = array.as_string::<i32>();
+    (0..s.len()).map(|i| s.value(i).to_owned()).collect()
+}
+
+fn add_batch(batch: &RecordBatch, out: &mut Series) {
+    let ts = batch
+        .column_by_name("ts")
+        .unwrap()
+        .as_primitive::<TimestampMicrosecondType>();
+    let devices = arrow_cast_utf8(batch.column_by_name("device_id").unwrap().as_ref());
+    let metrics = arrow_cast_utf8(batch.column_by_name("metric").unwrap().as_ref());
+    let values = batch
+        .column_by_name("value")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    for i in 0..batch.num_rows() {
+        out.entry((devices[i].clone(), metrics[i].clone()))
+            .or_default()
+            .push((ts.value(i), values.value(i)));
+    }
+}
+
+pub fn read_dead_letters(data_dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(data_dir.join("deadletter")) else {
+        return out;
+    };
+    for entry in entries {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        out.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
+    }
+    out
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
