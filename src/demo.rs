@@ -52,7 +52,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     settings.flush_interval = Duration::from_secs(5);
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::cli::signal_to_cancel(shutdown.clone()));
+    crate::cli::cancel_on_signal(shutdown.clone())?;
     let running = serve::start(&settings, Vec::new(), shutdown.clone()).await?;
     let mqtt = running.mqtt_addrs[0];
     eprintln!(
@@ -85,14 +85,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 site: Some(device.site.clone()),
             })
             .await
-            .or_else(|e| match e {
-                // A re-used data dir already has the fleet; its secrets are gone, so re-key.
-                prognos_api::RegistryError::Duplicate(_) => Err(anyhow::anyhow!(
+            .map_err(|e| match e {
+                // A re-used data dir already has the fleet, whose secrets were shown once.
+                prognos_api::RegistryError::Duplicate(_) => anyhow::anyhow!(
                     "device {} is already registered in {}: use a new --data-dir",
                     device.id,
                     data_dir.display()
-                )),
-                e => Err(e.into()),
+                ),
+                e => e.into(),
             })?;
         secrets.insert(issued.device_id, issued.secret);
     }

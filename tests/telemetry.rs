@@ -353,6 +353,7 @@ fn device_list_shows_registered_devices() {
     assert!(list[0].get("secret").is_none(), "secrets are never listed");
 }
 
+#[allow(clippy::unwrap_used)]
 fn write_config(dir: &std::path::Path, text: &str) -> String {
     let path = dir.join(format!("prognos-{}.toml", text.len()));
     std::fs::write(&path, text).unwrap();

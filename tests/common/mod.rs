@@ -1,7 +1,7 @@
 //! Test harness: the real `prognos` binary on loopback ports, a real MQTT client that is not
 //! ours (`mosquitto_pub`), and a Parquet reader that is not ours (the parquet crate directly).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
