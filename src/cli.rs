@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::{demo, device, evaluate, serve, simulate};
+use crate::{bench, demo, device, evaluate, serve, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,6 +70,11 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Simulate a fleet: publish over MQTT, or write Parquet in accelerated time.
     Simulate(simulate::SimulateArgs),
+    /// Benchmarks (run them on a release build; figures go to BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Replay a CSV through a detector: prints time, anomaly_score, is_anomaly.
     Score(evaluate::ScoreArgs),
 }
@@ -108,6 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = args.settings()?;
             runtime()?.block_on(serve_until_signal(settings))
         }
+        Command::Bench { command } => runtime()?.block_on(bench::run(command)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
         Command::Device { command } => runtime()?.block_on(device::run(command)),

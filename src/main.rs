@@ -1,5 +1,6 @@
 //! `prognos`: the command line. Parsing and dispatch only; each command lives in its module.
 
+mod bench;
 mod cli;
 mod config;
 mod demo;

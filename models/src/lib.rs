@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod gbm;
 pub mod metrics;
+pub mod monitor;
 pub mod multivariate;
 pub mod parse;
 pub mod pca;
