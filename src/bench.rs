@@ -99,7 +99,11 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
+/// One run of the load against Prognos; returns the figures and the durable messages/s.
+async fn prognos_run(
+    args: &IngestBenchArgs,
+    models_enabled: bool,
+) -> anyhow::Result<(serde_json::Value, f64, LoadConfig)> {
     let dir = tempfile::Builder::new()
         .prefix("prognos-bench-")
         .tempdir()?;
@@ -107,6 +111,7 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
     settings.mqtt_addr = ([127, 0, 0, 1], 0).into();
     settings.http_addr = ([127, 0, 0, 1], 0).into();
     settings.flush_interval = Duration::from_secs(10);
+    settings.models_enabled = models_enabled;
 
     let observer = Arc::new(DurableLatency {
         metrics_per_message: args.metrics,
@@ -142,8 +147,11 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
     load.credentials = Credentials::PerDevice(secrets);
 
     eprintln!(
-        "bench: {} devices × {} messages × {} metrics over QoS 1 to Prognos…",
-        args.devices, args.messages, args.metrics
+        "bench: {} devices × {} messages × {} metrics over QoS 1 to Prognos (models {})…",
+        args.devices,
+        args.messages,
+        args.metrics,
+        if models_enabled { "on" } else { "off" }
     );
     let started = Instant::now();
     let report = run_load(&load).await?;
@@ -185,7 +193,15 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
         "parquet_bytes_per_point": parquet_bytes as f64 / stored_points.max(1) as f64,
         "peak_rss_mib": rss as f64 / (1024.0 * 1024.0),
         "connection_errors": report.errors,
+        "models": models_enabled,
     });
+    let rate = stored_messages as f64 / secs;
+    Ok((prognos, rate, load))
+}
+
+async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
+    let (prognos, rate, load) = prognos_run(&args, false).await?;
+    let (prognos_models, rate_models, _) = prognos_run(&args, true).await?;
 
     let fleet_bytes = tokio::task::spawn_blocking({
         let devices = args.fleet_devices;
@@ -200,12 +216,12 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let ratio = mosquitto
-        .as_ref()
-        .map(|(r, _)| (stored_messages as f64 / secs) / r.max(1e-9));
+    let ratio = mosquitto.as_ref().map(|(r, _)| rate / r.max(1e-9));
     let out = json!({
         "load": {"devices": args.devices, "messages_per_device": args.messages, "metrics_per_message": args.metrics, "qos": 1},
         "prognos": prognos,
+        "prognos_with_models": prognos_models,
+        "models_on_over_off_throughput": rate_models / rate.max(1e-9),
         "simulator_parquet": fleet_bytes,
         "mosquitto": mosquitto.map(|(rate, r)| json!({
             "messages_per_s": rate,

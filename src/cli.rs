@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::{bench, demo, device, evaluate, serve, simulate};
+use crate::{alerts, bench, demo, device, evaluate, serve, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +60,11 @@ pub enum Command {
     Device {
         #[command(subcommand)]
         command: device::DeviceCommand,
+    },
+    /// Predictive alerts raised by the online models.
+    Alerts {
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
     },
     /// Evaluate the models on public benchmarks.
     Evaluate {
@@ -113,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = args.settings()?;
             runtime()?.block_on(serve_until_signal(settings))
         }
+        Command::Alerts { command } => runtime()?.block_on(alerts::run(command)),
         Command::Bench { command } => runtime()?.block_on(bench::run(command)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),

@@ -19,6 +19,15 @@ pub struct FileConfig {
     pub http: HttpFile,
     #[serde(default)]
     pub ingest: IngestFile,
+    #[serde(default)]
+    pub models: ModelsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsFile {
+    /// Run the online detectors on the stream (default true).
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +74,7 @@ pub struct Settings {
     pub compact_min_files: usize,
     pub max_future_us: i64,
     pub max_past_us: i64,
+    pub models_enabled: bool,
 }
 
 pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
@@ -128,6 +138,7 @@ impl Settings {
                 .ingest
                 .max_past_days
                 .map_or(defaults.max_past_us, |d| d * 86_400_000_000),
+            models_enabled: file.models.enabled.unwrap_or(defaults.models_enabled),
         };
         settings.validate()?;
         Ok(settings)
@@ -153,6 +164,7 @@ impl Settings {
             compact_min_files: 8,
             max_future_us: limits.max_future_us,
             max_past_us: limits.max_past_us,
+            models_enabled: true,
         }
     }
 

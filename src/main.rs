@@ -1,5 +1,6 @@
 //! `prognos`: the command line. Parsing and dispatch only; each command lives in its module.
 
+mod alerts;
 mod bench;
 mod cli;
 mod config;
@@ -7,6 +8,7 @@ mod demo;
 mod device;
 mod evaluate;
 mod http;
+mod online;
 mod serve;
 mod simulate;
 

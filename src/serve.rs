@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use prognos_api::{Database, DeviceRegistry};
+use prognos_api::{AlertStore, Database, DeviceRegistry};
 use prognos_broker::{AuthCheck, Authenticator, Broker, IngestLink, LinkEvent};
 use prognos_ingest::{CommitObserver, Ingest, IngestSummary, Message, Stats, Submitter};
 use tokio::net::TcpListener;
@@ -20,6 +20,7 @@ use tracing::{error, info};
 
 use crate::config::Settings;
 use crate::http;
+use crate::online::OnlineModels;
 
 /// The registry answers the broker's authentication questions.
 struct RegistryAuth(DeviceRegistry);
@@ -54,6 +55,9 @@ pub struct Running {
     pub data_dir: PathBuf,
     pub stats: Arc<Stats>,
     pub registry: DeviceRegistry,
+    pub alert_store: AlertStore,
+    /// Alert events as the models raise them (for the ticket service); `None` with models off.
+    pub alerts: Option<tokio::sync::broadcast::Sender<prognos_models::alert::AlertEvent>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<IngestSummary>>,
 }
@@ -74,14 +78,24 @@ impl Running {
 /// serving. `shutdown` stops it gracefully.
 pub async fn start(
     settings: &Settings,
-    observers: Vec<Arc<dyn CommitObserver>>,
+    mut observers: Vec<Arc<dyn CommitObserver>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let db = Database::open_file(&settings.data_dir.join("prognos.db")).await?;
-    let registry = DeviceRegistry::new(db);
+    let registry = DeviceRegistry::new(db.clone());
+    let alert_store = AlertStore::new(db);
     let metrics = http::metrics_handle()?;
+    let online = if settings.models_enabled {
+        let online = OnlineModels::start(alert_store.clone(), Default::default())
+            .context("cannot start the online models")?;
+        observers.push(online.observer.clone());
+        Some(online)
+    } else {
+        None
+    };
+    let alerts = online.as_ref().map(|o| o.alerts.clone());
 
     let http_listener = TcpListener::bind(settings.http_addr)
         .await
@@ -145,6 +159,9 @@ pub async fn start(
             reader_stop.store(true, Ordering::Relaxed);
             let reader_result = tokio::task::spawn_blocking(move || reader.join()).await;
             let summary = tokio::task::spawn_blocking(move || ingest.shutdown()).await??;
+            if let Some(online) = online {
+                online.finish().await;
+            }
             http_task.await.ok();
             info!(
                 elapsed_ms = began.elapsed().as_millis() as u64,
@@ -168,6 +185,8 @@ pub async fn start(
         data_dir: settings.data_dir.clone(),
         stats,
         registry,
+        alert_store,
+        alerts,
         stop,
         task,
     })

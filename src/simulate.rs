@@ -38,6 +38,13 @@ pub struct SimulateArgs {
     /// Simulated-time speed-up for MQTT (1 = real time); default as fast as possible.
     #[arg(long, requires = "mqtt_addr")]
     pub speedup: Option<f64>,
+    /// With --mqtt-addr: write the ground-truth labels (JSON lines) here after publishing.
+    #[arg(long, requires = "mqtt_addr")]
+    pub labels: Option<PathBuf>,
+    /// With --mqtt-addr: write {device_id: secret} for every fleet device registered in this
+    /// data dir's registry first (convenience for demos and tests).
+    #[arg(long, requires = "mqtt_addr")]
+    pub register_in: Option<PathBuf>,
 }
 
 const ROWS_PER_FILE: usize = 4_000_000;
@@ -62,6 +69,24 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.mqtt_addr {
         let mut publish =
             PublishConfig::new(BrokerAddr::new(addr.ip().to_string(), addr.port()), ticks);
+        if let Some(data_dir) = &args.register_in {
+            let db = prognos_api::Database::open_file(&data_dir.join("prognos.db")).await?;
+            let registry = prognos_api::DeviceRegistry::new(db);
+            let mut secrets = std::collections::HashMap::new();
+            for d in fleet.devices() {
+                let issued = registry
+                    .add(&prognos_api::NewDevice {
+                        device_id: d.id.clone(),
+                        model: Some(d.model.to_owned()),
+                        serial: Some(d.serial.clone()),
+                        batch: Some(d.batch.clone()),
+                        site: Some(d.site.clone()),
+                    })
+                    .await?;
+                secrets.insert(issued.device_id, issued.secret);
+            }
+            publish.credentials = Credentials::PerDevice(secrets);
+        }
         if let Some(path) = &args.credentials {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -74,6 +99,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             publish.pace = Pace::Speedup(x);
         }
         let report = publish_fleet(&mut fleet, &publish).await?;
+        if let Some(path) = &args.labels {
+            prognos_simulators::write_labels_jsonl(
+                fleet.labels(),
+                std::fs::File::create(path)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+            )?;
+        }
         println!(
             "{}",
             serde_json::to_string(&serde_json::json!({

@@ -8,8 +8,24 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 /// Migrations in order; each runs once, inside a transaction, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "devices", include_str!("../migrations/0001_devices.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "devices", include_str!("../migrations/0001_devices.sql")),
+    (2, "alerts", include_str!("../migrations/0002_alerts.sql")),
+];
+
+/// The statements of a migration file: `--` comment lines dropped, split at `;`.
+fn statements(sql: &str) -> Vec<String> {
+    let code: String = sql
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    code.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -91,8 +107,8 @@ impl Database {
                 source,
             };
             let mut tx = self.pool.begin().await.map_err(fail)?;
-            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                sqlx::query(statement)
+            for statement in statements(sql) {
+                sqlx::query(&statement)
                     .execute(&mut *tx)
                     .await
                     .map_err(fail)?;

@@ -3,8 +3,10 @@
 //!
 //! Domain modules hold no HTTP types; SQL is written to run on SQLite and PostgreSQL.
 
+pub mod alerts;
 pub mod db;
 pub mod registry;
 
+pub use alerts::{AlertRecord, AlertStore};
 pub use db::{Database, DbError};
 pub use registry::{Device, DeviceRegistry, IssuedDevice, NewDevice, RegistryError};
