@@ -127,10 +127,18 @@ pub async fn start(
             .name("ingest-link-reader".into())
             .spawn(move || {
                 let result = read_link(link, submitter, &reader_stop);
-                if let Err(e) = &result {
-                    error!(error = %e, "MQTT router lost: shutting down");
-                    health.router_lost.store(true, Ordering::Relaxed);
-                    stop.cancel();
+                match &result {
+                    Err(ReadError::RouterGone(e)) => {
+                        error!(error = %e, "MQTT router lost: shutting down");
+                        health.router_lost.store(true, Ordering::Relaxed);
+                        stop.cancel();
+                    }
+                    Err(ReadError::IngestClosed) => {
+                        error!("the ingest stopped accepting (see its error): shutting down");
+                        health.ingest_failed.store(true, Ordering::Relaxed);
+                        stop.cancel();
+                    }
+                    Ok(()) => {}
                 }
                 result
             })
@@ -170,7 +178,7 @@ pub async fn start(
             );
             match reader_result {
                 Ok(Ok(Ok(()))) => Ok(summary),
-                Ok(Ok(Err(e))) => Err(anyhow::anyhow!(e)).context("MQTT router lost"),
+                Ok(Ok(Err(e))) => Err(anyhow::anyhow!(e)),
                 _ => {
                     health.ingest_failed.store(true, Ordering::Relaxed);
                     anyhow::bail!("the link reader panicked")
@@ -197,13 +205,26 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
 const BATCH_MESSAGES: usize = 2048;
 
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    RouterGone(#[from] prognos_broker::LinkError),
+    #[error("the ingest stopped before the broker")]
+    IngestClosed,
+}
+
 /// Moves publishes from the router to the ingest queue, in batches. Never touches disk, so
 /// it keeps up with the router as long as the queue has room.
 fn read_link(
     mut link: IngestLink,
     submitter: Submitter,
     stop: &AtomicBool,
-) -> Result<(), prognos_broker::LinkError> {
+) -> Result<(), ReadError> {
+    let submit = |batch: &mut Vec<Message>| {
+        submitter
+            .submit(std::mem::take(batch))
+            .map_err(|_| ReadError::IngestClosed)
+    };
     let mut batch = Vec::with_capacity(BATCH_MESSAGES);
     let mut draining_since: Option<Instant> = None;
     loop {
@@ -221,18 +242,14 @@ fn read_link(
                     payload: publish.payload,
                     received_us: now_us(),
                 });
-                if batch.len() >= BATCH_MESSAGES
-                    && submitter.submit(std::mem::take(&mut batch)).is_err()
-                {
-                    return Ok(());
+                if batch.len() >= BATCH_MESSAGES {
+                    submit(&mut batch)?;
                 }
             }
             Some(LinkEvent::Lost(count)) => submitter.report_lost(count),
             None => {
                 if !batch.is_empty() {
-                    if submitter.submit(std::mem::take(&mut batch)).is_err() {
-                        return Ok(());
-                    }
+                    submit(&mut batch)?;
                     continue;
                 }
                 if draining_since.is_some() {
@@ -243,8 +260,7 @@ fn read_link(
         if stop.load(Ordering::Relaxed) {
             let since = *draining_since.get_or_insert_with(Instant::now);
             if since.elapsed() > DRAIN_LIMIT {
-                submitter.submit(std::mem::take(&mut batch)).ok();
-                return Ok(());
+                return submit(&mut batch);
             }
         }
     }

@@ -359,3 +359,117 @@ fn write_config(dir: &std::path::Path, text: &str) -> String {
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
 }
+
+#[test]
+fn tls_listener_accepts_a_verified_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let secret = add_device(dir.path(), "tls-1");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[mqtt]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap()
+        ),
+    );
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let publish = |extra: &[&str]| {
+        std::process::Command::new("mosquitto_pub")
+            // `localhost`, not an IP: clients send the host as TLS SNI and an IP literal is not
+            // a valid server name (rustls refuses it).
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &server.mqtt_port.to_string(),
+                "-i",
+                "tls-1",
+                "-u",
+                "tls-1",
+                "-P",
+                &secret,
+                "-q",
+                "1",
+            ])
+            .args([
+                "-t",
+                "prognos/v1/tls-1/telemetry",
+                "-m",
+                r#"{"metrics": {"t": 1}}"#,
+            ])
+            .args(extra)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert!(
+        publish(&["--cafile", cert.to_str().unwrap()]).success(),
+        "TLS publish failed"
+    );
+    assert!(
+        !publish(&[]).success(),
+        "plain TCP must not be accepted on a TLS listener"
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    assert_eq!(read_telemetry(dir.path()).len(), 1);
+}
+
+#[test]
+fn mqtt5_listener_serves_v5_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = add_device(dir.path(), "v5-1");
+    let config = write_config(dir.path(), "[mqtt]\nmqtt5_addr = \"127.0.0.1:0\"\n");
+    let server = Server::start(dir.path(), &["--config", &config]);
+    assert_eq!(server.mqtt_ports.len(), 2, "both listeners announced");
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-V",
+            "mqttv5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.mqtt_ports[1].to_string(),
+        ])
+        .args(["-i", "v5-1", "-u", "v5-1", "-P", &secret, "-q", "1"])
+        .args([
+            "-t",
+            "prognos/v1/v5-1/telemetry",
+            "-m",
+            r#"{"metrics": {"v": 5}}"#,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let points = &read_telemetry(dir.path())[&("v5-1".to_owned(), "v".to_owned())];
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].1, 5.0);
+}

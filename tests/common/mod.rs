@@ -43,6 +43,8 @@ pub fn add_device(data_dir: &Path, id: &str) -> String {
 pub struct Server {
     pub child: Child,
     pub mqtt_port: u16,
+    /// Every MQTT listener's port, in the order the server printed them (3.1.1, then 5).
+    pub mqtt_ports: Vec<u16>,
     pub http_port: u16,
     pub data_dir: PathBuf,
 }
@@ -77,7 +79,17 @@ impl Server {
             let addr = rest.split([' ', ',']).next().unwrap();
             addr.rsplit(':').next().unwrap().parse().unwrap()
         };
+        let mqtt_list = line
+            .split("MQTT on ")
+            .nth(1)
+            .and_then(|rest| rest.split(" and HTTP").next())
+            .unwrap_or_default();
+        let mqtt_ports = mqtt_list
+            .split(", ")
+            .map(|a| a.rsplit(':').next().unwrap().parse().unwrap())
+            .collect();
         Server {
+            mqtt_ports,
             mqtt_port: port_after("MQTT on "),
             http_port: port_after("HTTP on "),
             child,
