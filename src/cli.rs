@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::{alerts, bench, demo, device, evaluate, serve, simulate};
+use crate::{alerts, bench, demo, device, evaluate, evaluate_fleet, serve, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,6 +90,8 @@ pub enum Benchmark {
     Skab(evaluate::SkabArgs),
     /// NASA C-MAPSS FD001 remaining useful life: RMSE and PHM08 score.
     Cmapss(evaluate::CmapssArgs),
+    /// The simulated fleet through the online monitor: failures caught, lead time, false alerts.
+    Fleet(evaluate_fleet::FleetArgs),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -127,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match benchmark {
                 Benchmark::Skab(args) => evaluate::run_skab(&args)?,
                 Benchmark::Cmapss(args) => evaluate::run_cmapss(&args)?,
+                Benchmark::Fleet(args) => evaluate_fleet::run_fleet(&args)?,
             }
             Ok(ExitCode::SUCCESS)
         }

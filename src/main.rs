@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod device;
 mod evaluate;
+mod evaluate_fleet;
 mod http;
 mod online;
 mod serve;

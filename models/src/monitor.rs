@@ -15,12 +15,15 @@
 //!    of a start from idle are dropped (the machine is still warming up).
 //! 2. **Baseline regression.** The first `baseline_samples` running samples
 //!    after a (re)start train one ridge least-squares model per target:
-//!    `ln vibration_rms`, `motor_temp − bearing_temp` (the difference cancels
-//!    the ambient temperature: season, daily cycle, region), `ln pressure`,
-//!    `ln flow`. Only the normal equations are accumulated (bounded memory),
-//!    then solved once and frozen.
+//!    `vibration_rms`, `pressure`, `flow` (on speed, current and their
+//!    squares: flow goes with speed × load) and `motor_temp − bearing_temp`
+//!    (on speed, current and their lagged copies; the difference cancels the
+//!    ambient temperature: season, daily cycle, region). Only the normal
+//!    equations are accumulated (bounded memory), then solved once and
+//!    frozen.
 //! 3. **Residual indicators.** After the baseline, each running sample gives
-//!    residuals (actual − predicted). They are averaged per `bucket_ms`
+//!    residuals: ln(actual / predicted) for vibration, pressure and flow,
+//!    actual − predicted (°C) for the temperature difference. They are averaged per `bucket_ms`
 //!    (1 h) and smoothed across buckets by a one-sided EWMA (λ per bucket), so
 //!    sensor noise and load-model error average out over about two days:
 //!    - `bearing_wear` = vibration residual (log ratio, vibration up),
@@ -39,10 +42,11 @@
 //!    (largest ratio on a tie) owns the device until its alert resolves, so
 //!    the side effects of one degradation on other indicators (a seal leak
 //!    also raises vibration a little) cannot raise a second alert.
-//! 5. **RUL.** The last `rul_window_buckets` bucket means of the alerting
-//!    indicator are extrapolated linearly ([`extrapolate_trend`]) to the
-//!    mode's functional-failure level; the estimate and its 95 % interval
-//!    (hours) go into the evidence and drive the severity.
+//! 5. **RUL.** The last `rul_window_buckets` smoothed values of the alerting
+//!    indicator are extrapolated ([`extrapolate_trend`], exponential in
+//!    indicator + alarm level, since degradation accelerates; linear as a
+//!    fallback) to the mode's functional-failure level; the estimate and its
+//!    95 % interval (hours) go into the evidence and drive the severity.
 //!
 //! # Gaps, dropouts, degraded starts
 //! - A missing metric only removes the targets that need it; a sample without
@@ -76,12 +80,20 @@ pub const MODES: [&str; 3] = ["bearing_wear", "seal_leak", "overheating"];
 
 const HOUR_MS: f64 = 3_600_000.0;
 const DAY_MS: f64 = 86_400_000.0;
-/// Covariates: intercept, speed, current, fast-filtered speed and current,
-/// slow-filtered speed and current.
+/// Covariates (at most): intercept, speed, current and either their squares
+/// (instantaneous targets) or fast- and slow-filtered speed and current
+/// (temperatures, which lag the load).
 const P: usize = 7;
-/// Regression targets: ln vibration, motor − bearing temperature, ln
-/// pressure, ln flow.
+/// Regression targets: vibration, motor − bearing temperature, pressure,
+/// flow.
 const T: usize = 4;
+
+/// Covariates used per target: vibration, pressure and flow use the
+/// instantaneous set (5), the temperature difference the lagged set (7).
+const TARGET_COVARIATES: [usize; T] = [5, P, 5, 5];
+/// Targets whose residual is relative (ln actual/predicted) rather than
+/// absolute.
+const RELATIVE: [bool; T] = [true, false, true, true];
 
 /// Monitor settings. `Default` is what `prognos evaluate fleet` reports on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,8 +102,8 @@ pub struct MonitorConfig {
     /// Silence longer than this restarts the device's baseline (default 2 h;
     /// telemetry normally arrives every few minutes, also while idle).
     pub restart_gap_ms: i64,
-    /// Running samples that train the baseline regression (default 288: two
-    /// days of 10-minute samples).
+    /// Running samples that train the baseline regression (default 432:
+    /// three running days of 10-minute samples).
     pub baseline_samples: usize,
     /// Temperature samples this soon after a start from idle are dropped
     /// (default 2 h).
@@ -109,7 +121,8 @@ pub struct MonitorConfig {
     /// EWMA factor per bucket (default 0.04: about two days of memory).
     pub ewma_lambda: f64,
     /// Alarm levels of the smoothed indicators, in [`MODES`] order (default
-    /// 0.10 ln-vibration, 0.02 ln pressure/flow, 0.9 °C).
+    /// 0.03 = +3 % vibration, 0.007 = −0.7 % pressure and flow, 0.3 °C
+    /// motor−bearing temperature).
     pub thresholds: [f64; 3],
     /// An anomalous indicator clears below this fraction of its threshold
     /// (default 0.5).
@@ -127,14 +140,14 @@ impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
             restart_gap_ms: 2 * 3_600_000,
-            baseline_samples: 288,
+            baseline_samples: 432,
             warmup_after_start_ms: 2 * 3_600_000,
             thermal_tau_fast_ms: 25.0 * 60_000.0,
             thermal_tau_slow_ms: 40.0 * 60_000.0,
             bucket_ms: 3_600_000,
             min_bucket_samples: 3,
             ewma_lambda: 0.04,
-            thresholds: [0.10, 0.02, 0.9],
+            thresholds: [0.03, 0.007, 0.3],
             clear_fraction: 0.5,
             failure_levels: [3f64.ln(), 0.25, 30.0],
             rul_window_buckets: 72,
@@ -149,6 +162,7 @@ impl Default for MonitorConfig {
 /// Normal equations of one ridge regression (upper triangle used).
 #[derive(Debug, Clone)]
 struct Gram {
+    k: usize,
     xtx: [[f64; P]; P],
     xty: [f64; P],
     n: usize,
@@ -157,6 +171,7 @@ struct Gram {
 impl Default for Gram {
     fn default() -> Self {
         Self {
+            k: P,
             xtx: [[0.0; P]; P],
             xty: [0.0; P],
             n: 0,
@@ -164,11 +179,22 @@ impl Default for Gram {
     }
 }
 
+// Small dense linear algebra reads best with index loops.
+#[allow(clippy::needless_range_loop)]
 impl Gram {
+    /// Uses the first `k` covariates.
+    fn new(k: usize) -> Self {
+        Self {
+            k: k.clamp(1, P),
+            ..Self::default()
+        }
+    }
+
     fn add(&mut self, x: &[f64; P], y: f64) {
-        for i in 0..P {
+        let k = self.k;
+        for i in 0..k {
             let xi = x[i];
-            for j in i..P {
+            for j in i..k {
                 self.xtx[i][j] += xi * x[j];
             }
             self.xty[i] += xi * y;
@@ -176,44 +202,49 @@ impl Gram {
         self.n += 1;
     }
 
-    /// Ridge solution (the intercept is not penalised); `None` with too few
-    /// samples or a singular system.
+    /// Ridge solution (the intercept is not penalised), zero beyond `k`;
+    /// `None` with too few samples or a singular system.
     fn solve(&self) -> Option<[f64; P]> {
+        let k = self.k;
         if self.n < 4 * P {
             return None;
         }
         let mut a = [[0.0; P]; P];
         let mut b = self.xty;
         let ridge = 1e-3 * self.n as f64;
-        for i in 0..P {
-            for j in 0..P {
-                a[i][j] = if j >= i { self.xtx[i][j] } else { self.xtx[j][i] };
+        for i in 0..k {
+            for j in 0..k {
+                a[i][j] = if j >= i {
+                    self.xtx[i][j]
+                } else {
+                    self.xtx[j][i]
+                };
             }
             if i > 0 {
                 a[i][i] += ridge;
             }
         }
         // Gaussian elimination with partial pivoting.
-        for c in 0..P {
-            let piv = (c..P).max_by(|&r, &s| a[r][c].abs().total_cmp(&a[s][c].abs()))?;
+        for c in 0..k {
+            let piv = (c..k).max_by(|&r, &s| a[r][c].abs().total_cmp(&a[s][c].abs()))?;
             if a[piv][c].abs() < 1e-12 {
                 return None;
             }
             a.swap(c, piv);
             b.swap(c, piv);
-            for r in c + 1..P {
+            for r in c + 1..k {
                 let f = a[r][c] / a[c][c];
                 if f != 0.0 {
-                    for k in c..P {
-                        a[r][k] -= f * a[c][k];
+                    for q in c..k {
+                        a[r][q] -= f * a[c][q];
                     }
                     b[r] -= f * b[c];
                 }
             }
         }
         let mut x = [0.0; P];
-        for c in (0..P).rev() {
-            let s: f64 = (c + 1..P).map(|k| a[c][k] * x[k]).sum();
+        for c in (0..k).rev() {
+            let s: f64 = (c + 1..k).map(|q| a[c][q] * x[q]).sum();
             x[c] = (b[c] - s) / a[c][c];
         }
         x.iter().all(|v| v.is_finite()).then_some(x)
@@ -223,9 +254,12 @@ impl Gram {
 #[derive(Debug, Clone)]
 enum Phase {
     /// Accumulating the baseline.
-    Learning { grams: Box<[Gram; T]>, running: usize },
+    Learning {
+        grams: Box<[Gram; T]>,
+        running: usize,
+    },
     /// Baseline frozen; `None` for targets the device does not report.
-    Monitoring { coefs: [Option<[f64; P]>; T] },
+    Monitoring { coefs: Box<[Option<[f64; P]>; T]> },
 }
 
 /// Live health of one device (for dashboards and diagnostics).
@@ -250,6 +284,8 @@ struct DeviceState {
     scale: Option<(f64, f64)>,
     /// Filtered (speed, current): fast, slow.
     filt: Option<[f64; 4]>,
+    /// (sample spacing, fast gain, slow gain) of the filters.
+    gains: (f64, f64, f64),
     phase: Phase,
     bucket: i64,
     sums: [f64; T],
@@ -271,8 +307,11 @@ impl DeviceState {
             running_since: None,
             scale: None,
             filt: None,
+            gains: (f64::NAN, 0.0, 0.0),
             phase: Phase::Learning {
-                grams: Box::default(),
+                // Vibration, pressure and flow follow the load at once (no
+                // lagged covariates); the temperature difference lags it.
+                grams: Box::new(TARGET_COVARIATES.map(Gram::new)),
                 running: 0,
             },
             bucket: i64::MIN,
@@ -355,10 +394,6 @@ impl Sample {
     }
 }
 
-fn ln_pos(v: Option<f64>) -> Option<f64> {
-    v.filter(|x| *x > 0.0).map(f64::ln)
-}
-
 impl FleetMonitor {
     /// An empty monitor.
     pub fn new(cfg: MonitorConfig) -> Self {
@@ -422,7 +457,12 @@ impl FleetMonitor {
     /// One reading of one device (all its metrics); returns alert events
     /// (opened, escalated, resolved). Readings of a device must come in time
     /// order; an older or duplicate timestamp is ignored.
-    pub fn observe(&mut self, device_id: &str, ts_ms: i64, metrics: &[(&str, f64)]) -> Vec<AlertEvent> {
+    pub fn observe(
+        &mut self,
+        device_id: &str,
+        ts_ms: i64,
+        metrics: &[(&str, f64)],
+    ) -> Vec<AlertEvent> {
         let mut events = Vec::new();
         if !self.devices.contains_key(device_id) {
             self.devices.insert(
@@ -440,9 +480,9 @@ impl FleetMonitor {
                 return events;
             }
             if ts_ms - last > cfg.restart_gap_ms {
-                for m in 0..3 {
+                for (m, mode) in MODES.iter().enumerate() {
                     if d.active[m]
-                        && let Ok(ev) = self.alerts.resolve(device_id, MODES[m], last)
+                        && let Ok(ev) = self.alerts.resolve(device_id, mode, last)
                     {
                         events.push(ev);
                     }
@@ -481,8 +521,15 @@ impl FleetMonitor {
         let cu = (current / c0 - 1.0) * 10.0;
         let filt = match (d.filt, dt) {
             (Some(f), Some(dt)) => {
-                let af = 1.0 - (-dt / cfg.thermal_tau_fast_ms).exp();
-                let as_ = 1.0 - (-dt / cfg.thermal_tau_slow_ms).exp();
+                // Filter gains depend on the sample spacing only; cache them.
+                if d.gains.0 != dt {
+                    d.gains = (
+                        dt,
+                        1.0 - (-dt / cfg.thermal_tau_fast_ms).exp(),
+                        1.0 - (-dt / cfg.thermal_tau_slow_ms).exp(),
+                    );
+                }
+                let (_, af, as_) = d.gains;
                 [
                     f[0] + af * (sp - f[0]),
                     f[1] + af * (cu - f[1]),
@@ -499,31 +546,41 @@ impl FleetMonitor {
         }
         let since = *d.running_since.get_or_insert(ts_ms);
         let warm = ts_ms - since >= cfg.warmup_after_start_ms;
-        let x = [1.0, sp, cu, filt[0], filt[1], filt[2], filt[3]];
+        let xi = [1.0, sp, cu, sp * sp, cu * cu, 0.0, 0.0];
+        let xl = [1.0, sp, cu, filt[0], filt[1], filt[2], filt[3]];
         let temp_diff = match (s.motor, s.bearing) {
             (Some(m), Some(b)) if warm => Some(m - b),
             _ => None,
         };
-        let y = [ln_pos(s.vib), temp_diff, ln_pos(s.pressure), ln_pos(s.flow)];
+        let y = [s.vib, temp_diff, s.pressure, s.flow];
 
         match &mut d.phase {
             Phase::Learning { grams, running } => {
-                for (g, y) in grams.iter_mut().zip(y) {
+                for (t, (g, y)) in grams.iter_mut().zip(y).enumerate() {
                     if let Some(y) = y {
-                        g.add(&x, y);
+                        g.add(if t == 1 { &xl } else { &xi }, y);
                     }
                 }
                 *running += 1;
                 if *running >= cfg.baseline_samples {
-                    let coefs = std::array::from_fn(|t| grams[t].solve());
+                    let coefs = Box::new(std::array::from_fn(|t| grams[t].solve()));
                     d.phase = Phase::Monitoring { coefs };
                 }
             }
             Phase::Monitoring { coefs } => {
                 for t in 0..T {
                     if let (Some(c), Some(y)) = (&coefs[t], y[t]) {
-                        let pred: f64 = c.iter().zip(&x).map(|(a, b)| a * b).sum();
-                        d.sums[t] += y - pred;
+                        let x = if t == 1 { &xl } else { &xi };
+                        let pred: f64 = c.iter().zip(x).map(|(a, b)| a * b).sum();
+                        let r = if RELATIVE[t] {
+                            if pred <= 0.0 || y <= 0.0 {
+                                continue;
+                            }
+                            (y / pred).ln()
+                        } else {
+                            y - pred
+                        };
+                        d.sums[t] += r;
                         d.counts[t] += 1;
                     }
                 }
@@ -535,6 +592,8 @@ impl FleetMonitor {
 }
 
 /// Folds a finished bucket into the indicators and feeds the alert manager.
+// Several per-mode arrays are indexed together.
+#[allow(clippy::needless_range_loop)]
 fn close_bucket(
     cfg: &MonitorConfig,
     alerts: &mut AlertManager,
@@ -568,7 +627,7 @@ fn close_bucket(
         if h.len() >= cfg.rul_window_buckets.max(3) {
             h.pop_front();
         }
-        h.push_back((hours, v));
+        h.push_back((hours, e));
         let thr = cfg.thresholds[m];
         if d.anomalous[m] {
             if e < cfg.clear_fraction * thr {
@@ -586,13 +645,11 @@ fn close_bucket(
         d.owner = None;
     }
     if d.owner.is_none() {
-        d.owner = (0..3)
-            .filter(|&m| d.anomalous[m])
-            .max_by(|&a, &b| {
-                let ra = d.ewma[a].unwrap_or(0.0) / cfg.thresholds[a];
-                let rb = d.ewma[b].unwrap_or(0.0) / cfg.thresholds[b];
-                ra.total_cmp(&rb)
-            });
+        d.owner = (0..3).filter(|&m| d.anomalous[m]).max_by(|&a, &b| {
+            let ra = d.ewma[a].unwrap_or(0.0) / cfg.thresholds[a];
+            let rb = d.ewma[b].unwrap_or(0.0) / cfg.thresholds[b];
+            ra.total_cmp(&rb)
+        });
     }
     for m in 0..3 {
         let anomalous = d.owner == Some(m) && d.anomalous[m];
@@ -607,10 +664,7 @@ fn close_bucket(
                     metrics.insert(format!("indicator_{name}"), e);
                 }
             }
-            let (t, h): (Vec<f64>, Vec<f64>) = d.history[m].iter().copied().unzip();
-            let rul = extrapolate_trend(&t, &h, cfg.failure_levels[m], TrendKind::Linear)
-                .ok()
-                .flatten();
+            let rul = rul_hours(&d.history[m], cfg.thresholds[m], cfg.failure_levels[m]);
             Evidence {
                 detector: format!("fleet_monitor/{}", MODES[m]),
                 metrics,
@@ -641,6 +695,30 @@ fn close_bucket(
         // or an alert is active; otherwise normal observations are no-ops.
         d.armed[m] = anomalous || d.active[m];
     }
+}
+
+/// RUL from the recent smoothed indicator: degradation accelerates, so the
+/// trend is exponential in `indicator + offset` (offset = the alarm level,
+/// which keeps the values positive near the alarm); linear if that fails.
+fn rul_hours(
+    history: &VecDeque<(f64, f64)>,
+    offset: f64,
+    failure_level: f64,
+) -> Option<crate::rul::RulEstimate> {
+    let t: Vec<f64> = history.iter().map(|p| p.0).collect();
+    let h: Vec<f64> = history
+        .iter()
+        .map(|p| (p.1 + offset).max(offset / 4.0))
+        .collect();
+    extrapolate_trend(&t, &h, failure_level + offset, TrendKind::Exponential)
+        .ok()
+        .flatten()
+        .or_else(|| {
+            let raw: Vec<f64> = history.iter().map(|p| p.1).collect();
+            extrapolate_trend(&t, &raw, failure_level, TrendKind::Linear)
+                .ok()
+                .flatten()
+        })
 }
 
 // ---------------------------------------------------------------------------
