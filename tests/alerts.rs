@@ -1,0 +1,84 @@
+//! A simulated failing machine, published over real MQTT to the real binary, raises exactly
+//! one predictive alert for its failure, before the failure.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_failing_device_raises_exactly_one_alert_before_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    // Seed 11 with 6 devices: motor-0004 overheats from day 16.1 and fails on day 22.6
+    // (ground truth from the labels file). 24 days at 10-minute readings, as fast as possible.
+    let labels_path = dir.path().join("labels.jsonl");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "simulate",
+            "--devices",
+            "6",
+            "--days",
+            "24",
+            "--seed",
+            "11",
+            "--start",
+            "2026-10-01T00:00:00Z",
+        ])
+        .args(["--mqtt-addr", &format!("127.0.0.1:{}", server.mqtt_port)])
+        .arg("--register-in")
+        .arg(&data)
+        .arg("--labels")
+        .arg(&labels_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["dropped"], 0, "{report}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let labels: Vec<serde_json::Value> = std::fs::read_to_string(&labels_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let failure = labels
+        .iter()
+        .find(|l| l["device_id"] == "motor-0004")
+        .expect("the seed's ground truth has motor-0004 failing");
+    let onset = failure["onset_ms"].as_i64().unwrap();
+    let failed = failure["failure_ms"].as_i64().unwrap();
+
+    let out = prognos(&[
+        "alerts",
+        "list",
+        "--device",
+        "motor-0004",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let alerts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "exactly one alert, no flapping: {alerts:#?}"
+    );
+    let alert = &alerts[0];
+    let opened = alert["opened_at_ms"].as_i64().unwrap();
+    assert!(opened < failed, "alert opened after the failure");
+    assert!(
+        opened > onset - 86_400_000,
+        "alert opened long before the degradation began"
+    );
+    assert_eq!(alert["failure_mode"], "overheating");
+    assert!(
+        alert["evidence"]["metrics"].is_object(),
+        "evidence attached: {alert}"
+    );
+}
