@@ -230,3 +230,124 @@ impl Broker {
 pub fn topic_violations() -> u64 {
     rumqttd::topic_prefix_violations()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct AllowAll;
+    impl AuthCheck for AllowAll {
+        fn check<'a>(
+            &'a self,
+            _device_id: &'a str,
+            secret: &'a str,
+        ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+            Box::pin(async move { secret == "s" })
+        }
+    }
+
+    /// Publishes `n` QoS 1 messages as device `d1` and waits for every PUBACK.
+    async fn publish_acked(addr: SocketAddr, n: usize, payload: Vec<u8>) {
+        let mut opts = rumqttc::MqttOptions::new("d1", addr.ip().to_string(), addr.port());
+        opts.set_credentials("d1", "s");
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
+        let sender = tokio::spawn(async move {
+            for _ in 0..n {
+                client
+                    .publish(
+                        "prognos/v1/d1/telemetry",
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        payload.clone(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            client
+        });
+        let mut acked = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while acked < n {
+            let event = tokio::time::timeout_at(deadline, eventloop.poll())
+                .await
+                .expect("publishing took too long")
+                .unwrap();
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+                acked += 1;
+            }
+        }
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_ingest_loses_messages_visibly_and_exactly() {
+        let mut config = BrokerConfig::new(([127, 0, 0, 1], 0).into());
+        config.ingest_ring_bytes = 64 * 1024;
+        let mut broker = Broker::start(&config, Authenticator::new(Arc::new(AllowAll)))
+            .await
+            .unwrap();
+        let addr = broker.local_addrs()[0];
+        let mut link = broker.take_ingest_link().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(broker.serve(shutdown.clone()));
+
+        // The ingest does not read while 2,000 × 500 bytes (~1 MB) go through a 64 KiB ring.
+        let n = 2000;
+        publish_acked(addr, n, vec![b'x'; 500]).await;
+
+        let (received, lost) = tokio::task::spawn_blocking(move || {
+            let (mut received, mut lost) = (0u64, 0u64);
+            while let Some(event) = link.recv_timeout(Duration::from_millis(500)).unwrap() {
+                match event {
+                    LinkEvent::Publish(_) => received += 1,
+                    LinkEvent::Lost(k) => lost += k,
+                }
+            }
+            (received, lost)
+        })
+        .await
+        .unwrap();
+        shutdown.cancel();
+        assert!(lost > 0, "the ring overflowed, so something was lost");
+        assert_eq!(
+            received + lost,
+            n as u64,
+            "received {received}, lost {lost}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reading_ingest_receives_everything_in_order() {
+        let config = BrokerConfig::new(([127, 0, 0, 1], 0).into());
+        let mut broker = Broker::start(&config, Authenticator::new(Arc::new(AllowAll)))
+            .await
+            .unwrap();
+        let addr = broker.local_addrs()[0];
+        let mut link = broker.take_ingest_link().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(broker.serve(shutdown.clone()));
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut received = 0u64;
+            let mut lost = 0u64;
+            while let Some(event) = link.recv_timeout(Duration::from_secs(2)).unwrap() {
+                match event {
+                    LinkEvent::Publish(p) => {
+                        assert_eq!(p.topic, b"prognos/v1/d1/telemetry");
+                        received += 1;
+                    }
+                    LinkEvent::Lost(k) => lost += k,
+                }
+            }
+            (received, lost)
+        });
+        publish_acked(addr, 3000, b"{}".to_vec()).await;
+        let (received, lost) = reader.await.unwrap();
+        shutdown.cancel();
+        assert_eq!((received, lost), (3000, 0));
+    }
+}
