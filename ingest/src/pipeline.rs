@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use crate::Row;
 use crate::deadletter::{DeadLetter, DeadLetterWriter};
 use crate::decode::{self, Limits, Reason, TopicKind};
-use crate::store::{Store, StoreError};
+use crate::store::{CompactionPolicy, Store, StoreError};
 use crate::wal::{self, Wal, WalError};
 
 /// Where and how the ingest stores data.
@@ -592,7 +592,13 @@ fn flusher_loop(
         metrics::counter!("prognos_ingest_parquet_files_total").increment(files.len() as u64);
         metrics::counter!("prognos_ingest_parquet_bytes_total").increment(bytes);
 
-        match store.compact(sealed.last_lsn, compact_min_files) {
+        // The hour being written now keeps receiving files; merge it once it has closed.
+        let policy = CompactionPolicy {
+            min_files: compact_min_files,
+            max_input_bytes: 32 * 1024 * 1024,
+            open_from: Some(crate::store::partition_of(now_us())),
+        };
+        match store.compact(sealed.last_lsn, &policy) {
             Ok(c) if c.partitions > 0 => {
                 stats
                     .compactions
@@ -613,4 +619,10 @@ fn flusher_loop(
         }
     }
     Ok(())
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }

@@ -343,24 +343,26 @@ impl Store {
         Ok(path)
     }
 
-    /// Merges the files of each partition that has at least `min_files` of them, all at or
-    /// below `checkpoint`, into one, de-duplicating (device, metric, ts).
+    /// Merges the small files of each eligible partition into one, de-duplicating
+    /// (device, metric, ts). Only files at or below `checkpoint` take part (the WAL still
+    /// covers the others), and `policy` bounds the work and memory of one merge.
     pub fn compact(
         &self,
         checkpoint: u64,
-        min_files: usize,
+        policy: &CompactionPolicy,
     ) -> Result<CompactionStats, StoreError> {
         let mut stats = CompactionStats::default();
         let mut by_partition: BTreeMap<Partition, Vec<StoreFile>> = BTreeMap::new();
         for f in self.files()? {
-            if f.last_lsn <= checkpoint {
+            let open = policy.open_from.is_some_and(|open| f.partition >= open);
+            if f.last_lsn <= checkpoint && !open {
                 by_partition.entry(f.partition).or_default().push(f);
             }
         }
         for (partition, files) in by_partition {
-            if files.len() < min_files.max(2) {
+            let Some(files) = contiguous_run(files, policy) else {
                 continue;
-            }
+            };
             let mut rows = Vec::new();
             // Oldest LSN first, so after the stable sort the newest duplicate is last.
             for f in &files {
@@ -380,6 +382,56 @@ impl Store {
             stats.duplicates_removed += before - rows.len();
         }
         Ok(stats)
+    }
+}
+
+/// The first run of LSN-adjacent files within the byte budget, if it is long enough.
+///
+/// The run must be contiguous in LSN order: the merged file is named by the run's LSN range,
+/// and on start any file whose range lies inside another's is deleted as a leftover. A file
+/// left out of the middle of a merged range would be deleted with the leftovers.
+fn contiguous_run(mut files: Vec<StoreFile>, policy: &CompactionPolicy) -> Option<Vec<StoreFile>> {
+    files.sort_by_key(|f| f.first_lsn);
+    let min_files = policy.min_files.max(2);
+    let mut run: Vec<StoreFile> = Vec::new();
+    let mut bytes = 0u64;
+    for f in files {
+        if bytes + f.bytes > policy.max_input_bytes {
+            if run.len() >= min_files {
+                return Some(run);
+            }
+            // Start over after this file (too big to join, or the budget is spent).
+            bytes = 0;
+            run.clear();
+            if f.bytes > policy.max_input_bytes {
+                continue;
+            }
+        }
+        bytes += f.bytes;
+        run.push(f);
+    }
+    (run.len() >= min_files).then_some(run)
+}
+
+/// Bounds on compaction.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionPolicy {
+    /// Merge a partition once it has this many small files.
+    pub min_files: usize,
+    /// Most compressed bytes read into memory by one merge.
+    pub max_input_bytes: u64,
+    /// Partitions from this hour on are still being written: leave them for later.
+    pub open_from: Option<Partition>,
+}
+
+impl CompactionPolicy {
+    /// Everything closed, at least `min_files` files, 64 MiB of input per merge.
+    pub fn closed(min_files: usize) -> Self {
+        Self {
+            min_files,
+            max_input_bytes: 64 * 1024 * 1024,
+            open_from: None,
+        }
     }
 }
 
@@ -528,7 +580,7 @@ mod tests {
             .unwrap();
         assert_eq!(store.files().unwrap().len(), 3);
 
-        let stats = store.compact(4, 2).unwrap();
+        let stats = store.compact(4, &CompactionPolicy::closed(2)).unwrap();
         assert_eq!(
             stats,
             CompactionStats {
@@ -547,6 +599,41 @@ mod tests {
         );
         assert_eq!(store.remove_after(3).unwrap(), 1);
         assert_eq!(store.files().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn compaction_merges_only_lsn_contiguous_runs_within_budget() {
+        let file = |first: u64, bytes: u64| StoreFile {
+            partition: 0,
+            kind: FileKind::Part,
+            first_lsn: first,
+            last_lsn: first,
+            path: PathBuf::new(),
+            bytes,
+        };
+        let policy = CompactionPolicy {
+            min_files: 2,
+            max_input_bytes: 100,
+            open_from: None,
+        };
+        let lsns = |run: Option<Vec<StoreFile>>| -> Vec<u64> {
+            run.unwrap_or_default()
+                .iter()
+                .map(|f| f.first_lsn)
+                .collect()
+        };
+        // A big file in the middle splits the runs; the merge never spans it.
+        let run = contiguous_run(
+            vec![file(1, 10), file(2, 500), file(3, 10), file(4, 10)],
+            &policy,
+        );
+        assert_eq!(lsns(run), vec![3, 4]);
+        let run = contiguous_run(
+            vec![file(3, 30), file(1, 30), file(2, 30), file(4, 30)],
+            &policy,
+        );
+        assert_eq!(lsns(run), vec![1, 2, 3]);
+        assert!(contiguous_run(vec![file(1, 10), file(2, 500)], &policy).is_none());
     }
 
     #[test]
