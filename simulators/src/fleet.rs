@@ -28,6 +28,16 @@ pub const PRESSURE: &str = "pressure";
 pub const FLOW: &str = "flow";
 /// Shaft speed, rpm.
 pub const SPEED: &str = "speed";
+/// Every sensor a fleet device may report.
+pub const FLEET_METRICS: [&str; 7] = [
+    SPEED,
+    CURRENT,
+    VIBRATION_RMS,
+    BEARING_TEMP,
+    MOTOR_TEMP,
+    PRESSURE,
+    FLOW,
+];
 
 const PUMP_METRICS: &[&str] = &[
     VIBRATION_RMS,

@@ -805,9 +805,14 @@ pub async fn run_load(cfg: &LoadConfig) -> Result<LoadReport, MqttError> {
     } else {
         QoS::AtMostOnce
     };
+    // The first names are the fleet's sensors, so consumers that understand them (the
+    // online models) do their real work on load traffic; the rest are synthetic.
     let names: Arc<Vec<String>> = Arc::new(
         (0..cfg.metrics_per_message)
-            .map(|i| format!("m{i:04}"))
+            .map(|i| match crate::fleet::FLEET_METRICS.get(i) {
+                Some(name) => (*name).to_owned(),
+                None => format!("m{i:04}"),
+            })
             .collect(),
     );
     let mut conns = Vec::with_capacity(cfg.devices);
