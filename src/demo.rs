@@ -25,10 +25,10 @@ pub struct DemoArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Simulated machines.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     pub devices: usize,
     /// Days of history to publish, ending now.
-    #[arg(long, default_value_t = 14.0)]
+    #[arg(long, default_value_t = 30.0)]
     pub days: f64,
     /// Minutes between readings.
     #[arg(long, default_value_t = 10)]
@@ -118,7 +118,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let elapsed = started.elapsed();
+    let alert_store = running.alert_store.clone();
     let summary = running.shutdown().await?;
+    let alerts = alert_store.list(None, None, 10_000).await?;
     progress.abort();
     eprintln!();
 
@@ -186,6 +188,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .get(l.device)
                 .is_some_and(|d| d.defective_batch))
             .count()
+    )?;
+    writeln!(
+        out,
+        "  degrading now    {} machines in the ground truth: {}",
+        fleet.active_degradations().len(),
+        fleet
+            .active_degradations()
+            .iter()
+            .map(|d| format!("{} ({})", d.device_id, d.failure_mode.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(
+        out,
+        "  alerts           {} predictive alerts ({} still open){}",
+        alerts.len(),
+        alerts.iter().filter(|a| a.state != "resolved").count(),
+        alerts
+            .iter()
+            .take(5)
+            .map(|a| format!(
+                "\n                   {} {} {} opened {}",
+                a.device_id,
+                a.failure_mode,
+                a.severity,
+                chrono::DateTime::from_timestamp_millis(a.opened_at_ms)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ))
+            .collect::<String>()
     )?;
     writeln!(out, "  files")?;
     writeln!(
