@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::{alerts, bench, demo, device, evaluate, evaluate_fleet, serve, simulate};
+use crate::{alerts, apikey, bench, demo, device, evaluate, evaluate_fleet, serve, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +60,11 @@ pub enum Command {
     Device {
         #[command(subcommand)]
         command: device::DeviceCommand,
+    },
+    /// API keys for the service API.
+    Apikey {
+        #[command(subcommand)]
+        command: apikey::ApiKeyCommand,
     },
     /// Predictive alerts raised by the online models.
     Alerts {
@@ -121,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(serve_until_signal(settings))
         }
         Command::Alerts { command } => runtime()?.block_on(alerts::run(command)),
+        Command::Apikey { command } => runtime()?.block_on(apikey::run(command)),
         Command::Bench { command } => runtime()?.block_on(bench::run(command)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),

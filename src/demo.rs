@@ -97,6 +97,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         secrets.insert(issued.device_id, issued.secret);
     }
 
+    let demo_devices: Vec<prognos_api::DemoDevice> = fleet
+        .devices()
+        .iter()
+        .map(|d| prognos_api::DemoDevice {
+            device_id: d.id.clone(),
+            model: d.model.to_owned(),
+            serial: d.serial.clone(),
+            batch: d.batch.clone(),
+            site: d.site.clone(),
+            region: d.region.to_owned(),
+            lat: d.lat,
+            lon: d.lon,
+            criticality: d.criticality,
+        })
+        .collect();
+    let network = prognos_api::seed_demo_network(&running.db, &demo_devices).await?;
+    eprintln!(
+        "prognos demo: service network of {} providers, {} technicians, {} stock locations, {} parts in {} regions",
+        network.providers, network.technicians, network.locations, network.parts, network.regions
+    );
+
     let mut publish =
         PublishConfig::new(BrokerAddr::new(mqtt.ip().to_string(), mqtt.port()), ticks);
     publish.credentials = Credentials::PerDevice(secrets);
@@ -119,7 +140,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let elapsed = started.elapsed();
     let alert_store = running.alert_store.clone();
+    let db = running.db.clone();
+    // Let the models finish the tail of the stream and the alerts become tickets, then
+    // dispatch every open ticket at once (optimal assignment, parts reserved).
+    settle(&db).await;
+    let dispatch = dispatch_open_tickets(&db).await;
     let summary = running.shutdown().await?;
+    let tickets = tickets_by_state(&db).await.unwrap_or_default();
     let alerts = alert_store.list(None, None, 10_000).await?;
     progress.abort();
     eprintln!();
@@ -219,6 +246,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ))
             .collect::<String>()
     )?;
+    writeln!(
+        out,
+        "  service network  {} providers, {} technicians, {} stock locations, {} part numbers",
+        network.providers, network.technicians, network.locations, network.parts
+    )?;
+    writeln!(
+        out,
+        "  tickets          {}",
+        if tickets.is_empty() {
+            "none".to_owned()
+        } else {
+            tickets
+                .iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    )?;
+    match &dispatch {
+        Ok(Some(result)) => writeln!(
+            out,
+            "  dispatch         {} assigned, {} unassigned (solved in {:.1} ms)",
+            result.assignments.len(),
+            result.unassigned.len(),
+            result.solve_ms
+        )?,
+        Ok(None) => writeln!(out, "  dispatch         nothing open to dispatch")?,
+        Err(e) => writeln!(out, "  dispatch         failed: {e}")?,
+    }
+    if let Some(key) = &network.admin_key {
+        writeln!(out, "  admin API key    {key}")?;
+    }
     writeln!(out, "  files")?;
     writeln!(
         out,
@@ -264,4 +323,35 @@ async fn progress_line(stats: Arc<Stats>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// Waits (bounded) until the alert and ticket tables stop changing.
+async fn settle(db: &prognos_api::Database) {
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let now = prognos_api::activity_counts(db).await.ok();
+        if now.is_some() && now == last {
+            return;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
+async fn dispatch_open_tickets(
+    db: &prognos_api::Database,
+) -> anyhow::Result<Option<prognos_api::service::dispatch::BatchResult>> {
+    let open = prognos_api::dispatchable_ticket_ids(db).await?;
+    if open.is_empty() {
+        return Ok(None);
+    }
+    let service = prognos_api::Service::new(db.clone());
+    let who = prognos_api::service::auth::Principal::system("demo");
+    let request = prognos_api::service::dispatch::BatchRequest { ticket_ids: open };
+    Ok(Some(service.dispatch_batch(&who, &request).await?))
+}
+
+async fn tickets_by_state(db: &prognos_api::Database) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(prognos_api::tickets_by_state(db).await?)
 }

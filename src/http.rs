@@ -37,11 +37,17 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     Ok(METRICS.get_or_init(|| handle).clone())
 }
 
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    service_api: Router,
+    state: AppState,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state)
+        .merge(service_api);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -1,6 +1,7 @@
 //! `prognos`: the command line. Parsing and dispatch only; each command lives in its module.
 
 mod alerts;
+mod apikey;
 mod bench;
 mod cli;
 mod config;

@@ -56,8 +56,7 @@ pub struct Running {
     pub stats: Arc<Stats>,
     pub registry: DeviceRegistry,
     pub alert_store: AlertStore,
-    /// Alert events as the models raise them (for the ticket service); `None` with models off.
-    pub alerts: Option<tokio::sync::broadcast::Sender<prognos_models::alert::AlertEvent>>,
+    pub db: Database,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<IngestSummary>>,
 }
@@ -85,7 +84,7 @@ pub async fn start(
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let db = Database::open_file(&settings.data_dir.join("prognos.db")).await?;
     let registry = DeviceRegistry::new(db.clone());
-    let alert_store = AlertStore::new(db);
+    let alert_store = AlertStore::new(db.clone());
     let metrics = http::metrics_handle()?;
     let online = if settings.models_enabled {
         let online = OnlineModels::start(alert_store.clone(), Default::default())
@@ -96,6 +95,7 @@ pub async fn start(
         None
     };
     let alerts = online.as_ref().map(|o| o.alerts.clone());
+    let service_api = prognos_api::http::ApiContext::new(db.clone(), alerts.clone());
 
     let http_listener = TcpListener::bind(settings.http_addr)
         .await
@@ -146,8 +146,13 @@ pub async fn start(
     };
 
     let broker_task = tokio::spawn(broker.serve(stop.clone()));
+    let service_background = tokio::spawn(prognos_api::http::run_background(
+        service_api.clone(),
+        stop.clone(),
+    ));
     let http_task = tokio::spawn(http::serve(
         http_listener,
+        prognos_api::http::router(service_api),
         http::AppState {
             stats: stats.clone(),
             health: health.clone(),
@@ -171,6 +176,7 @@ pub async fn start(
                 online.finish().await;
             }
             http_task.await.ok();
+            service_background.await.ok();
             info!(
                 elapsed_ms = began.elapsed().as_millis() as u64,
                 points = summary.stats.points,
@@ -194,7 +200,7 @@ pub async fn start(
         stats,
         registry,
         alert_store,
-        alerts,
+        db,
         stop,
         task,
     })

@@ -11,6 +11,7 @@ use sqlx::{Row, SqlitePool};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "devices", include_str!("../migrations/0001_devices.sql")),
     (2, "alerts", include_str!("../migrations/0002_alerts.sql")),
+    (3, "service", include_str!("../migrations/0003_service.sql")),
 ];
 
 /// The statements of a migration file: `--` comment lines dropped, split at `;`.

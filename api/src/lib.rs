@@ -5,8 +5,15 @@
 
 pub mod alerts;
 pub mod db;
+pub mod http;
 pub mod registry;
+pub mod service;
 
 pub use alerts::{AlertRecord, AlertStore};
 pub use db::{Database, DbError};
 pub use registry::{Device, DeviceRegistry, IssuedDevice, NewDevice, RegistryError};
+pub use service::demo::{
+    DemoDevice, DemoNetwork, activity_counts, dispatchable_ticket_ids, seed_demo_network,
+    tickets_by_state,
+};
+pub use service::{Service, ServiceError};

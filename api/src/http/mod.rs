@@ -1,0 +1,149 @@
+//! The service API over HTTP (axum): JSON under `/api/v1`, the public tracking page under
+//! `/track`, and `/openapi.json` generated from the same route table the router is built from,
+//! so the document always matches the real routes.
+//!
+//! Wiring (done by the binary):
+//! ```ignore
+//! let ctx = prognos_api::http::ApiContext::new(db.clone(), alerts_sender);
+//! let app = my_router.merge(prognos_api::http::router(ctx.clone()));
+//! tokio::spawn(prognos_api::http::run_background(ctx, shutdown.clone()));
+//! ```
+
+mod openapi;
+pub mod problem;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use prognos_models::alert::AlertEvent;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Database;
+use crate::service::{Clock, Service, SystemClock};
+
+pub use openapi::openapi_document;
+pub use routes::route_table;
+
+/// What the HTTP surface and the background tasks need.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub db: Database,
+    /// Alert events from the online models; predictive tickets are made from them.
+    pub alerts: Option<broadcast::Sender<AlertEvent>>,
+    pub clock: Arc<dyn Clock>,
+    /// How often the SLA timer looks at open tickets.
+    pub sla_interval: Duration,
+    /// How often the webhook outbox is drained.
+    pub webhook_interval: Duration,
+}
+
+impl ApiContext {
+    pub fn new(db: Database, alerts: Option<broadcast::Sender<AlertEvent>>) -> Self {
+        ApiContext {
+            db,
+            alerts,
+            clock: Arc::new(SystemClock),
+            sla_interval: Duration::from_secs(10),
+            webhook_interval: Duration::from_secs(1),
+        }
+    }
+
+    pub fn service(&self) -> Service {
+        Service::with_clock(self.db.clone(), self.clock.clone())
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub svc: Service,
+}
+
+/// The service API router: `/api/v1/…`, `/track/…`, `/openapi.json`. No fallback, so it
+/// merges with other routers.
+pub fn router(ctx: ApiContext) -> Router {
+    let mut app: Router<AppState> = Router::new();
+    for (doc, handler) in routes::route_table() {
+        app = app.route(doc.path, handler);
+    }
+    app.with_state(AppState { svc: ctx.service() })
+}
+
+/// The SLA timer, the webhook outbox and the alert → ticket consumer, until `shutdown`.
+pub async fn run_background(ctx: ApiContext, shutdown: CancellationToken) {
+    let svc = ctx.service();
+    let sla = {
+        let svc = svc.clone();
+        let stop = shutdown.clone();
+        let every = ctx.sla_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        match svc.sla_tick().await {
+                            Ok(t) if t.warnings + t.breaches > 0 => {
+                                tracing::info!(warnings = t.warnings, breaches = t.breaches, "SLA timer");
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "SLA timer pass failed"),
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let hooks = {
+        let svc = svc.clone();
+        let stop = shutdown.clone();
+        let every = ctx.webhook_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = svc.deliver_webhooks(100).await {
+                            tracing::error!(error = %e, "webhook delivery pass failed");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let consumer = ctx.alerts.as_ref().map(|sender| {
+        let mut rx = sender.subscribe();
+        let svc = svc.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    event = rx.recv() => event,
+                };
+                match event {
+                    Ok(event) => match svc.apply_alert_event(&event).await {
+                        Ok(Some(id)) => tracing::debug!(ticket_id = id, "alert → ticket"),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "cannot turn an alert into a ticket"),
+                    },
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "alert consumer lagged; later events for the same problems will update their tickets");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+    });
+    let _ = sla.await;
+    let _ = hooks.await;
+    if let Some(c) = consumer {
+        let _ = c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! A demo service network around a simulated fleet: regions from the devices' sites, an OEM
+//! with agents and one authorised provider per region, dozens of technicians with skills and
+//! stocked vans, a central warehouse, regional warehouses and service points with stock, and
+//! the fleet's devices, sites and customers — so predictive tickets get dispatched and parts
+//! move.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::registry::{
+    LocationKind, NewCustomer, NewLocation, NewProvider, NewServiceDevice, NewSite, NewTechnician,
+    Part, ProviderKind, Skill,
+};
+use super::{Result, Service};
+use crate::db::Database;
+
+/// One simulated device as the demo knows it.
+#[derive(Debug, Clone)]
+pub struct DemoDevice {
+    pub device_id: String,
+    pub model: String,
+    pub serial: String,
+    pub batch: String,
+    pub site: String,
+    pub region: String,
+    pub lat: f64,
+    pub lon: f64,
+    /// 1 (low) … 3 (production-critical).
+    pub criticality: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DemoNetwork {
+    pub regions: usize,
+    pub providers: usize,
+    pub technicians: usize,
+    pub locations: usize,
+    pub parts: usize,
+    pub devices: usize,
+    /// An admin API key for the demo (shown once).
+    pub admin_key: Option<String>,
+}
+
+const MODES: [&str; 3] = ["bearing_wear", "seal_leak", "overheating"];
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0
+    }
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Seeds the network (once: a second call only adds devices not yet registered).
+pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<DemoNetwork> {
+    let svc = Service::new(db.clone());
+    let mut out = DemoNetwork::default();
+    let mut rng = Lcg(20_260_101);
+    // Regions and their centres, from the devices (or a default map).
+    let mut regions: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+    for d in devices {
+        let e = regions.entry(d.region.clone()).or_insert((0.0, 0.0, 0));
+        e.0 += d.lat;
+        e.1 += d.lon;
+        e.2 += 1;
+    }
+    if regions.is_empty() {
+        for (name, lat, lon) in [
+            ("north", 53.5, 10.0),
+            ("south", 48.1, 11.6),
+            ("west", 50.9, 6.9),
+            ("east", 52.5, 13.4),
+        ] {
+            regions.insert(name.into(), (lat, lon, 1));
+        }
+    }
+    let centres: Vec<(String, f64, f64)> = regions
+        .iter()
+        .map(|(r, (la, lo, n))| (r.clone(), la / *n as f64, lo / *n as f64))
+        .collect();
+    out.regions = centres.len();
+    let fresh = svc.providers(None).await?.is_empty();
+    if fresh {
+        let all: Vec<String> = centres.iter().map(|c| c.0.clone()).collect();
+        svc.create_provider(&NewProvider {
+            provider_id: Some("oem".into()),
+            name: "Prognos Machines (OEM)".into(),
+            kind: ProviderKind::Oem,
+            parent_id: None,
+            regions: all.clone(),
+        })
+        .await?;
+        out.providers += 1;
+        // One agent per two regions, one authorised provider per region.
+        for (i, chunk) in centres.chunks(2).enumerate() {
+            let agent = format!("agent-{}", i + 1);
+            svc.create_provider(&NewProvider {
+                provider_id: Some(agent.clone()),
+                name: format!("Agent {}", i + 1),
+                kind: ProviderKind::Agent,
+                parent_id: Some("oem".into()),
+                regions: chunk.iter().map(|c| c.0.clone()).collect(),
+            })
+            .await?;
+            out.providers += 1;
+            for (region, _, _) in chunk {
+                svc.create_provider(&NewProvider {
+                    provider_id: Some(format!("sp-{}", slug(region))),
+                    name: format!("Service partner {region}"),
+                    kind: ProviderKind::Provider,
+                    parent_id: Some(agent.clone()),
+                    regions: vec![region.clone()],
+                })
+                .await?;
+                out.providers += 1;
+            }
+        }
+        // Parts: a kit per failure mode for every model, plus a universal consumable.
+        let models: Vec<String> = {
+            let mut m: Vec<String> = devices.iter().map(|d| d.model.clone()).collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        let catalogue = [
+            ("BRG-KIT", "Bearing kit", "bearing_wear", 180.0, "A"),
+            ("SEAL-KIT", "Mechanical seal kit", "seal_leak", 95.0, "B"),
+            (
+                "COOL-KIT",
+                "Cooling fan and thermal kit",
+                "overheating",
+                60.0,
+                "B",
+            ),
+            (
+                "GREASE",
+                "Bearing grease cartridge",
+                "bearing_wear",
+                8.0,
+                "C",
+            ),
+        ];
+        for (sku, name, mode, cost, abc) in catalogue {
+            svc.create_part(&Part {
+                sku: sku.into(),
+                name: name.into(),
+                compatible_models: if abc == "C" { vec![] } else { models.clone() },
+                fixes_modes: vec![mode.into()],
+                unit_cost: cost,
+                abc_class: abc.into(),
+            })
+            .await?;
+            out.parts += 1;
+        }
+        let skus = ["BRG-KIT", "SEAL-KIT", "COOL-KIT", "GREASE"];
+        // Warehouses: one central, one regional per region, two service points per region.
+        let (clat, clon) = (
+            centres.iter().map(|c| c.1).sum::<f64>() / centres.len() as f64,
+            centres.iter().map(|c| c.2).sum::<f64>() / centres.len() as f64,
+        );
+        let mut stocked = vec![(
+            svc.create_location(&NewLocation {
+                location_id: Some("central".into()),
+                kind: LocationKind::Central,
+                name: "Central warehouse".into(),
+                region: None,
+                lat: clat,
+                lon: clon,
+                provider_id: Some("oem".into()),
+            })
+            .await?
+            .location_id,
+            40,
+        )];
+        for (region, lat, lon) in &centres {
+            let sp = format!("sp-{}", slug(region));
+            stocked.push((
+                svc.create_location(&NewLocation {
+                    location_id: Some(format!("wh-{}", slug(region))),
+                    kind: LocationKind::Regional,
+                    name: format!("Regional warehouse {region}"),
+                    region: Some(region.clone()),
+                    lat: *lat,
+                    lon: *lon,
+                    provider_id: Some(sp.clone()),
+                })
+                .await?
+                .location_id,
+                8,
+            ));
+            for i in 0..2 {
+                stocked.push((
+                    svc.create_location(&NewLocation {
+                        location_id: Some(format!("pt-{}-{}", slug(region), i + 1)),
+                        kind: LocationKind::ServicePoint,
+                        name: format!("Service point {region} {}", i + 1),
+                        region: Some(region.clone()),
+                        lat: lat + (rng.unit() - 0.5) * 0.8,
+                        lon: lon + (rng.unit() - 0.5) * 0.8,
+                        provider_id: Some(sp.clone()),
+                    })
+                    .await?
+                    .location_id,
+                    2,
+                ));
+            }
+            // Six technicians per region, each strong in one mode and passable in another.
+            for i in 0..6 {
+                let main = MODES[i % 3];
+                let second = MODES[(i + 1) % 3];
+                let tech = svc
+                    .create_technician(&NewTechnician {
+                        technician_id: Some(format!("tech-{}-{}", slug(region), i + 1)),
+                        provider_id: sp.clone(),
+                        name: format!("Technician {} {region}", i + 1),
+                        region: region.clone(),
+                        home_lat: lat + (rng.unit() - 0.5) * 1.0,
+                        home_lon: lon + (rng.unit() - 0.5) * 1.0,
+                        skills: vec![
+                            Skill {
+                                skill: main.into(),
+                                level: 3 + (rng.next() % 3) as i64,
+                            },
+                            Skill {
+                                skill: second.into(),
+                                level: 1 + (rng.next() % 3) as i64,
+                            },
+                        ],
+                        shift_start_min: 7 * 60,
+                        shift_end_min: 17 * 60,
+                        max_daily_load: 3 + (rng.next() % 3) as i64,
+                    })
+                    .await?;
+                out.technicians += 1;
+                // Half the vans carry the kit of their main skill.
+                if i % 2 == 0 {
+                    let sku = match main {
+                        "bearing_wear" => "BRG-KIT",
+                        "seal_leak" => "SEAL-KIT",
+                        _ => "COOL-KIT",
+                    };
+                    svc.set_stock(&tech.van_location_id, sku, 1, None).await?;
+                }
+                svc.set_stock(&tech.van_location_id, "GREASE", 2, None)
+                    .await?;
+            }
+        }
+        for (loc, qty) in &stocked {
+            for sku in skus {
+                svc.set_stock(loc, sku, *qty, None).await?;
+            }
+        }
+    }
+    out.locations = svc.locations().await?.len();
+    out.providers = svc.providers(None).await?.len();
+    out.parts = svc.parts().await?.len();
+    // Sites, customers and devices.
+    for d in devices {
+        if svc.device_context(&d.device_id).await.is_ok() {
+            continue;
+        }
+        let site_id = format!("site-{}", slug(&d.site));
+        if svc.site(&site_id).await.is_err() {
+            let customer_id = format!("cust-{}", slug(&d.site));
+            if svc.customer(&customer_id).await.is_err() {
+                svc.create_customer(&NewCustomer {
+                    customer_id: Some(customer_id.clone()),
+                    name: format!("Operator of {}", d.site),
+                    tier: if rng.next().is_multiple_of(3) {
+                        "premium"
+                    } else {
+                        "standard"
+                    }
+                    .into(),
+                    vip: false,
+                    contact_email: None,
+                })
+                .await?;
+            }
+            svc.create_site(&NewSite {
+                site_id: Some(site_id.clone()),
+                customer_id,
+                name: d.site.clone(),
+                region: d.region.clone(),
+                lat: d.lat,
+                lon: d.lon,
+                address: None,
+            })
+            .await?;
+        }
+        svc.create_device(&NewServiceDevice {
+            device_id: d.device_id.clone(),
+            site_id,
+            serial: d.serial.clone(),
+            model: d.model.clone(),
+            batch: Some(d.batch.clone()),
+            firmware: Some("1.0.0".into()),
+            install_date: None,
+            warranty_end: None,
+            criticality: i64::from(d.criticality.clamp(1, 3)),
+            vip: d.criticality >= 3 && rng.next().is_multiple_of(4),
+        })
+        .await?;
+        out.devices += 1;
+    }
+    if fresh {
+        out.admin_key = Some(
+            svc.create_api_key(super::auth::Role::Admin, None, Some("demo"))
+                .await?
+                .key,
+        );
+    }
+    Ok(out)
+}
+
+/// (alerts, tickets) in the store: the demo waits until these stop moving.
+pub async fn activity_counts(db: &Database) -> Result<(i64, i64)> {
+    let alerts: i64 = sqlx::query("SELECT COUNT(*) FROM alerts")
+        .fetch_one(db.pool())
+        .await?
+        .get(0);
+    let tickets: i64 = sqlx::query("SELECT COUNT(*) FROM tickets")
+        .fetch_one(db.pool())
+        .await?
+        .get(0);
+    Ok((alerts, tickets))
+}
+
+/// Ticket counts per state, for the demo's summary.
+pub async fn tickets_by_state(db: &Database) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT state, COUNT(*) FROM tickets GROUP BY state ORDER BY state")
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Tickets waiting for a technician (new or triaged), oldest first.
+pub async fn dispatchable_ticket_ids(db: &Database) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT ticket_id FROM tickets WHERE state IN ('new', 'triaged') ORDER BY created_at_ms, ticket_id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

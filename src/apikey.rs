@@ -1,0 +1,66 @@
+//! `prognos apikey create|revoke`: API keys for the service API (stored hashed; the key is
+//! printed once).
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use prognos_api::Database;
+use prognos_api::service::Service;
+use prognos_api::service::auth::Role;
+
+use crate::config::Settings;
+use crate::device::StoreArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Issue a key; prints {"key_id", "key", "role", "provider_id"} (the key is shown only once).
+    Create {
+        /// admin, scheduler, engineer, technician or provider.
+        #[arg(long, value_parser = ["admin", "scheduler", "engineer", "technician", "provider"])]
+        role: String,
+        /// The provider a `provider` key is scoped to (it sees only that provider's subtree).
+        #[arg(long)]
+        provider: Option<String>,
+        /// A note on who holds the key.
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a key by its id.
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+async fn open(store: &StoreArgs) -> anyhow::Result<Service> {
+    let settings = Settings::resolve(store.config.as_deref(), store.data_dir.clone(), None, None)?;
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let db = Database::open_file(&settings.data_dir.join("prognos.db")).await?;
+    Ok(Service::new(db))
+}
+
+pub async fn run(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ApiKeyCommand::Create {
+            role,
+            provider,
+            label,
+            store,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+            let svc = open(&store).await?;
+            let issued = svc
+                .create_api_key(role, provider.as_deref(), label.as_deref())
+                .await?;
+            println!("{}", serde_json::to_string(&issued)?);
+        }
+        ApiKeyCommand::Revoke { key_id, store } => {
+            open(&store).await?.revoke_api_key(&key_id).await?;
+            println!("{}", serde_json::json!({"revoked": key_id}));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
