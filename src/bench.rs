@@ -25,7 +25,7 @@ pub enum BenchCommand {
     Ingest(IngestBenchArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct IngestBenchArgs {
     /// Concurrent MQTT connections (devices).
     #[arg(long, default_value_t = 50)]
@@ -42,6 +42,10 @@ pub struct IngestBenchArgs {
     /// Fleet size for the bytes-per-point measurement on simulator data.
     #[arg(long, default_value_t = 50)]
     pub fleet_devices: usize,
+    /// Messages per second per device for the latency run (a paced, non-saturating load run
+    /// after the saturating ones); 0 skips it.
+    #[arg(long, default_value_t = 20.0)]
+    pub paced_rate: f64,
     /// Hard limit for each load run, seconds.
     #[arg(long, default_value_t = 300)]
     pub time_limit: u64,
@@ -103,6 +107,7 @@ fn peak_rss_bytes() -> u64 {
 async fn prognos_run(
     args: &IngestBenchArgs,
     models_enabled: bool,
+    rate_per_device: Option<f64>,
 ) -> anyhow::Result<(serde_json::Value, f64, LoadConfig)> {
     let dir = tempfile::Builder::new()
         .prefix("prognos-bench-")
@@ -133,6 +138,7 @@ async fn prognos_run(
     );
     load.metrics_per_message = args.metrics;
     load.time_limit = Duration::from_secs(args.time_limit);
+    load.rate_per_device = rate_per_device;
     let mut secrets = HashMap::new();
     for id in load.device_ids() {
         let issued = running
@@ -200,8 +206,20 @@ async fn prognos_run(
 }
 
 async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
-    let (prognos, rate, load) = prognos_run(&args, false).await?;
-    let (prognos_models, rate_models, _) = prognos_run(&args, true).await?;
+    let (prognos, rate, load) = prognos_run(&args, false, None).await?;
+    let (prognos_models, rate_models, _) = prognos_run(&args, true, None).await?;
+    // The paced run lasts about 10 s.
+    let paced = if args.paced_rate > 0.0 {
+        let mut paced_args = args.clone();
+        paced_args.messages = (args.paced_rate * 10.0).ceil() as u64;
+        Some(
+            prognos_run(&paced_args, true, Some(args.paced_rate))
+                .await?
+                .0,
+        )
+    } else {
+        None
+    };
 
     let fleet_bytes = tokio::task::spawn_blocking({
         let devices = args.fleet_devices;
@@ -221,6 +239,11 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
         "load": {"devices": args.devices, "messages_per_device": args.messages, "metrics_per_message": args.metrics, "qos": 1},
         "prognos": prognos,
         "prognos_with_models": prognos_models,
+        "prognos_paced_with_models": paced.map(|p| json!({
+            "offered_messages_per_s": args.paced_rate * args.devices as f64,
+            "offered_points_per_s": args.paced_rate * (args.devices * args.metrics) as f64,
+            "result": p,
+        })),
         "models_on_over_off_throughput": rate_models / rate.max(1e-9),
         "simulator_parquet": fleet_bytes,
         "mosquitto": mosquitto.map(|(rate, r)| json!({

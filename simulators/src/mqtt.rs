@@ -358,6 +358,9 @@ pub struct LoadConfig {
     pub id_prefix: String,
     /// Connection settings.
     pub conn: ConnSettings,
+    /// Messages per second per connection; `None` publishes as fast as the in-flight window
+    /// allows (a saturating load).
+    pub rate_per_device: Option<f64>,
 }
 
 impl LoadConfig {
@@ -378,6 +381,7 @@ impl LoadConfig {
                 max_reconnects: 0,
                 ..ConnSettings::default()
             },
+            rate_per_device: None,
         }
     }
 
@@ -845,9 +849,21 @@ pub async fn run_load(cfg: &LoadConfig) -> Result<LoadReport, MqttError> {
         let topic = telemetry_topic(&id);
         let names = names.clone();
         let n = cfg.messages_per_device;
+        let interval = cfg
+            .rate_per_device
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r));
         tasks.spawn(async move {
             let mut s = String::with_capacity(64 + 20 * names.len());
+            let mut ticker = interval.map(|i| {
+                let mut t = tokio::time::interval(i);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
             for seq in 0..n {
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
                 load_payload(&mut s, seq, &names);
                 if client
                     .publish(topic.as_str(), qos, false, s.as_bytes().to_vec())
