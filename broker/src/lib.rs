@@ -250,6 +250,20 @@ mod tests {
         }
     }
 
+    /// A broker on a free loopback port with an ingest ring of `ring_bytes`, serving.
+    async fn serving(ring_bytes: usize) -> (SocketAddr, IngestLink, CancellationToken) {
+        let mut config = BrokerConfig::new(([127, 0, 0, 1], 0).into());
+        config.ingest_ring_bytes = ring_bytes;
+        let mut broker = Broker::start(&config, Authenticator::new(Arc::new(AllowAll)))
+            .await
+            .unwrap();
+        let addr = broker.local_addrs()[0];
+        let link = broker.take_ingest_link().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(broker.serve(shutdown.clone()));
+        (addr, link, shutdown)
+    }
+
     /// Publishes `n` QoS 1 messages as device `d1` and waits for every PUBACK.
     async fn publish_acked(addr: SocketAddr, n: usize, payload: Vec<u8>) {
         let mut opts = rumqttc::MqttOptions::new("d1", addr.ip().to_string(), addr.port());
@@ -286,15 +300,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_ingest_loses_messages_visibly_and_exactly() {
-        let mut config = BrokerConfig::new(([127, 0, 0, 1], 0).into());
-        config.ingest_ring_bytes = 64 * 1024;
-        let mut broker = Broker::start(&config, Authenticator::new(Arc::new(AllowAll)))
-            .await
-            .unwrap();
-        let addr = broker.local_addrs()[0];
-        let mut link = broker.take_ingest_link().unwrap();
-        let shutdown = CancellationToken::new();
-        tokio::spawn(broker.serve(shutdown.clone()));
+        let (addr, mut link, shutdown) = serving(64 * 1024).await;
 
         // The ingest does not read while 2,000 × 500 bytes (~1 MB) go through a 64 KiB ring.
         let n = 2000;
@@ -323,14 +329,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reading_ingest_receives_everything_in_order() {
-        let config = BrokerConfig::new(([127, 0, 0, 1], 0).into());
-        let mut broker = Broker::start(&config, Authenticator::new(Arc::new(AllowAll)))
-            .await
-            .unwrap();
-        let addr = broker.local_addrs()[0];
-        let mut link = broker.take_ingest_link().unwrap();
-        let shutdown = CancellationToken::new();
-        tokio::spawn(broker.serve(shutdown.clone()));
+        let (addr, mut link, shutdown) = serving(256 * 1024 * 1024).await;
         let reader = tokio::task::spawn_blocking(move || {
             let mut received = 0u64;
             let mut lost = 0u64;

@@ -34,3 +34,15 @@ pub struct Row {
     pub ts_us: i64,
     pub value: f64,
 }
+
+impl Row {
+    /// A row with freshly allocated names (tests, tools); the pipeline interns names instead.
+    pub fn new(device: &str, metric: &str, ts_us: i64, value: f64) -> Row {
+        Row {
+            device: Arc::from(device),
+            metric: Arc::from(metric),
+            ts_us,
+            value,
+        }
+    }
+}

@@ -527,12 +527,7 @@ mod tests {
     use super::*;
 
     fn row(device: &str, metric: &str, ts_us: i64, value: f64) -> Row {
-        Row {
-            device: Arc::from(device),
-            metric: Arc::from(metric),
-            ts_us,
-            value,
-        }
+        Row::new(device, metric, ts_us, value)
     }
 
     #[test]
