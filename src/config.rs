@@ -21,6 +21,15 @@ pub struct FileConfig {
     pub ingest: IngestFile,
     #[serde(default)]
     pub models: ModelsFile,
+    #[serde(default)]
+    pub service: ServiceFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    /// How often the SLA timer checks open tickets (default 10 000 ms).
+    pub sla_check_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +84,7 @@ pub struct Settings {
     pub max_future_us: i64,
     pub max_past_us: i64,
     pub models_enabled: bool,
+    pub sla_check_interval: Duration,
 }
 
 pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
@@ -139,6 +149,10 @@ impl Settings {
                 .max_past_days
                 .map_or(defaults.max_past_us, |d| d * 86_400_000_000),
             models_enabled: file.models.enabled.unwrap_or(defaults.models_enabled),
+            sla_check_interval: file
+                .service
+                .sla_check_interval_ms
+                .map_or(defaults.sla_check_interval, Duration::from_millis),
         };
         settings.validate()?;
         Ok(settings)
@@ -165,6 +179,7 @@ impl Settings {
             max_future_us: limits.max_future_us,
             max_past_us: limits.max_past_us,
             models_enabled: true,
+            sla_check_interval: Duration::from_secs(10),
         }
     }
 
@@ -177,6 +192,9 @@ impl Settings {
         }
         if self.max_payload_bytes == 0 || self.max_payload_bytes > 16 * 1024 * 1024 {
             bail!("config: ingest.max_payload_bytes must be between 1 and 16 MiB");
+        }
+        if self.sla_check_interval < Duration::from_millis(50) {
+            bail!("config: service.sla_check_interval_ms must be at least 50");
         }
         if self.ingest_buffer_bytes < 8 * 1024 {
             bail!("config: mqtt.ingest_buffer_mib must be at least 1");

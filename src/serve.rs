@@ -95,7 +95,8 @@ pub async fn start(
         None
     };
     let alerts = online.as_ref().map(|o| o.alerts.clone());
-    let service_api = prognos_api::http::ApiContext::new(db.clone(), alerts.clone());
+    let mut service_api = prognos_api::http::ApiContext::new(db.clone(), alerts.clone());
+    service_api.sla_interval = settings.sla_check_interval;
 
     let http_listener = TcpListener::bind(settings.http_addr)
         .await

@@ -6,56 +6,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::time::Duration;
-
 use common::*;
 use serde_json::{Value, json};
-
-struct Reply {
-    status: u16,
-    content_type: String,
-    body: Value,
-}
-
-/// A minimal HTTP/1.1 request over a raw socket.
-fn http_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    Reply {
-        status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
-        content_type: head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-type: ")
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default(),
-        body: serde_json::from_str(rest).unwrap_or(Value::Null),
-    }
-}
 
 fn create_key(data_dir: &std::path::Path, role: &str, provider: Option<&str>) -> String {
     let mut args = vec![
