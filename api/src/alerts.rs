@@ -32,6 +32,27 @@ pub struct AlertRecord {
     pub close_code: Option<String>,
 }
 
+impl AlertRecord {
+    /// The models' view of this row (`None` if a stored name is unknown to this version).
+    pub fn to_alert(&self) -> Option<prognos_models::alert::Alert> {
+        Some(prognos_models::alert::Alert {
+            id: 0,
+            device_id: self.device_id.clone(),
+            failure_mode: self.failure_mode.clone(),
+            state: from_name(&self.state)?,
+            severity: from_name(&self.severity)?,
+            started_at_ms: self.started_at_ms,
+            opened_at_ms: self.opened_at_ms,
+            acknowledged_at_ms: self.acknowledged_at_ms,
+            resolved_at_ms: self.resolved_at_ms,
+            last_anomalous_ms: self.last_anomalous_ms,
+            occurrences: u64::try_from(self.occurrences).unwrap_or(0),
+            peak_score: self.peak_score,
+            evidence: serde_json::from_value(self.evidence.clone()).unwrap_or_default(),
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AlertStore {
     db: Database,
@@ -43,6 +64,11 @@ fn name_of<T: Serialize>(value: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// The serde enum whose wire name is `name`.
+fn from_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
 fn finite(x: Option<f64>) -> Option<f64> {
@@ -140,6 +166,33 @@ impl AlertStore {
         };
         tx.commit().await?;
         Ok(alert_id)
+    }
+
+    /// Active alerts that have no ticket yet, as `Opened` events: what the alert → ticket
+    /// consumer missed (it was not running, or the broadcast channel lagged).
+    pub async fn without_ticket(&self) -> Result<Vec<AlertEvent>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT alert_id FROM alerts a
+             WHERE a.state <> 'resolved'
+               AND NOT EXISTS (SELECT 1 FROM tickets t
+                               WHERE t.open_key = a.device_id || '|' || a.failure_mode)
+             ORDER BY a.opened_at_ms",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut events = Vec::new();
+        for record in self.list(None, None, i64::MAX).await? {
+            if ids.contains(&record.alert_id)
+                && let Some(alert) = record.to_alert()
+            {
+                events.push(AlertEvent {
+                    kind: AlertEventKind::Opened,
+                    alert,
+                });
+            }
+        }
+        Ok(events)
     }
 
     /// Alerts, newest first, optionally only in `state` and/or for `device_id`.
@@ -264,5 +317,23 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].state, "open");
         assert_eq!(rows[1].state, "resolved");
+    }
+
+    #[tokio::test]
+    async fn stored_alerts_without_a_ticket_are_found_for_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_file(&dir.path().join("p.db")).await.unwrap();
+        let store = AlertStore::new(db.clone());
+        store
+            .apply(&event(AlertEventKind::Opened, AlertState::Open, 10_000, 1))
+            .await
+            .unwrap();
+        let missed = store.without_ticket().await.unwrap();
+        assert_eq!(missed.len(), 1);
+        assert_eq!(missed[0].alert.device_id, "pump-1");
+        assert_eq!(missed[0].alert.severity, Severity::Medium);
+        let svc = crate::service::Service::new(db);
+        assert!(svc.apply_alert_event(&missed[0]).await.unwrap().is_some());
+        assert!(store.without_ticket().await.unwrap().is_empty());
     }
 }

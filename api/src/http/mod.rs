@@ -71,6 +71,20 @@ pub fn router(ctx: ApiContext) -> Router {
     app.with_state(AppState { svc: ctx.service() })
 }
 
+/// Turns stored active alerts without a ticket into tickets (after a restart or a lag).
+async fn catch_up(svc: &Service, store: &crate::alerts::AlertStore) {
+    match store.without_ticket().await {
+        Ok(events) => {
+            for event in events {
+                if let Err(e) = svc.apply_alert_event(&event).await {
+                    tracing::error!(error = %e, "cannot turn a stored alert into a ticket");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read alerts without tickets"),
+    }
+}
+
 /// The SLA timer, the webhook outbox and the alert → ticket consumer, until `shutdown`.
 pub async fn run_background(ctx: ApiContext, shutdown: CancellationToken) {
     let svc = ctx.service();
@@ -118,7 +132,10 @@ pub async fn run_background(ctx: ApiContext, shutdown: CancellationToken) {
         let mut rx = sender.subscribe();
         let svc = svc.clone();
         let stop = shutdown.clone();
+        let store = crate::alerts::AlertStore::new(ctx.db.clone());
         tokio::spawn(async move {
+            // Subscribed first, so nothing falls between the catch-up and the stream.
+            catch_up(&svc, &store).await;
             loop {
                 let event = tokio::select! {
                     _ = stop.cancelled() => break,
@@ -131,7 +148,11 @@ pub async fn run_background(ctx: ApiContext, shutdown: CancellationToken) {
                         Err(e) => tracing::error!(error = %e, "cannot turn an alert into a ticket"),
                     },
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "alert consumer lagged; later events for the same problems will update their tickets");
+                        tracing::warn!(
+                            missed = n,
+                            "alert consumer lagged; catching up from the alert store"
+                        );
+                        catch_up(&svc, &store).await;
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
