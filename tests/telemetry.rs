@@ -251,12 +251,18 @@ fn kill_9_loses_nothing_acknowledged_and_restart_doubles_nothing() {
             t0 + seq * 1000,
             -seq
         );
-        assert!(
+        // At least once, like a device: a publish whose PUBACK did not arrive is sent again
+        // (a reconnect with the same client id can race the old connection's teardown in
+        // rumqttd); the store de-duplicates (device, metric, ts), which this test checks.
+        let acked = (0..3).any(|attempt| {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
             server
                 .pub_qos1("crash-1", &secret, "prognos/v1/crash-1/telemetry", &payload)
-                .success(),
-            "publish {seq} not acknowledged"
-        );
+                .success()
+        });
+        assert!(acked, "publish {seq} not acknowledged after 3 attempts");
     }
     // PUBACKs received; give the group commit its interval, then pull the plug.
     std::thread::sleep(Duration::from_millis(300));

@@ -12,6 +12,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "devices", include_str!("../migrations/0001_devices.sql")),
     (2, "alerts", include_str!("../migrations/0002_alerts.sql")),
     (3, "service", include_str!("../migrations/0003_service.sql")),
+    (
+        4,
+        "sla_pause",
+        include_str!("../migrations/0004_sla_pause.sql"),
+    ),
 ];
 
 /// The statements of a migration file: `--` comment lines dropped, split at `;`.

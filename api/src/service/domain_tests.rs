@@ -528,6 +528,42 @@ async fn predictive_tickets_one_per_problem_with_evidence_and_feedback() {
 }
 
 #[tokio::test]
+async fn the_sla_clock_stops_while_waiting_for_parts() {
+    let (_d, svc, clock) = service().await;
+    network(&svc).await;
+    svc.set_sla_policy(&sla::SlaPolicy {
+        priority: Priority::Normal,
+        tier: "standard".into(),
+        response_secs: 100,
+        onsite_secs: 1000,
+    })
+    .await
+    .unwrap();
+    let t = svc
+        .create_ticket(&admin(), &api_ticket("dev-1"))
+        .await
+        .unwrap();
+    let onsite_due = t.raw.onsite_due_ms;
+    for to in [TicketState::Triaged, TicketState::WaitingParts] {
+        svc.transition(&admin(), &t.ticket_id, to, None, None)
+            .await
+            .unwrap();
+    }
+    // Far past the on-site window while the part is on its way: no warning, no breach.
+    clock.advance_secs(5000);
+    assert_eq!(svc.sla_tick().await.unwrap(), sla::SlaTick::default());
+    let waiting = svc.ticket(&admin(), &t.ticket_id).await.unwrap();
+    assert_eq!(waiting.sla.phase, "paused");
+    // The part arrived: the deadline moved back by exactly the time spent waiting.
+    let resumed = svc
+        .transition(&admin(), &t.ticket_id, TicketState::Triaged, None, None)
+        .await
+        .unwrap();
+    assert_eq!(resumed.raw.onsite_due_ms, onsite_due + 5_000_000);
+    assert_eq!(resumed.sla.status, "ok");
+}
+
+#[tokio::test]
 async fn sla_warns_at_80_percent_and_escalates_at_breach() {
     let (_d, svc, clock) = service().await;
     network(&svc).await;

@@ -112,12 +112,13 @@ impl Service {
     /// One pass of the SLA timer at the clock's now.
     pub async fn sla_tick(&self) -> Result<SlaTick> {
         let now = self.now_ms();
-        // Candidates: open tickets past 80 % of a window that is still running.
+        // Candidates: open tickets past 80 % of a window that is still running. A ticket
+        // waiting for parts has its clock stopped (its deadlines move back when it resumes).
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT ticket_id FROM tickets
-             WHERE state NOT IN ('resolved', 'closed', 'cancelled')
-               AND ((responded_at_ms IS NULL AND response_due_ms - (response_due_ms - created_at_ms) / 5 <= $1)
-                 OR (onsite_at_ms IS NULL AND onsite_due_ms - (onsite_due_ms - created_at_ms) / 5 <= $1))
+             WHERE state NOT IN ('resolved', 'closed', 'cancelled', 'waiting_parts')
+               AND ((responded_at_ms IS NULL AND response_due_ms - (response_due_ms - created_at_ms - sla_paused_ms) / 5 <= $1)
+                 OR (onsite_at_ms IS NULL AND onsite_due_ms - (onsite_due_ms - created_at_ms - sla_paused_ms) / 5 <= $1))
              ORDER BY ticket_id",
         )
         .bind(now)

@@ -137,7 +137,8 @@ pub struct NewTicket {
 pub struct SlaView {
     pub response_due: String,
     pub onsite_due: String,
-    /// `response` (waiting for triage), `onsite` (waiting for the visit), `met`, `stopped`.
+    /// `response` (waiting for triage), `onsite` (waiting for the visit), `paused` (waiting
+    /// for parts: the clock is stopped), `met`, `stopped`.
     pub phase: String,
     /// `ok`, `warning` (≥ 80 % of the window used) or `breached`.
     pub status: String,
@@ -197,6 +198,8 @@ pub struct TicketTimes {
     pub onsite_at_ms: Option<i64>,
     pub sla_flags: i64,
     pub escalation_level: i64,
+    /// Time spent waiting for parts; the open deadlines were moved back by it.
+    pub sla_paused_ms: i64,
 }
 
 pub const SLA_RESPONSE_WARNED: i64 = 1;
@@ -211,7 +214,7 @@ pub(crate) const TICKET_COLS: &str =
     t.alert_id, t.evidence, t.rul_hours, t.rul_lower_hours, t.rul_upper_hours, t.contact_name,
     t.contact_phone, t.parent_ticket_id, t.satisfaction, t.created_at_ms, t.updated_at_ms,
     t.response_due_ms, t.onsite_due_ms, t.responded_at_ms, t.onsite_at_ms, t.sla_flags,
-    t.escalation_level";
+    t.escalation_level, t.sla_paused_ms";
 
 pub(crate) const TICKET_FROM: &str =
     "FROM tickets t LEFT JOIN providers p ON p.provider_id = t.provider_id";
@@ -220,6 +223,8 @@ pub(crate) fn sla_view(t: &TicketTimes, state: TicketState, now_ms: i64) -> SlaV
     let flags = t.sla_flags;
     let (phase, start, due) = if !state.is_open() {
         ("stopped", None, None)
+    } else if state == TicketState::WaitingParts {
+        ("paused", None, None)
     } else if t.responded_at_ms.is_none() {
         ("response", Some(t.created_at_ms), Some(t.response_due_ms))
     } else if t.onsite_at_ms.is_none() {
@@ -229,8 +234,9 @@ pub(crate) fn sla_view(t: &TicketTimes, state: TicketState, now_ms: i64) -> SlaV
     };
     let status = match (start, due) {
         (Some(start), Some(due)) => {
-            let window = (due - start).max(1) as f64;
-            let used = (now_ms - start) as f64 / window;
+            // Paused time moved the deadline back; it is no part of the window used.
+            let window = (due - start - t.sla_paused_ms).max(1) as f64;
+            let used = (now_ms - start - t.sla_paused_ms) as f64 / window;
             if used >= 1.0 {
                 "breached"
             } else if used >= 0.8 {
@@ -264,6 +270,7 @@ pub(crate) fn ticket_row(r: &SqliteRow, now_ms: i64) -> Ticket {
         onsite_at_ms: r.get(33),
         sla_flags: r.get(34),
         escalation_level: r.get(35),
+        sla_paused_ms: r.get(36),
     };
     Ticket {
         ticket_id: r.get(0),
@@ -511,6 +518,30 @@ pub(crate) async fn apply_transition(
     if to == TicketState::Triaged || to == TicketState::Cancelled {
         // Unassigned or cancelled: parts held for it go back on the shelf.
         super::parts::release_ticket_reservations(conn, &ticket.ticket_id, now_ms).await?;
+    }
+    if from == TicketState::WaitingParts && to != TicketState::WaitingParts {
+        // The SLA clock does not run while the ticket waits for parts: push the open
+        // deadlines back by the time it waited.
+        let since: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(at_ms) FROM ticket_events WHERE ticket_id = $1 AND to_state = 'waiting_parts'",
+        )
+        .bind(&ticket.ticket_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if let Some(since) = since {
+            let paused = (now_ms - since).max(0);
+            sqlx::query(
+                "UPDATE tickets SET
+                    response_due_ms = CASE WHEN responded_at_ms IS NULL THEN response_due_ms + $2 ELSE response_due_ms END,
+                    onsite_due_ms = CASE WHEN onsite_at_ms IS NULL THEN onsite_due_ms + $2 ELSE onsite_due_ms END,
+                    sla_paused_ms = sla_paused_ms + $2
+                 WHERE ticket_id = $1",
+            )
+            .bind(&ticket.ticket_id)
+            .bind(paused)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     let responded = matches!(to, TicketState::Triaged | TicketState::Assigned);
     sqlx::query(
