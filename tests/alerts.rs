@@ -13,31 +13,7 @@ fn a_failing_device_raises_exactly_one_alert_before_it_fails() {
     // Seed 11 with 6 devices: motor-0004 overheats from day 16.1 and fails on day 22.6
     // (ground truth from the labels file). 24 days at 10-minute readings, as fast as possible.
     let labels_path = dir.path().join("labels.jsonl");
-    let out = std::process::Command::new(BIN)
-        .args([
-            "simulate",
-            "--devices",
-            "6",
-            "--days",
-            "24",
-            "--seed",
-            "11",
-            "--start",
-            "2026-10-01T00:00:00Z",
-        ])
-        .args(["--mqtt-addr", &format!("127.0.0.1:{}", server.mqtt_port)])
-        .arg("--register-in")
-        .arg(&data)
-        .arg("--labels")
-        .arg(&labels_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = publish_failing_fleet(server.mqtt_port, &data, Some(&labels_path));
     assert_eq!(report["dropped"], 0, "{report}");
     let (status, _) = server.terminate();
     assert!(status.success());

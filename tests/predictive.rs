@@ -17,21 +17,7 @@ fn alert_to_ticket_to_dispatch_to_close_code_on_the_alert() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let out = prognos(&[
-        "apikey",
-        "create",
-        "--role",
-        "admin",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let bearer = format!("Bearer {}", key["key"].as_str().unwrap());
+    let bearer = format!("Bearer {}", create_api_key(&data, "admin"));
     let auth = [("Authorization", bearer.as_str())];
 
     let server = Server::start(&data, &[]);
@@ -41,27 +27,10 @@ fn alert_to_ticket_to_dispatch_to_close_code_on_the_alert() {
 
     // The service network around the machine that will fail (seed 11: motor-0004 overheats
     // from day 16.1 and fails on day 22.6).
-    for body in [
-        json!({"provider_id": "oem", "name": "OEM", "kind": "oem", "regions": ["east"]}),
-        json!({"provider_id": "sp", "name": "Partner", "kind": "provider", "parent_id": "oem", "regions": ["east"]}),
-    ] {
-        assert_eq!(post("/api/v1/providers", body).status, 201);
-    }
-    assert_eq!(
-        post(
-            "/api/v1/customers",
-            json!({"customer_id": "c1", "name": "Mill"})
-        )
-        .status,
-        201
-    );
-    assert_eq!(
-        post("/api/v1/sites", json!({"site_id": "s1", "customer_id": "c1", "name": "Mill", "region": "east", "lat": 31.2, "lon": 121.5})).status,
-        201
-    );
-    assert_eq!(
-        post("/api/v1/devices", json!({"device_id": "motor-0004", "site_id": "s1", "serial": "M-4", "model": "M200", "criticality": 3})).status,
-        201
+    east_network(
+        &post,
+        false,
+        json!({"device_id": "motor-0004", "site_id": "s1", "serial": "M-4", "model": "M200", "criticality": 3}),
     );
     assert_eq!(
         post(
@@ -89,28 +58,7 @@ fn alert_to_ticket_to_dispatch_to_close_code_on_the_alert() {
     );
 
     // The fleet over MQTT, registered in this server's device registry.
-    let out = std::process::Command::new(BIN)
-        .args([
-            "simulate",
-            "--devices",
-            "6",
-            "--days",
-            "24",
-            "--seed",
-            "11",
-            "--start",
-            "2026-10-01T00:00:00Z",
-        ])
-        .args(["--mqtt-addr", &format!("127.0.0.1:{}", server.mqtt_port)])
-        .arg("--register-in")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    publish_failing_fleet(server.mqtt_port, &data, None);
 
     // The alert becomes a predictive ticket with the alert's evidence.
     let mut ticket = Value::Null;
@@ -195,16 +143,7 @@ fn a_ticket_past_its_short_sla_is_escalated_up_the_hierarchy() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let out = prognos(&[
-        "apikey",
-        "create",
-        "--role",
-        "admin",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let bearer = format!("Bearer {}", key["key"].as_str().unwrap());
+    let bearer = format!("Bearer {}", create_api_key(&data, "admin"));
     let auth = [("Authorization", bearer.as_str())];
     let config = data.join("fast-sla.toml");
     std::fs::write(&config, "[service]\nsla_check_interval_ms = 200\n").unwrap();
@@ -212,28 +151,10 @@ fn a_ticket_past_its_short_sla_is_escalated_up_the_hierarchy() {
     let port = server.http_port;
     let post = |path: &str, body: Value| http_request(port, "POST", path, &auth, &body.to_string());
 
-    for body in [
-        json!({"provider_id": "oem", "name": "OEM", "kind": "oem", "regions": ["east"]}),
-        json!({"provider_id": "ag", "name": "Agent", "kind": "agent", "parent_id": "oem", "regions": ["east"]}),
-        json!({"provider_id": "sp", "name": "Partner", "kind": "provider", "parent_id": "ag", "regions": ["east"]}),
-    ] {
-        assert_eq!(post("/api/v1/providers", body).status, 201);
-    }
-    assert_eq!(
-        post(
-            "/api/v1/customers",
-            json!({"customer_id": "c1", "name": "Mill"})
-        )
-        .status,
-        201
-    );
-    assert_eq!(
-        post("/api/v1/sites", json!({"site_id": "s1", "customer_id": "c1", "name": "Mill", "region": "east", "lat": 31.2, "lon": 121.5})).status,
-        201
-    );
-    assert_eq!(
-        post("/api/v1/devices", json!({"device_id": "pump-9", "site_id": "s1", "serial": "P-9", "model": "P100", "criticality": 2})).status,
-        201
+    east_network(
+        &post,
+        true,
+        json!({"device_id": "pump-9", "site_id": "s1", "serial": "P-9", "model": "P100", "criticality": 2}),
     );
     // Normal priority, standard tier: answer within 1 s, on site within 2 s.
     let r = http_request(
@@ -284,4 +205,30 @@ fn a_ticket_past_its_short_sla_is_escalated_up_the_hierarchy() {
     );
     let (status, _) = server.terminate();
     assert!(status.success());
+}
+
+/// The service network of region `east`: an OEM, optionally an agent under it, a provider at
+/// the bottom, one customer with one site, and `device` on that site.
+fn east_network(post: &impl Fn(&str, Value) -> Reply, with_agent: bool, device: Value) {
+    let parent = if with_agent { "ag" } else { "oem" };
+    let mut providers =
+        vec![json!({"provider_id": "oem", "name": "OEM", "kind": "oem", "regions": ["east"]})];
+    if with_agent {
+        providers.push(json!({"provider_id": "ag", "name": "Agent", "kind": "agent", "parent_id": "oem", "regions": ["east"]}));
+    }
+    providers.push(json!({"provider_id": "sp", "name": "Partner", "kind": "provider", "parent_id": parent, "regions": ["east"]}));
+    for body in providers {
+        assert_eq!(post("/api/v1/providers", body).status, 201);
+    }
+    assert_eq!(
+        post(
+            "/api/v1/customers",
+            json!({"customer_id": "c1", "name": "Mill"})
+        )
+        .status,
+        201
+    );
+    let site = json!({"site_id": "s1", "customer_id": "c1", "name": "Mill", "region": "east", "lat": 31.2, "lon": 121.5});
+    assert_eq!(post("/api/v1/sites", site).status, 201);
+    assert_eq!(post("/api/v1/devices", device).status, 201);
 }

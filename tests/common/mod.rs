@@ -317,3 +317,49 @@ pub fn http_request(
         body: serde_json::from_str(rest).unwrap_or(serde_json::Value::Null),
     }
 }
+
+/// Publishes the reference failing fleet over MQTT to `mqtt_port`, registering its devices in
+/// `data_dir` first: seed 11, 6 machines, 24 days from 2026-10-01, in which motor-0004
+/// overheats from day 16.1 and fails on day 22.6. Returns the simulator's JSON report.
+pub fn publish_failing_fleet(
+    mqtt_port: u16,
+    data_dir: &Path,
+    labels: Option<&Path>,
+) -> serde_json::Value {
+    let mut command = Command::new(BIN);
+    command
+        .args(["simulate", "--devices", "6", "--days", "24", "--seed", "11"])
+        .args(["--start", "2026-10-01T00:00:00Z"])
+        .args(["--mqtt-addr", &format!("127.0.0.1:{mqtt_port}")])
+        .arg("--register-in")
+        .arg(data_dir);
+    if let Some(labels) = labels {
+        command.arg("--labels").arg(labels);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Creates an API key with `role` in `data_dir`'s store; returns the key.
+pub fn create_api_key(data_dir: &Path, role: &str) -> String {
+    let out = prognos(&[
+        "apikey",
+        "create",
+        "--role",
+        role,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["key"].as_str().unwrap().to_owned()
+}

@@ -71,6 +71,27 @@ pub fn router(ctx: ApiContext) -> Router {
     app.with_state(AppState { svc: ctx.service() })
 }
 
+/// Runs `pass` every `period` until `stop` is cancelled.
+fn every<F, Fut>(
+    period: Duration,
+    stop: CancellationToken,
+    mut pass: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => pass().await,
+            }
+        }
+    })
+}
+
 /// Turns stored active alerts without a ticket into tickets (after a restart or a lag).
 async fn catch_up(svc: &Service, store: &crate::alerts::AlertStore) {
     match store.without_ticket().await {
@@ -90,40 +111,26 @@ pub async fn run_background(ctx: ApiContext, shutdown: CancellationToken) {
     let svc = ctx.service();
     let sla = {
         let svc = svc.clone();
-        let stop = shutdown.clone();
-        let every = ctx.sla_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        match svc.sla_tick().await {
-                            Ok(t) if t.warnings + t.breaches > 0 => {
-                                tracing::info!(warnings = t.warnings, breaches = t.breaches, "SLA timer");
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::error!(error = %e, "SLA timer pass failed"),
-                        }
+        every(ctx.sla_interval, shutdown.clone(), move || {
+            let svc = svc.clone();
+            async move {
+                match svc.sla_tick().await {
+                    Ok(t) if t.warnings + t.breaches > 0 => {
+                        tracing::info!(warnings = t.warnings, breaches = t.breaches, "SLA timer");
                     }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "SLA timer pass failed"),
                 }
             }
         })
     };
     let hooks = {
         let svc = svc.clone();
-        let stop = shutdown.clone();
-        let every = ctx.webhook_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = svc.deliver_webhooks(100).await {
-                            tracing::error!(error = %e, "webhook delivery pass failed");
-                        }
-                    }
+        every(ctx.webhook_interval, shutdown.clone(), move || {
+            let svc = svc.clone();
+            async move {
+                if let Err(e) = svc.deliver_webhooks(100).await {
+                    tracing::error!(error = %e, "webhook delivery pass failed");
                 }
             }
         })
