@@ -94,5 +94,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "active degradations at end {}",
         fleet.active_degradations().len()
     );
+    let t2 = Instant::now();
+    let history = fleet.history_before_start();
+    let history_time = t2.elapsed();
+    let hist_def = history
+        .failures
+        .iter()
+        .filter(|l| specs[l.device].defective_batch)
+        .count();
+    let hist_cut = history
+        .maintenance
+        .iter()
+        .filter(|m| m.interrupted_mode.is_some())
+        .count();
+    println!(
+        "history before start: failures {} ({hist_def} in defective batch), preventive visits {} \
+         ({hist_cut} cut a degradation short), drawn in {history_time:?}",
+        history.failures.len(),
+        history.maintenance.len()
+    );
     Ok(())
 }

@@ -232,7 +232,7 @@ pub const REGIONS: [Region; 5] = [
 const SITES_PER_REGION: usize = 4;
 /// Local time offset (UTC+8), for shifts and the daily temperature cycle.
 const LOCAL_OFFSET_MS: i64 = 8 * HOUR_MS;
-const YEAR_MS: f64 = 365.25 * DAY_MS as f64;
+pub(crate) const YEAR_MS: f64 = 365.25 * DAY_MS as f64;
 /// Days between consecutive production batches.
 const BATCH_SPACING_DAYS: i64 = 150;
 
@@ -487,10 +487,10 @@ pub struct Tick {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Degradation {
-    mode: FailureMode,
-    onset_ms: i64,
-    failure_ms: i64,
+pub(crate) struct Degradation {
+    pub(crate) mode: FailureMode,
+    pub(crate) onset_ms: i64,
+    pub(crate) failure_ms: i64,
 }
 
 impl Degradation {
@@ -723,7 +723,7 @@ impl Fleet {
 
         // 2. Preventive maintenance resets health, even mid-degradation.
         if pm_mean_ms.is_some() && ts >= d.next_pm_ms {
-            let end = ts + (d.rng.range(2.0, 6.0) * HOUR_MS as f64) as i64;
+            let end = ts + pm_visit_ms(&mut d.rng);
             let (mode, onset) = match d.condition {
                 Condition::Degrading(g) => (Some(g.mode), Some(g.onset_ms)),
                 _ => (None, None),
@@ -747,8 +747,7 @@ impl Fleet {
                 d.condition = Condition::Degrading(g);
             }
             Condition::Degrading(g) if ts >= g.failure_ms => {
-                let repair = (d.rng.range(4.0, 24.0) * HOUR_MS as f64) as i64;
-                let repaired = g.failure_ms + repair;
+                let repaired = g.failure_ms + repair_ms(&mut d.rng);
                 self.labels.push(FailureLabel {
                     device_id: spec.id.clone(),
                     device: i,
@@ -946,7 +945,19 @@ fn draw_mode(rng: &mut DevRng, kind: DeviceKind, defect_bearing_share: f64) -> F
     modes[rng.weighted(weights).min(modes.len() - 1)]
 }
 
-fn draw_degradation(
+/// Duration of a repair after a failure: 4–24 h, uniform.
+pub(crate) fn repair_ms(rng: &mut DevRng) -> i64 {
+    (rng.range(4.0, 24.0) * HOUR_MS as f64) as i64
+}
+
+/// Duration of a preventive maintenance visit: 2–6 h, uniform.
+pub(crate) fn pm_visit_ms(rng: &mut DevRng) -> i64 {
+    (rng.range(2.0, 6.0) * HOUR_MS as f64) as i64
+}
+
+/// A degradation starting at `onset_ms`: its mode (the defective batch's
+/// extra hazard is bearing wear) and when it will fail.
+pub(crate) fn draw_degradation(
     rng: &mut DevRng,
     kind: DeviceKind,
     defect_bearing_share: f64,
@@ -959,6 +970,41 @@ fn draw_degradation(
         mode,
         onset_ms,
         failure_ms: onset_ms + (days * DAY_MS as f64) as i64,
+    }
+}
+
+/// Degradation-onset rate of a healthy device at `at_ms`, per year: kind, age
+/// (wear-out: older units somewhat more) and batch. The tick simulation
+/// evaluates it once, at the fleet start.
+pub(crate) fn onset_rate_per_year(
+    cfg: &FleetConfig,
+    kind: DeviceKind,
+    defective: bool,
+    install_ms: i64,
+    at_ms: i64,
+) -> f64 {
+    let kind_factor = match kind {
+        DeviceKind::Pump => 1.0,
+        DeviceKind::Motor => 0.7,
+        DeviceKind::Compressor => 1.3,
+    };
+    let age_years = (at_ms - install_ms) as f64 / YEAR_MS;
+    let age_factor = (age_years / 2.0).sqrt().clamp(0.6, 1.5);
+    let batch_factor = if defective {
+        cfg.defective_hazard_factor
+    } else {
+        1.0
+    };
+    cfg.base_hazard_per_year * kind_factor * age_factor * batch_factor
+}
+
+/// Probability that an onset is bearing wear caused by the batch defect: the
+/// defective batch's extra hazard, `(factor − 1) / factor`; 0 elsewhere.
+pub(crate) fn defect_bearing_share(cfg: &FleetConfig, defective: bool) -> f64 {
+    if defective {
+        (cfg.defective_hazard_factor - 1.0) / cfg.defective_hazard_factor
+    } else {
+        0.0
     }
 }
 
@@ -1058,27 +1104,10 @@ fn new_device(cfg: &FleetConfig, batches: &[(String, i64)], index: usize) -> (De
         ..nominal
     };
 
-    // Hazard: kind, age (wear-out: older units somewhat more) and batch.
-    let kind_factor = match kind {
-        DeviceKind::Pump => 1.0,
-        DeviceKind::Motor => 0.7,
-        DeviceKind::Compressor => 1.3,
-    };
-    let age_years = (cfg.start_ms - install_ms) as f64 / YEAR_MS;
-    let age_factor = (age_years / 2.0).sqrt().clamp(0.6, 1.5);
-    let batch_factor = if defective {
-        cfg.defective_hazard_factor
-    } else {
-        1.0
-    };
-    let per_year = cfg.base_hazard_per_year * kind_factor * age_factor * batch_factor;
+    let per_year = onset_rate_per_year(cfg, kind, defective, install_ms, cfg.start_ms);
     let dt_years = cfg.sample_interval_ms as f64 / YEAR_MS;
     let onset_prob = 1.0 - (-per_year * dt_years).exp();
-    let defect_bearing_share = if defective {
-        (batch_factor - 1.0) / batch_factor
-    } else {
-        0.0
-    };
+    let defect_bearing_share = defect_bearing_share(cfg, defective);
 
     // An in-service fleet has some units already degrading: probability of
     // being inside a degradation window in steady state, λ·E[T] / (1 + λ·E[T]).

@@ -30,11 +30,17 @@
 //! - Ground truth: [`Fleet::labels`], [`Fleet::maintenance`],
 //!   [`Fleet::active_degradations`]; writers [`write_labels_jsonl`],
 //!   [`write_labels_json`], [`write_devices_jsonl`].
+//! - Service history before the start ([`Fleet::history_before_start`]):
+//!   failures and preventive visits from each installation to the start,
+//!   drawn event by event from the same hazard model (age factor at each
+//!   instant) on separate random streams, so the telemetry does not change.
+//!   Reference fleet: 106 failures (29 in the defective batch), 417 visits.
 //! - Reference run (defaults: 200 devices, seed 7, 90 days, 10-minute ticks):
 //!   22 failures, 9 of them among the 29 devices of the defective batch.
 
 mod calendar;
 mod fleet;
+mod history;
 pub mod mqtt;
 mod rng;
 
@@ -44,3 +50,4 @@ pub use fleet::{
     Region, SPEED, ShiftPattern, SimError, Tick, VIBRATION_RMS, write_devices_jsonl,
     write_labels_json, write_labels_jsonl,
 };
+pub use history::ServiceHistory;
