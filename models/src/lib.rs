@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod multivariate;
 pub mod parse;
 pub mod pca;
+pub mod reliability;
 pub mod rul;
 pub mod score;
 pub mod stats;
