@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::{alerts, apikey, bench, demo, device, evaluate, evaluate_fleet, serve, simulate};
+use crate::{
+    alerts, apikey, bench, demo, device, evaluate, evaluate_fleet, query, serve, simulate,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,6 +89,11 @@ pub enum Command {
     },
     /// Replay a CSV through a detector: prints time, anomaly_score, is_anomaly.
     Score(evaluate::ScoreArgs),
+    /// Failure analytics and telemetry queries on a data dir.
+    Query {
+        #[command(subcommand)]
+        command: query::QueryCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(serve_until_signal(settings))
         }
         Command::Alerts { command } => runtime()?.block_on(alerts::run(command)),
+        Command::Query { command } => runtime()?.block_on(query::run(command)),
         Command::Apikey { command } => runtime()?.block_on(apikey::run(command)),
         Command::Bench { command } => runtime()?.block_on(bench::run(command)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),

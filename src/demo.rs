@@ -110,6 +110,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             lat: d.lat,
             lon: d.lon,
             criticality: d.criticality,
+            firmware: d.firmware.to_owned(),
+            install_ms: d.install_ms,
         })
         .collect();
     let network = prognos_api::seed_demo_network(&running.db, &demo_devices).await?;
@@ -117,6 +119,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "prognos demo: service network of {} providers, {} technicians, {} stock locations, {} parts in {} regions",
         network.providers, network.technicians, network.locations, network.parts, network.regions
     );
+    // The years before monitoring: past breakdowns as closed tickets, for the analytics.
+    let past: Vec<prognos_api::service::demo::PastRepair> = fleet
+        .history_before_start()
+        .failures
+        .iter()
+        .map(|f| prognos_api::service::demo::PastRepair {
+            device_id: f.device_id.clone(),
+            failure_mode: f.failure_mode.as_str().to_owned(),
+            failed_ms: f.failure_ms,
+            restored_ms: f.repaired_ms,
+        })
+        .collect();
+    let imported = prognos_api::service::demo::import_history(&running.db, &past, args.seed)
+        .await
+        .context("cannot import the service history")?;
+    eprintln!("prognos demo: {imported} past repairs imported as closed tickets");
 
     let mut publish =
         PublishConfig::new(BrokerAddr::new(mqtt.ip().to_string(), mqtt.port()), ticks);
@@ -145,6 +163,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // dispatch every open ticket at once (optimal assignment, parts reserved).
     settle(&db).await;
     let dispatch = dispatch_open_tickets(&db).await;
+    let analytics = analytics_summary(&db).await;
     let summary = running.shutdown().await?;
     let tickets = tickets_by_state(&db).await.unwrap_or_default();
     let alerts = alert_store.list(None, None, 10_000).await?;
@@ -275,6 +294,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Ok(None) => writeln!(out, "  dispatch         nothing open to dispatch")?,
         Err(e) => writeln!(out, "  dispatch         failed: {e}")?,
     }
+    match &analytics {
+        Ok(lines) => {
+            for line in lines {
+                writeln!(out, "  {line}")?;
+            }
+        }
+        Err(e) => writeln!(out, "  analytics        failed: {e:#}")?,
+    }
     if let Some(key) = &network.admin_key {
         writeln!(out, "  admin API key    {key}")?;
     }
@@ -354,4 +381,56 @@ async fn dispatch_open_tickets(
 
 async fn tickets_by_state(db: &prognos_api::Database) -> anyhow::Result<Vec<(String, i64)>> {
     Ok(prognos_api::tickets_by_state(db).await?)
+}
+
+/// A few lines of failure analytics over the imported history and the live weeks.
+async fn analytics_summary(db: &prognos_api::Database) -> anyhow::Result<Vec<String>> {
+    use prognos_api::analytics::history::{GroupBy, History};
+    use prognos_api::analytics::reliability;
+    let now = crate::serve::now_us() / 1000;
+    let history = History::load(db, now).await?;
+    let mut lines = Vec::new();
+    if let Some(fleet) = reliability::mtbf(&history, GroupBy::Fleet, i64::MIN, now).first() {
+        lines.push(format!(
+            "reliability      {} failures over {:.0} device-years: MTBF {} days, MTTR {} h",
+            fleet.failures,
+            fleet.operating_days / 365.25,
+            fleet.mtbf_days.map_or("-".into(), |d| format!("{d:.0}")),
+            fleet.mttr_hours.map_or("-".into(), |h| format!("{h:.1}")),
+        ));
+    }
+    let weibull = reliability::weibull(&history, GroupBy::Fleet, None, None, 0.9)?;
+    if let Some(fit) = weibull.groups.first().and_then(|g| g.fit.as_ref()) {
+        lines.push(format!(
+            "weibull          beta {:.2} [{:.2}, {:.2}], eta {:.0} days, B10 {:.0} days",
+            fit.beta, fit.beta_ci.0, fit.beta_ci.1, fit.eta, fit.b10
+        ));
+    }
+    let batches = reliability::defective_batches(&history, 0.01)?;
+    let flagged: Vec<String> = batches
+        .batches
+        .iter()
+        .filter(|b| b.flagged)
+        .filter_map(|b| {
+            let t = b
+                .tests
+                .iter()
+                .find(|t| Some(&t.failure_mode) == b.flagged_on.as_ref())?;
+            Some(format!(
+                "{} ({}: {:.1}x the rest, p={:.1e})",
+                b.batch, t.failure_mode, t.rate_ratio, t.p_value
+            ))
+        })
+        .collect();
+    lines.push(format!(
+        "batches          {} tested, flagged: {}; recall list {} devices",
+        batches.batches.len(),
+        if flagged.is_empty() {
+            "none".to_owned()
+        } else {
+            flagged.join(", ")
+        },
+        batches.recall.len()
+    ));
+    Ok(lines)
 }

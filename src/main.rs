@@ -11,6 +11,7 @@ mod evaluate;
 mod evaluate_fleet;
 mod http;
 mod online;
+mod query;
 mod serve;
 mod simulate;
 

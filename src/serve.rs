@@ -97,6 +97,7 @@ pub async fn start(
     let alerts = online.as_ref().map(|o| o.alerts.clone());
     let mut service_api = prognos_api::http::ApiContext::new(db.clone(), alerts.clone());
     service_api.sla_interval = settings.sla_check_interval;
+    service_api.telemetry_root = Some(settings.data_dir.join("telemetry"));
 
     let http_listener = TcpListener::bind(settings.http_addr)
         .await

@@ -4,6 +4,7 @@
 //! Domain modules hold no HTTP types; SQL is written to run on SQLite and PostgreSQL.
 
 pub mod alerts;
+pub mod analytics;
 pub mod db;
 pub mod http;
 pub mod registry;

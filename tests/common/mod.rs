@@ -277,6 +277,8 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub body: serde_json::Value,
+    /// The body as text (for non-JSON responses).
+    pub text: String,
 }
 
 /// A minimal HTTP/1.1 request over a raw socket.
@@ -315,6 +317,7 @@ pub fn http_request(
             })
             .unwrap_or_default(),
         body: serde_json::from_str(rest).unwrap_or(serde_json::Value::Null),
+        text: rest.to_owned(),
     }
 }
 

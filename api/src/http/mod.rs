@@ -9,10 +9,12 @@
 //! tokio::spawn(prognos_api::http::run_background(ctx, shutdown.clone()));
 //! ```
 
+mod analytics;
 mod openapi;
 pub mod problem;
 mod routes;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ pub struct ApiContext {
     pub sla_interval: Duration,
     /// How often the webhook outbox is drained.
     pub webhook_interval: Duration,
+    /// The Parquet telemetry data set (`{data_dir}/telemetry`) the telemetry queries read.
+    pub telemetry_root: Option<PathBuf>,
 }
 
 impl ApiContext {
@@ -48,6 +52,7 @@ impl ApiContext {
             clock: Arc::new(SystemClock),
             sla_interval: Duration::from_secs(10),
             webhook_interval: Duration::from_secs(1),
+            telemetry_root: None,
         }
     }
 
@@ -59,6 +64,7 @@ impl ApiContext {
 #[derive(Clone)]
 pub struct AppState {
     pub svc: Service,
+    pub telemetry_root: Option<Arc<PathBuf>>,
 }
 
 /// The service API router: `/api/v1/…`, `/track/…`, `/openapi.json`. No fallback, so it
@@ -68,7 +74,10 @@ pub fn router(ctx: ApiContext) -> Router {
     for (doc, handler) in routes::route_table() {
         app = app.route(doc.path, handler);
     }
-    app.with_state(AppState { svc: ctx.service() })
+    app.with_state(AppState {
+        svc: ctx.service(),
+        telemetry_root: ctx.telemetry_root.clone().map(Arc::new),
+    })
 }
 
 /// Runs `pass` every `period` until `stop` is cancelled.

@@ -63,6 +63,18 @@ impl Problem {
         p
     }
 
+    /// A query-string parameter that is malformed or out of range: 400 naming it.
+    pub fn parameter(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid query parameter",
+            detail.into(),
+        );
+        p.field = Some(name.into());
+        p
+    }
+
     pub fn with(mut self, key: &str, value: Value) -> Self {
         self.extra.insert(key.to_owned(), value);
         self
@@ -241,7 +253,7 @@ impl Params {
         self.str(key)
             .map(|v| {
                 v.parse()
-                    .map_err(|_| Problem::invalid(key, format!("expected an integer, got {v:?}")))
+                    .map_err(|_| Problem::parameter(key, format!("expected an integer, got {v:?}")))
             })
             .transpose()
     }
@@ -252,7 +264,7 @@ impl Params {
                 v.parse::<f64>()
                     .ok()
                     .filter(|x| x.is_finite())
-                    .ok_or_else(|| Problem::invalid(key, format!("expected a number, got {v:?}")))
+                    .ok_or_else(|| Problem::parameter(key, format!("expected a number, got {v:?}")))
             })
             .transpose()
     }
@@ -262,7 +274,7 @@ impl Params {
             .map(|v| match v.as_str() {
                 "true" | "1" => Ok(true),
                 "false" | "0" => Ok(false),
-                _ => Err(Problem::invalid(key, "expected true or false")),
+                _ => Err(Problem::parameter(key, "expected true or false")),
             })
             .transpose()
     }

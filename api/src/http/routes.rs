@@ -38,14 +38,14 @@ pub struct RouteDoc {
     pub ok: u16,
 }
 
-type H = MethodRouter<AppState>;
+pub(super) type H = MethodRouter<AppState>;
 
 const PAGE: [(&str, &str); 2] = [
     ("limit", "page size, 1..1000 (default 50)"),
     ("offset", "items to skip"),
 ];
 
-fn r(
+pub(super) fn r(
     method: &'static str,
     path: &'static str,
     summary: &'static str,
@@ -69,7 +69,10 @@ fn r(
     )
 }
 
-fn q(mut route: (RouteDoc, H), query: &'static [(&'static str, &'static str)]) -> (RouteDoc, H) {
+pub(super) fn q(
+    mut route: (RouteDoc, H),
+    query: &'static [(&'static str, &'static str)],
+) -> (RouteDoc, H) {
     route.0.query = query;
     route
 }
@@ -487,11 +490,14 @@ pub fn route_table() -> Vec<(RouteDoc, H)> {
             post(create_key),
         ),
     ]
+    .into_iter()
+    .chain(super::analytics::routes())
+    .collect()
 }
 
-type Res = Result<Response, Problem>;
+pub(super) type Res = Result<Response, Problem>;
 
-fn ok<T: serde::Serialize>(v: T) -> Res {
+pub(super) fn ok<T: serde::Serialize>(v: T) -> Res {
     Ok(Json(v).into_response())
 }
 
@@ -720,6 +726,7 @@ async fn list_stock(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Re
     who.require(Action::RegistryRead)?;
     ok(s.svc
         .stock(
+            who.scope(),
             p.str("location_id").as_deref(),
             p.str("sku").as_deref(),
             page(&p)?,
@@ -749,7 +756,7 @@ async fn set_stock(
 
 async fn list_locations(State(s): State<AppState>, Auth(who): Auth) -> Res {
     who.require(Action::RegistryRead)?;
-    ok(s.svc.locations().await?)
+    ok(s.svc.locations_in(who.scope()).await?)
 }
 
 async fn create_location(

@@ -58,6 +58,8 @@ pub enum Action {
     Webhooks,
     SlaWrite,
     ManageKeys,
+    /// Fleet-wide telemetry and reliability analytics.
+    Analytics,
 }
 
 pub fn allowed(role: Role, action: Action) -> bool {
@@ -65,7 +67,10 @@ pub fn allowed(role: Role, action: Action) -> bool {
     match role {
         Role::Admin => true,
         Role::Scheduler => !matches!(action, ProviderWrite | SlaWrite | ManageKeys),
-        Role::Engineer => matches!(action, ReadTickets | CreateTicket | RegistryRead),
+        Role::Engineer => matches!(
+            action,
+            ReadTickets | CreateTicket | RegistryRead | Analytics
+        ),
         Role::Technician => matches!(
             action,
             ReadTickets | Transition | CloseTicket | Parts | RegistryRead

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::Row;
 
+use super::auth::Principal;
 use super::registry::{
     LocationKind, NewCustomer, NewLocation, NewProvider, NewServiceDevice, NewSite, NewTechnician,
     Part, ProviderKind, Skill,
@@ -29,6 +30,9 @@ pub struct DemoDevice {
     pub lon: f64,
     /// 1 (low) … 3 (production-critical).
     pub criticality: u8,
+    pub firmware: String,
+    /// Installation time, epoch ms.
+    pub install_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -314,8 +318,8 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
             serial: d.serial.clone(),
             model: d.model.clone(),
             batch: Some(d.batch.clone()),
-            firmware: Some("1.0.0".into()),
-            install_date: None,
+            firmware: Some(d.firmware.clone()),
+            install_date: Some(super::ms_to_rfc3339(d.install_ms)),
             warranty_end: None,
             criticality: i64::from(d.criticality.clamp(1, 3)),
             vip: d.criticality >= 3 && rng.next().is_multiple_of(4),
@@ -362,4 +366,148 @@ pub async fn dispatchable_ticket_ids(db: &Database) -> Result<Vec<String>> {
     .fetch_all(db.pool())
     .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// A breakdown from before monitoring started, as the old service records tell it.
+#[derive(Debug, Clone)]
+pub struct PastRepair {
+    pub device_id: String,
+    pub failure_mode: String,
+    pub failed_ms: i64,
+    pub restored_ms: i64,
+}
+
+/// Imports past breakdowns as corrective tickets that go through the real workflow at their
+/// historic times (a manual clock): customer report, triage, the best-ranked technician,
+/// parts reserved, travel, on site, resolved when the machine ran again, closed with a
+/// confirmed report and a satisfaction score. Stock consumed by the past is then put back to
+/// its level before the import (the replenishment deliveries of those years), so the demo's
+/// network starts full. Returns the number of tickets closed.
+pub async fn import_history(db: &Database, repairs: &[PastRepair], seed: u64) -> Result<usize> {
+    use super::ManualClock;
+    use super::tickets::{
+        CloseCode, NewTicket, PartUsed, ServiceReport, TicketSource, TicketState,
+    };
+    use std::sync::Arc;
+
+    let before: Vec<(String, String, i64)> =
+        sqlx::query("SELECT location_id, sku, on_hand FROM stock")
+            .fetch_all(db.pool())
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    let clock = Arc::new(ManualClock::new(0));
+    let svc = Service::with_clock(db.clone(), clock.clone());
+    let who = Principal::system("history-import");
+    let mut rng = Lcg(seed ^ 0x5eed_4157);
+    let minutes =
+        |rng: &mut Lcg, lo: f64, hi: f64| ((lo + (hi - lo) * rng.unit()) * 60_000.0) as i64;
+    let mut sorted: Vec<&PastRepair> = repairs.iter().collect();
+    sorted.sort_by_key(|r| (r.failed_ms, r.device_id.clone()));
+    let mut closed = 0;
+    for repair in sorted {
+        let mut now = repair.failed_ms;
+        clock.set(now);
+        let ticket = svc
+            .create_ticket(
+                &who,
+                &NewTicket {
+                    source: Some(TicketSource::CustomerForm),
+                    title: Some(format!(
+                        "Breakdown: {}",
+                        repair.failure_mode.replace('_', " ")
+                    )),
+                    description: Some("Machine stopped (imported from the service records)".into()),
+                    device_id: Some(repair.device_id.clone()),
+                    failure_mode: Some(repair.failure_mode.clone()),
+                    contact_name: Some("Site operator".into()),
+                    contact_phone: Some("+1 555 0100".into()),
+                    ..NewTicket::default()
+                },
+            )
+            .await?;
+        let id = ticket.ticket_id.clone();
+        now += minutes(&mut rng, 5.0, 40.0);
+        clock.set(now);
+        svc.transition(&who, &id, TicketState::Triaged, None, None)
+            .await?;
+        let best = svc
+            .candidates(&who, &id, None)
+            .await?
+            .into_iter()
+            .find(|c| c.eligible);
+        let Some(best) = best else {
+            svc.transition(
+                &who,
+                &id,
+                TicketState::Cancelled,
+                Some("no technician"),
+                None,
+            )
+            .await?;
+            continue;
+        };
+        now += minutes(&mut rng, 5.0, 30.0);
+        clock.set(now);
+        let (assigned, _) = svc.assign(&who, &id, &best.technician_id, None).await?;
+        if assigned.state == TicketState::WaitingParts {
+            for transfer in svc.transfers(Some(&id)).await? {
+                now = now.max(transfer.eta_ms);
+                clock.set(now);
+                svc.receive_transfer(&who, &transfer.transfer_id).await?;
+            }
+        }
+        now += minutes(&mut rng, 10.0, 60.0);
+        clock.set(now);
+        svc.transition(&who, &id, TicketState::EnRoute, None, None)
+            .await?;
+        now += (best.travel_minutes.max(5.0) * 60_000.0) as i64;
+        clock.set(now);
+        svc.transition(&who, &id, TicketState::OnSite, None, None)
+            .await?;
+        now = now.max(repair.restored_ms) + minutes(&mut rng, 30.0, 120.0);
+        clock.set(now);
+        svc.transition(&who, &id, TicketState::Resolved, None, None)
+            .await?;
+        let parts_used = svc
+            .reservations_of(&id)
+            .await?
+            .into_iter()
+            .filter(|r| r.state == "active")
+            .map(|r| PartUsed {
+                sku: r.sku,
+                quantity: r.quantity,
+            })
+            .collect();
+        now += minutes(&mut rng, 30.0, 240.0);
+        clock.set(now);
+        // Mostly satisfied customers, a few lukewarm ones (3); ≤ 2 would open follow-ups.
+        let satisfaction = 3 + (rng.next() % 3) as i64;
+        svc.close_ticket(
+            &who,
+            &id,
+            &ServiceReport {
+                cause: repair.failure_mode.clone(),
+                fix: "replaced the failed component".into(),
+                parts_used,
+                signed_off_by: best.technician_id.clone(),
+                close_code: CloseCode::Confirmed,
+                satisfaction: Some(satisfaction),
+            },
+        )
+        .await?;
+        closed += 1;
+    }
+    for (location, sku, on_hand) in before {
+        sqlx::query(
+            "UPDATE stock SET on_hand = $3 WHERE location_id = $1 AND sku = $2 AND reserved <= $3",
+        )
+        .bind(location)
+        .bind(sku)
+        .bind(on_hand)
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(closed)
 }

@@ -427,9 +427,16 @@ impl Service {
         if req.quantity < 1 {
             return Err(ServiceError::invalid("quantity", "must be ≥ 1"));
         }
-        if let Some(t) = &req.ticket_id {
+        match &req.ticket_id {
             // Visibility first: another provider's ticket is "not found".
-            self.ticket(who, t).await?;
+            Some(t) => {
+                self.ticket(who, t).await?;
+            }
+            // Stock held for no ticket: a provider key only at its own subtree's locations.
+            None => {
+                self.require_location_in_scope(who, &req.location_id)
+                    .await?
+            }
         }
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
@@ -515,8 +522,11 @@ impl Service {
     ) -> Result<Reservation> {
         who.require(Action::Parts)?;
         let r = self.reservation(id).await?;
-        if let Some(t) = &r.ticket_id {
-            self.ticket(who, t).await?;
+        match &r.ticket_id {
+            Some(t) => {
+                self.ticket(who, t).await?;
+            }
+            None => self.require_location_in_scope(who, &r.location_id).await?,
         }
         let mut tx = self.begin_write().await?;
         if !finish_reservation(&mut tx, id, consume, self.now_ms()).await? {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
+use super::auth::Principal;
 use super::{Page, Paged, Result, Service, ServiceError, json_list, new_id, to_json};
 
 fn non_empty(field: &str, value: &str) -> Result<()> {
@@ -107,6 +108,11 @@ fn provider_row(r: &SqliteRow) -> Provider {
         regions: json_list(&r.get::<String, _>(5)),
     }
 }
+
+/// Joins a location (`l`) to the provider that owns it (`p`): directly, or through the
+/// technician whose van it is. Unowned locations (the OEM's central stock) have no `p`.
+const LOCATION_OWNER: &str = "LEFT JOIN technicians lt ON lt.technician_id = l.technician_id
+     LEFT JOIN providers p ON p.provider_id = COALESCE(l.provider_id, lt.provider_id)";
 
 const PROVIDER_COLS: &str = "provider_id, name, kind, parent_id, path, regions";
 
@@ -898,10 +904,19 @@ impl Service {
     }
 
     pub async fn locations(&self) -> Result<Vec<Location>> {
-        let rows = sqlx::query(
-            "SELECT location_id, kind, name, region, lat, lon, provider_id, technician_id
-             FROM stock_locations ORDER BY location_id",
-        )
+        self.locations_in(None).await
+    }
+
+    /// Stock locations; with a provider `scope` only those of that subtree.
+    pub async fn locations_in(&self, scope: Option<&str>) -> Result<Vec<Location>> {
+        let rows = sqlx::query(&format!(
+            "SELECT l.location_id, l.kind, l.name, l.region, l.lat, l.lon, l.provider_id,
+                    l.technician_id
+             FROM stock_locations l {LOCATION_OWNER}
+             WHERE ($1 IS NULL OR p.path LIKE $1 || '%')
+             ORDER BY l.location_id"
+        ))
+        .bind(scope)
         .fetch_all(self.pool())
         .await?;
         Ok(rows
@@ -917,6 +932,29 @@ impl Service {
                 technician_id: r.get(7),
             })
             .collect())
+    }
+
+    /// Refuses (403) a provider key acting on a location outside its subtree.
+    pub async fn require_location_in_scope(
+        &self,
+        who: &Principal,
+        location_id: &str,
+    ) -> Result<()> {
+        let Some(scope) = who.scope() else {
+            return Ok(());
+        };
+        if self
+            .locations_in(Some(scope))
+            .await?
+            .iter()
+            .any(|l| l.location_id == location_id)
+        {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "location {location_id} is outside this provider's network"
+            )))
+        }
     }
 
     /// Sets the on-hand quantity of a SKU at a location (a stock count). Refused below what
@@ -986,21 +1024,27 @@ impl Service {
         .ok_or_else(|| ServiceError::not_found("stock", format!("{sku}@{location_id}")))
     }
 
+    /// Stock levels; with a provider `scope` only at locations of that subtree (its own
+    /// warehouses and its technicians' vans).
     pub async fn stock(
         &self,
+        scope: Option<&str>,
         location_id: Option<&str>,
         sku: Option<&str>,
         page: Page,
     ) -> Result<Paged<StockLevel>> {
-        let rows = sqlx::query(
-            "SELECT location_id, sku, on_hand, reserved, reorder_point FROM stock
-             WHERE ($1 IS NULL OR location_id = $1) AND ($2 IS NULL OR sku = $2)
-             ORDER BY location_id, sku LIMIT $3 OFFSET $4",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT s.location_id, s.sku, s.on_hand, s.reserved, s.reorder_point FROM stock s
+             JOIN stock_locations l ON l.location_id = s.location_id {LOCATION_OWNER}
+             WHERE ($1 IS NULL OR s.location_id = $1) AND ($2 IS NULL OR s.sku = $2)
+               AND ($5 IS NULL OR p.path LIKE $5 || '%')
+             ORDER BY s.location_id, s.sku LIMIT $3 OFFSET $4"
+        ))
         .bind(location_id)
         .bind(sku)
         .bind(page.limit + 1)
         .bind(page.offset)
+        .bind(scope)
         .fetch_all(self.pool())
         .await?;
         Ok(Paged::from_rows(rows.iter().map(stock_row).collect(), page))
