@@ -311,7 +311,7 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body[0]["technician_id"], "t1");
-    assert_eq!(r.body[0]["factors"].as_array().unwrap().len(), 5);
+    assert_eq!(r.body[0]["factors"].as_array().unwrap().len(), 6);
     let r = post(
         "/api/v1/dispatch/batch",
         json!({"ticket_ids": [id.clone()]}),

@@ -3,14 +3,16 @@
 //! up to their remaining daily capacity, maximising the urgency-weighted sum of scores), then
 //! assign and reserve parts in one transaction.
 //!
-//! Score = 0.30 skill + 0.25 distance + 0.15 load + 0.20 parts + 0.10 SLA, each in [0, 1]:
+//! Score = 0.30 skill + 0.20 distance + 0.15 load + 0.20 parts + 0.05 shift + 0.10 SLA, each
+//! in [0, 1]:
 //! - skill: level / 5 of the skill the failure mode needs (1 when none is needed);
 //! - distance: 1 / (1 + km / 50), haversine from home base to the site;
 //! - load: 1 − open assigned tickets / max daily load;
 //! - parts: 1 when the van holds every part, 1 / (1 + ETA h / 12) for a transfer from the
 //!   nearest location with stock, 0 when a part is nowhere;
-//! - SLA: 1 when arrival (travel + part ETA) beats the on-site deadline, falling to 0 at 12 h
-//!   late.
+//! - shift: 1 on shift now, 1 / (1 + hours until the next shift / 4) otherwise;
+//! - SLA: 1 when arrival (wait for the shift + travel + part ETA) beats the on-site deadline,
+//!   falling to 0 at 12 h late.
 //!
 //! In a batch each ticket's score is weighted by urgency (normal 1, major 2, emergency 3, +1
 //! once its SLA is in warning), so scarce capacity goes to urgent work first.
@@ -29,10 +31,31 @@ use super::tickets::{Ticket, TicketState, apply_transition, lock_ticket};
 use super::{Priority, Result, Service, ServiceError, TRAVEL_KMH, haversine_km};
 
 pub const W_SKILL: f64 = 0.30;
-pub const W_DISTANCE: f64 = 0.25;
+pub const W_DISTANCE: f64 = 0.20;
 pub const W_LOAD: f64 = 0.15;
 pub const W_PARTS: f64 = 0.20;
 pub const W_SLA: f64 = 0.10;
+pub const W_SHIFT: f64 = 0.05;
+
+/// Hours until a technician is next on shift (0 when on shift now). Shift hours are minutes
+/// of the local day at the home base; without a time-zone database, local time is taken as
+/// UTC plus the home longitude / 15 h (solar time, within an hour of civil time in most
+/// places). A shift that ends before it starts runs over midnight; equal ends mean always on.
+pub fn shift_wait_hours(now_ms: i64, home_lon: f64, start_min: i64, end_min: i64) -> f64 {
+    let offset_min = (home_lon / 15.0 * 60.0).round() as i64;
+    let minute = (now_ms.div_euclid(60_000) + offset_min).rem_euclid(1440);
+    let (start, end) = (start_min.rem_euclid(1440), end_min.rem_euclid(1440));
+    let on_shift = match start.cmp(&end) {
+        std::cmp::Ordering::Equal => true,
+        std::cmp::Ordering::Less => (start..end).contains(&minute),
+        std::cmp::Ordering::Greater => minute >= start || minute < end,
+    };
+    if on_shift {
+        0.0
+    } else {
+        (start - minute).rem_euclid(1440) as f64 / 60.0
+    }
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Factor {
@@ -74,6 +97,8 @@ pub struct TechSnapshot {
     pub load: i64,
     pub skills: HashMap<String, i64>,
     pub van: Option<String>,
+    pub shift_start_min: i64,
+    pub shift_end_min: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -212,7 +237,11 @@ impl Snapshot {
             Some(e) => 1.0 / (1.0 + e / 12.0),
             None => 0.0,
         };
-        let arrival_ms = now_ms + ((travel_h + parts_eta.unwrap_or(72.0)) * 3_600_000.0) as i64;
+        // Off shift, the job starts when the shift does: the wait delays the arrival too.
+        let wait_h = shift_wait_hours(now_ms, k.lon, k.shift_start_min, k.shift_end_min);
+        let shift_v = 1.0 / (1.0 + wait_h / 4.0);
+        let arrival_ms =
+            now_ms + ((wait_h + travel_h + parts_eta.unwrap_or(72.0)) * 3_600_000.0) as i64;
         let late_h = (arrival_ms - t.raw.onsite_due_ms) as f64 / 3_600_000.0;
         let sla_v = if late_h <= 0.0 {
             1.0
@@ -257,6 +286,16 @@ impl Snapshot {
                     "no parts needed".to_owned()
                 } else {
                     parts_detail.join("; ")
+                },
+            ),
+            f(
+                "shift",
+                shift_v,
+                W_SHIFT,
+                if wait_h <= 0.0 {
+                    "on shift now".to_owned()
+                } else {
+                    format!("off shift, next shift in {wait_h:.1} h")
                 },
             ),
             f(
@@ -425,7 +464,8 @@ impl Service {
                     t.home_lon, t.active, t.max_daily_load,
                     (SELECT COUNT(*) FROM tickets x WHERE x.technician_id = t.technician_id
                        AND x.state IN ('assigned', 'en_route', 'on_site', 'waiting_parts')),
-                    (SELECT l.location_id FROM stock_locations l WHERE l.technician_id = t.technician_id)
+                    (SELECT l.location_id FROM stock_locations l WHERE l.technician_id = t.technician_id),
+                    t.shift_start_min, t.shift_end_min
              FROM technicians t JOIN providers p ON p.provider_id = t.provider_id
              WHERE ($1 IS NULL OR p.path LIKE $1 || '%')
              ORDER BY t.technician_id",
@@ -460,6 +500,8 @@ impl Service {
                     max_daily_load: r.get(8),
                     load: r.get(9),
                     van: r.get(10),
+                    shift_start_min: r.get(11),
+                    shift_end_min: r.get(12),
                 }
             })
             .collect();
@@ -780,6 +822,23 @@ mod tests {
             }
         }
         best
+    }
+
+    #[test]
+    fn shift_wait_follows_the_local_day() {
+        let h = |hour: i64| hour * 3_600_000;
+        // Lon 0: local = UTC. Day shift 08:00–17:00.
+        assert_eq!(shift_wait_hours(h(10), 0.0, 480, 1020), 0.0);
+        assert_eq!(shift_wait_hours(h(6), 0.0, 480, 1020), 2.0);
+        assert_eq!(shift_wait_hours(h(18), 0.0, 480, 1020), 14.0);
+        // Lon 30 (UTC+2): 06:00 UTC is 08:00 local, on shift.
+        assert_eq!(shift_wait_hours(h(6), 30.0, 480, 1020), 0.0);
+        // Night shift 22:00–06:00 runs over midnight.
+        assert_eq!(shift_wait_hours(h(23), 0.0, 1320, 360), 0.0);
+        assert_eq!(shift_wait_hours(h(3), 0.0, 1320, 360), 0.0);
+        assert_eq!(shift_wait_hours(h(12), 0.0, 1320, 360), 10.0);
+        // Equal ends: always on.
+        assert_eq!(shift_wait_hours(h(12), 0.0, 0, 0), 0.0);
     }
 
     #[test]

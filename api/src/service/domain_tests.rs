@@ -746,7 +746,8 @@ async fn candidates_are_ranked_and_explained() {
     let ids: Vec<_> = ranked.iter().map(|c| c.technician_id.as_str()).collect();
     assert_eq!(ids, vec!["n1", "n2"], "south technician is not eligible");
     let best = &ranked[0];
-    assert_eq!(best.factors.len(), 5);
+    assert_eq!(best.factors.len(), 6);
+    assert!(best.factors.iter().any(|f| f.factor == "shift"));
     let sum: f64 = best.factors.iter().map(|f| f.contribution).sum();
     assert!((sum - best.score).abs() < 1e-6);
     assert!(
