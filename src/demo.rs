@@ -163,6 +163,34 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // dispatch every open ticket at once (optimal assignment, parts reserved).
     settle(&db).await;
     let dispatch = dispatch_open_tickets(&db).await;
+    // The technicians work the dispatched tickets; the ground truth decides the close codes.
+    let mut truth: Vec<prognos_api::service::demo::Truth> = fleet
+        .labels()
+        .iter()
+        .map(|l| prognos_api::service::demo::Truth {
+            device_id: l.device_id.clone(),
+            failure_mode: l.failure_mode.as_str().to_owned(),
+            failed: true,
+        })
+        .collect();
+    truth.extend(
+        fleet
+            .active_degradations()
+            .iter()
+            .map(|d| prognos_api::service::demo::Truth {
+                device_id: d.device_id.clone(),
+                failure_mode: d.failure_mode.as_str().to_owned(),
+                failed: false,
+            }),
+    );
+    truth.extend(fleet.maintenance().iter().filter_map(|m| {
+        Some(prognos_api::service::demo::Truth {
+            device_id: m.device_id.clone(),
+            failure_mode: m.interrupted_mode?.as_str().to_owned(),
+            failed: false,
+        })
+    }));
+    let field_work = prognos_api::service::demo::complete_field_work(&db, &truth, args.seed).await;
     let analytics = analytics_summary(&db).await;
     let summary = running.shutdown().await?;
     let tickets = tickets_by_state(&db).await.unwrap_or_default();
@@ -294,6 +322,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Ok(None) => writeln!(out, "  dispatch         nothing open to dispatch")?,
         Err(e) => writeln!(out, "  dispatch         failed: {e}")?,
     }
+    match &field_work {
+        Ok(w) => writeln!(
+            out,
+            "  field work       predictive tickets closed: {} confirmed, {} other cause, {} false alarms; {} unwarned failures repaired",
+            w.confirmed, w.other_cause, w.false_alarms, w.missed_repaired
+        )?,
+        Err(e) => writeln!(out, "  field work       failed: {e}")?,
+    }
     match &analytics {
         Ok(lines) => {
             for line in lines {
@@ -404,6 +440,18 @@ async fn analytics_summary(db: &prognos_api::Database) -> anyhow::Result<Vec<Str
         lines.push(format!(
             "weibull          beta {:.2} [{:.2}, {:.2}], eta {:.0} days, B10 {:.0} days",
             fit.beta, fit.beta_ci.0, fit.beta_ci.1, fit.eta, fit.b10
+        ));
+    }
+    let accuracy = prognos_api::analytics::kpi::model_accuracy(db, 0, now, 60.0).await?;
+    if let Some(all) = accuracy.iter().find(|a| a.failure_mode == "all") {
+        let pct = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{:.0}%", 100.0 * v));
+        lines.push(format!(
+            "model accuracy   precision {} ({} confirmed of {} closed), recall {} ({} failures missed)",
+            pct(all.precision),
+            all.confirmed,
+            all.closed,
+            pct(all.recall),
+            all.missed_failures
         ));
     }
     let batches = reliability::defective_batches(&history, 0.01)?;

@@ -243,8 +243,9 @@ pub struct ModeAccuracy {
     pub other_cause: u64,
     /// confirmed / closed with a close code.
     pub precision: Option<f64>,
-    /// Failures reported outside the predictive path with no predictive ticket for the same
-    /// device and mode in the `window_days` before.
+    /// Failures reported outside the predictive path (imported history excluded: no model
+    /// watched then) with no predictive ticket for the same device and mode in the
+    /// `window_days` before.
     pub missed_failures: u64,
     /// Failures reported outside the predictive path that a predictive ticket did precede.
     pub warned_failures: u64,
@@ -285,6 +286,7 @@ pub async fn model_accuracy(
         device: String,
         mode: String,
         predictive: bool,
+        imported: bool,
         at: i64,
         failed: bool,
         rul_hours: Option<f64>,
@@ -295,10 +297,12 @@ pub async fn model_accuracy(
         .map(|r| {
             let state: String = r.get(4);
             let code: Option<String> = r.get(6);
+            let source: String = r.get(2);
             T {
                 device: r.get(0),
                 mode: r.get(1),
-                predictive: r.get::<String, _>(2) == "predictive",
+                predictive: source == "predictive",
+                imported: source == "import",
                 at: r.get(3),
                 failed: (state == "resolved" || state == "closed")
                     && code.as_deref() != Some("false_alarm"),
@@ -334,7 +338,7 @@ pub async fn model_accuracy(
         let mut observed = Vec::new();
         for f in list
             .iter()
-            .filter(|t| !t.predictive && t.failed && in_period(t))
+            .filter(|t| !t.predictive && !t.imported && t.failed && in_period(t))
         {
             let warning = list
                 .iter()

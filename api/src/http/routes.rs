@@ -82,7 +82,10 @@ pub fn route_table() -> Vec<(RouteDoc, H)> {
     const TICKET_FILTERS: &[(&str, &str)] = &[
         ("state", "ticket state"),
         ("priority", "emergency, major or normal"),
-        ("source", "predictive, api, customer_form or follow_up"),
+        (
+            "source",
+            "predictive, api, customer_form, follow_up or import",
+        ),
         ("device_id", "device"),
         ("provider_id", "owning provider"),
         ("technician_id", "assigned technician"),

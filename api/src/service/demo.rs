@@ -5,15 +5,18 @@
 //! move.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use sqlx::Row;
 
+use super::ManualClock;
 use super::auth::Principal;
 use super::registry::{
     LocationKind, NewCustomer, NewLocation, NewProvider, NewServiceDevice, NewSite, NewTechnician,
     Part, ProviderKind, Skill,
 };
+use super::tickets::{CloseCode, NewTicket, PartUsed, ServiceReport, TicketSource, TicketState};
 use super::{Result, Service};
 use crate::db::Database;
 
@@ -377,19 +380,135 @@ pub struct PastRepair {
     pub restored_ms: i64,
 }
 
-/// Imports past breakdowns as corrective tickets that go through the real workflow at their
-/// historic times (a manual clock): customer report, triage, the best-ranked technician,
-/// parts reserved, travel, on site, resolved when the machine ran again, closed with a
-/// confirmed report and a satisfaction score. Stock consumed by the past is then put back to
-/// its level before the import (the replenishment deliveries of those years), so the demo's
-/// network starts full. Returns the number of tickets closed.
-pub async fn import_history(db: &Database, repairs: &[PastRepair], seed: u64) -> Result<usize> {
-    use super::ManualClock;
-    use super::tickets::{
-        CloseCode, NewTicket, PartUsed, ServiceReport, TicketSource, TicketState,
-    };
-    use std::sync::Arc;
+/// The clock of a demo job: a manual clock moved through the job's historic times, or the
+/// system clock for work done now (then the steps are no-ops).
+struct JobClock<'a> {
+    manual: Option<(&'a ManualClock, i64)>,
+}
 
+impl JobClock<'_> {
+    fn advance(&mut self, rng: &mut Lcg, lo_min: f64, hi_min: f64) {
+        if let Some((clock, now)) = &mut self.manual {
+            *now += ((lo_min + (hi_min - lo_min) * rng.unit()) * 60_000.0) as i64;
+            clock.set(*now);
+        }
+    }
+
+    fn not_before(&mut self, t_ms: i64) {
+        if let Some((clock, now)) = &mut self.manual {
+            *now = (*now).max(t_ms);
+            clock.set(*now);
+        }
+    }
+}
+
+/// Assigns (when `assign`) the best eligible technician, then plays the job through to the
+/// close: parts that must travel are received, travel, on site, resolved (not before
+/// `restored_ms`), closed with `close_code` and a 3–5 satisfaction score. Returns false when
+/// no technician was eligible (the ticket is then cancelled).
+#[allow(clippy::too_many_arguments)]
+async fn work_job(
+    svc: &Service,
+    who: &Principal,
+    id: &str,
+    assign: bool,
+    cause: &str,
+    close_code: CloseCode,
+    restored_ms: i64,
+    clock: &mut JobClock<'_>,
+    rng: &mut Lcg,
+) -> Result<bool> {
+    let ticket = svc.ticket(who, id).await?;
+    let (technician, travel_minutes) = if assign {
+        let best = svc
+            .candidates(who, id, None)
+            .await?
+            .into_iter()
+            .find(|c| c.eligible);
+        let Some(best) = best else {
+            svc.transition(who, id, TicketState::Cancelled, Some("no technician"), None)
+                .await?;
+            return Ok(false);
+        };
+        clock.advance(rng, 5.0, 30.0);
+        svc.assign(who, id, &best.technician_id, None).await?;
+        (best.technician_id, best.travel_minutes)
+    } else {
+        (ticket.technician_id.clone().unwrap_or_default(), 30.0)
+    };
+    if svc.ticket(who, id).await?.state == TicketState::WaitingParts {
+        for transfer in svc.transfers(Some(id)).await? {
+            if transfer.state == "in_transit" {
+                clock.not_before(transfer.eta_ms);
+                svc.receive_transfer(who, &transfer.transfer_id).await?;
+            }
+        }
+    }
+    clock.advance(rng, 10.0, 60.0);
+    svc.transition(who, id, TicketState::EnRoute, None, None)
+        .await?;
+    clock.advance(rng, travel_minutes.max(5.0), travel_minutes.max(5.0));
+    svc.transition(who, id, TicketState::OnSite, None, None)
+        .await?;
+    clock.not_before(restored_ms);
+    clock.advance(rng, 30.0, 120.0);
+    svc.transition(who, id, TicketState::Resolved, None, None)
+        .await?;
+    let parts_used = svc
+        .reservations_of(id)
+        .await?
+        .into_iter()
+        .filter(|r| r.state == "active")
+        .map(|r| PartUsed {
+            sku: r.sku,
+            quantity: r.quantity,
+        })
+        .collect();
+    clock.advance(rng, 30.0, 240.0);
+    // Mostly satisfied customers, a few lukewarm ones (3); ≤ 2 would open follow-ups.
+    let satisfaction = 3 + (rng.next() % 3) as i64;
+    svc.close_ticket(
+        who,
+        id,
+        &ServiceReport {
+            cause: cause.to_owned(),
+            fix: match close_code {
+                CloseCode::FalseAlarm => "inspected, no fault found".into(),
+                _ => "replaced the worn component".into(),
+            },
+            parts_used,
+            signed_off_by: technician,
+            close_code,
+            satisfaction: Some(satisfaction),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+fn breakdown_ticket(source: TicketSource, device_id: &str, mode: &str) -> NewTicket {
+    NewTicket {
+        source: Some(source),
+        title: Some(format!("Breakdown: {}", mode.replace('_', " "))),
+        description: Some(match source {
+            TicketSource::Import => "Machine stopped (imported from the service records)".into(),
+            _ => "Machine stopped".into(),
+        }),
+        device_id: Some(device_id.to_owned()),
+        failure_mode: Some(mode.to_owned()),
+        contact_name: Some("Site operator".into()),
+        contact_phone: Some("+1 555 0100".into()),
+        ..NewTicket::default()
+    }
+}
+
+/// Imports past breakdowns as corrective tickets (source `import`) that go through the real
+/// workflow at their historic times (a manual clock): report, triage, the best-ranked
+/// technician, parts reserved, travel, on site, resolved when the machine ran again, closed
+/// with a confirmed report and a satisfaction score. Stock consumed by the past is then put
+/// back to its level before the import (the replenishment deliveries of those years), so the
+/// demo's network starts full. Returns the number of tickets closed.
+pub async fn import_history(db: &Database, repairs: &[PastRepair], seed: u64) -> Result<usize> {
     let before: Vec<(String, String, i64)> =
         sqlx::query("SELECT location_id, sku, on_hand FROM stock")
             .fetch_all(db.pool())
@@ -401,103 +520,43 @@ pub async fn import_history(db: &Database, repairs: &[PastRepair], seed: u64) ->
     let svc = Service::with_clock(db.clone(), clock.clone());
     let who = Principal::system("history-import");
     let mut rng = Lcg(seed ^ 0x5eed_4157);
-    let minutes =
-        |rng: &mut Lcg, lo: f64, hi: f64| ((lo + (hi - lo) * rng.unit()) * 60_000.0) as i64;
     let mut sorted: Vec<&PastRepair> = repairs.iter().collect();
     sorted.sort_by_key(|r| (r.failed_ms, r.device_id.clone()));
     let mut closed = 0;
     for repair in sorted {
-        let mut now = repair.failed_ms;
-        clock.set(now);
+        let mut job = JobClock {
+            manual: Some((&clock, repair.failed_ms)),
+        };
+        job.not_before(repair.failed_ms);
         let ticket = svc
             .create_ticket(
                 &who,
-                &NewTicket {
-                    source: Some(TicketSource::CustomerForm),
-                    title: Some(format!(
-                        "Breakdown: {}",
-                        repair.failure_mode.replace('_', " ")
-                    )),
-                    description: Some("Machine stopped (imported from the service records)".into()),
-                    device_id: Some(repair.device_id.clone()),
-                    failure_mode: Some(repair.failure_mode.clone()),
-                    contact_name: Some("Site operator".into()),
-                    contact_phone: Some("+1 555 0100".into()),
-                    ..NewTicket::default()
-                },
+                &breakdown_ticket(
+                    TicketSource::Import,
+                    &repair.device_id,
+                    &repair.failure_mode,
+                ),
             )
             .await?;
-        let id = ticket.ticket_id.clone();
-        now += minutes(&mut rng, 5.0, 40.0);
-        clock.set(now);
+        let id = ticket.ticket_id;
+        job.advance(&mut rng, 5.0, 40.0);
         svc.transition(&who, &id, TicketState::Triaged, None, None)
             .await?;
-        let best = svc
-            .candidates(&who, &id, None)
-            .await?
-            .into_iter()
-            .find(|c| c.eligible);
-        let Some(best) = best else {
-            svc.transition(
-                &who,
-                &id,
-                TicketState::Cancelled,
-                Some("no technician"),
-                None,
-            )
-            .await?;
-            continue;
-        };
-        now += minutes(&mut rng, 5.0, 30.0);
-        clock.set(now);
-        let (assigned, _) = svc.assign(&who, &id, &best.technician_id, None).await?;
-        if assigned.state == TicketState::WaitingParts {
-            for transfer in svc.transfers(Some(&id)).await? {
-                now = now.max(transfer.eta_ms);
-                clock.set(now);
-                svc.receive_transfer(&who, &transfer.transfer_id).await?;
-            }
-        }
-        now += minutes(&mut rng, 10.0, 60.0);
-        clock.set(now);
-        svc.transition(&who, &id, TicketState::EnRoute, None, None)
-            .await?;
-        now += (best.travel_minutes.max(5.0) * 60_000.0) as i64;
-        clock.set(now);
-        svc.transition(&who, &id, TicketState::OnSite, None, None)
-            .await?;
-        now = now.max(repair.restored_ms) + minutes(&mut rng, 30.0, 120.0);
-        clock.set(now);
-        svc.transition(&who, &id, TicketState::Resolved, None, None)
-            .await?;
-        let parts_used = svc
-            .reservations_of(&id)
-            .await?
-            .into_iter()
-            .filter(|r| r.state == "active")
-            .map(|r| PartUsed {
-                sku: r.sku,
-                quantity: r.quantity,
-            })
-            .collect();
-        now += minutes(&mut rng, 30.0, 240.0);
-        clock.set(now);
-        // Mostly satisfied customers, a few lukewarm ones (3); ≤ 2 would open follow-ups.
-        let satisfaction = 3 + (rng.next() % 3) as i64;
-        svc.close_ticket(
+        if work_job(
+            &svc,
             &who,
             &id,
-            &ServiceReport {
-                cause: repair.failure_mode.clone(),
-                fix: "replaced the failed component".into(),
-                parts_used,
-                signed_off_by: best.technician_id.clone(),
-                close_code: CloseCode::Confirmed,
-                satisfaction: Some(satisfaction),
-            },
+            true,
+            &repair.failure_mode,
+            CloseCode::Confirmed,
+            repair.restored_ms,
+            &mut job,
+            &mut rng,
         )
-        .await?;
-        closed += 1;
+        .await?
+        {
+            closed += 1;
+        }
     }
     for (location, sku, on_hand) in before {
         sqlx::query(
@@ -510,4 +569,101 @@ pub async fn import_history(db: &Database, repairs: &[PastRepair], seed: u64) ->
         .await?;
     }
     Ok(closed)
+}
+
+/// What really happened to a device in a failure mode during the monitored weeks (the
+/// simulator's ground truth): it failed, or was still degrading at the end.
+#[derive(Debug, Clone)]
+pub struct Truth {
+    pub device_id: String,
+    pub failure_mode: String,
+    pub failed: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FieldWork {
+    pub confirmed: usize,
+    pub other_cause: usize,
+    pub false_alarms: usize,
+    /// Failures no predictive ticket warned of, reported by the customer and repaired.
+    pub missed_repaired: usize,
+}
+
+/// Plays the field technicians at the end of the demo: every dispatched predictive ticket is
+/// worked and closed with the close code the ground truth implies — confirmed when the device
+/// really was degrading in that mode, other cause when in another mode, false alarm otherwise
+/// — which feeds model accuracy back to the alerts; every real failure no predictive ticket
+/// warned of arrives as a customer report and is repaired.
+pub async fn complete_field_work(db: &Database, truth: &[Truth], seed: u64) -> Result<FieldWork> {
+    let svc = Service::new(db.clone());
+    let who = Principal::system("demo-technicians");
+    let mut rng = Lcg(seed ^ 0xf1e1_d0c5);
+    let mut job = JobClock { manual: None };
+    let mut out = FieldWork::default();
+    let rows = sqlx::query(
+        "SELECT ticket_id, device_id, failure_mode, state FROM tickets
+          WHERE source = 'predictive' ORDER BY created_at_ms, ticket_id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut warned: Vec<(String, String)> = Vec::new();
+    for r in &rows {
+        let (id, device, mode, state): (String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        warned.push((device.clone(), mode.clone()));
+        if !matches!(state.as_str(), "assigned" | "waiting_parts") {
+            continue;
+        }
+        let same = truth
+            .iter()
+            .any(|t| t.device_id == device && t.failure_mode == mode);
+        let other = truth.iter().any(|t| t.device_id == device);
+        let (code, cause) = if same {
+            (CloseCode::Confirmed, mode.clone())
+        } else if let (true, Some(t)) = (other, truth.iter().find(|t| t.device_id == device)) {
+            (CloseCode::OtherCause, t.failure_mode.clone())
+        } else {
+            (CloseCode::FalseAlarm, "no fault found".to_owned())
+        };
+        if work_job(&svc, &who, &id, false, &cause, code, 0, &mut job, &mut rng).await? {
+            match code {
+                CloseCode::Confirmed => out.confirmed += 1,
+                CloseCode::OtherCause => out.other_cause += 1,
+                CloseCode::FalseAlarm => out.false_alarms += 1,
+            }
+        }
+    }
+    for t in truth.iter().filter(|t| t.failed) {
+        if warned
+            .iter()
+            .any(|(d, m)| *d == t.device_id && *m == t.failure_mode)
+        {
+            continue;
+        }
+        let ticket = svc
+            .create_ticket(
+                &who,
+                &breakdown_ticket(TicketSource::CustomerForm, &t.device_id, &t.failure_mode),
+            )
+            .await?;
+        svc.transition(&who, &ticket.ticket_id, TicketState::Triaged, None, None)
+            .await?;
+        if work_job(
+            &svc,
+            &who,
+            &ticket.ticket_id,
+            true,
+            &t.failure_mode,
+            CloseCode::Confirmed,
+            0,
+            &mut job,
+            &mut rng,
+        )
+        .await?
+        {
+            out.missed_repaired += 1;
+        }
+        warned.push((t.device_id.clone(), t.failure_mode.clone()));
+    }
+    Ok(out)
 }

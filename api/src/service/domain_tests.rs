@@ -1321,13 +1321,24 @@ async fn imported_history_feeds_the_analytics() {
     let own_sum: u64 = kpis.iter().map(|k| k.own.resolved).sum();
     assert_eq!(own_sum, 3);
 
-    // No predictive tickets: accuracy reports the three as missed failures.
+    // Imported history is not judged: no model watched those years.
     let acc = kpi::model_accuracy(&svc.db, 0, t0 + 400 * DAY, 60.0)
         .await
         .unwrap();
     let all = acc.iter().find(|a| a.failure_mode == "all").unwrap();
-    assert_eq!((all.missed_failures, all.confirmed), (3, 0));
-    assert_eq!(all.recall, Some(0.0));
+    assert_eq!((all.missed_failures, all.confirmed), (0, 0));
+    assert_eq!(all.recall, None);
+    // The import is the service's own: an API key cannot create such tickets.
+    let forged = svc
+        .create_ticket(
+            &as_role(Role::Scheduler, None),
+            &NewTicket {
+                source: Some(TicketSource::Import),
+                ..api_ticket("pump-1")
+            },
+        )
+        .await;
+    assert!(matches!(forged, Err(ServiceError::Validation { ref field, .. }) if field == "source"));
 }
 
 #[tokio::test]

@@ -103,6 +103,8 @@ pub enum TicketSource {
     Api,
     CustomerForm,
     FollowUp,
+    /// Imported from a previous system's records (history before monitoring started).
+    Import,
 }
 
 impl TicketSource {
@@ -112,6 +114,7 @@ impl TicketSource {
             TicketSource::Api => "api",
             TicketSource::CustomerForm => "customer_form",
             TicketSource::FollowUp => "follow_up",
+            TicketSource::Import => "import",
         }
     }
 }
@@ -656,7 +659,13 @@ impl Service {
                 need("title", &new.title)?;
                 need("device_id", &new.device_id)?;
             }
-            TicketSource::CustomerForm => {
+            TicketSource::CustomerForm | TicketSource::Import => {
+                if source == TicketSource::Import && !who.key_id.starts_with("system:") {
+                    return Err(ServiceError::invalid(
+                        "source",
+                        "imported tickets are created by the service's import",
+                    ));
+                }
                 need("device_id", &new.device_id)?;
                 need("description", &new.description)?;
                 need("contact_name", &new.contact_name)?;
