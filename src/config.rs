@@ -30,6 +30,8 @@ pub struct FileConfig {
 pub struct ServiceFile {
     /// How often the SLA timer checks open tickets (default 10 000 ms).
     pub sla_check_interval_ms: Option<u64>,
+    /// PEM file of CA certificates trusted for `https://` webhooks besides the Mozilla roots.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +87,7 @@ pub struct Settings {
     pub max_past_us: i64,
     pub models_enabled: bool,
     pub sla_check_interval: Duration,
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
@@ -153,6 +156,7 @@ impl Settings {
                 .service
                 .sla_check_interval_ms
                 .map_or(defaults.sla_check_interval, Duration::from_millis),
+            webhook_ca_file: file.service.webhook_ca_file,
         };
         settings.validate()?;
         Ok(settings)
@@ -180,6 +184,7 @@ impl Settings {
             max_past_us: limits.max_past_us,
             models_enabled: true,
             sla_check_interval: Duration::from_secs(10),
+            webhook_ca_file: None,
         }
     }
 

@@ -98,6 +98,10 @@ pub async fn start(
     let mut service_api = prognos_api::http::ApiContext::new(db.clone(), alerts.clone());
     service_api.sla_interval = settings.sla_check_interval;
     service_api.telemetry_root = Some(settings.data_dir.join("telemetry"));
+    if let Some(ca) = &settings.webhook_ca_file {
+        prognos_api::service::webhooks::trust_extra_ca(ca)
+            .map_err(|e| anyhow::anyhow!("config: service.webhook_ca_file: {e}"))?;
+    }
 
     let http_listener = TcpListener::bind(settings.http_addr)
         .await

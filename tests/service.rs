@@ -562,3 +562,155 @@ fn concurrent_reservations_optimal_batches_and_the_role_matrix_over_http() {
     let (status, _) = server.terminate();
     assert!(status.success());
 }
+
+/// A one-shot HTTPS receiver on a loopback port: returns its port and a handle yielding the
+/// request it got (head and body as text).
+fn https_receiver(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls::ServerConfig;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(cert).unwrap().as_slice())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key).unwrap().as_slice())
+        .unwrap()
+        .unwrap();
+    let config = std::sync::Arc::new(
+        ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        // Bounded: give up after 20 s without a connection.
+        listener.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut tcp = loop {
+            match listener.accept() {
+                Ok((tcp, _)) => break tcp,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no webhook delivery in 20 s"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        tcp.set_nonblocking(false).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut conn = tokio_rustls::rustls::ServerConnection::new(config).unwrap();
+        let mut tls = tokio_rustls::rustls::Stream::new(&mut conn, &mut tcp);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the body announced by Content-Length is complete.
+        loop {
+            let n = tls.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        tls.flush().unwrap();
+        String::from_utf8_lossy(&got).to_string()
+    });
+    (port, handle)
+}
+
+#[test]
+fn webhooks_are_delivered_over_https_to_a_trusted_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ca_signed_cert(dir.path());
+    let config = dir.path().join("prognos.toml");
+    std::fs::write(
+        &config,
+        format!("[service]\nwebhook_ca_file = {:?}\n", ca.to_str().unwrap()),
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let admin = network_over_http(dir.path(), &server);
+    let (port, received) = https_receiver(&cert, &key);
+    let auth = [("Authorization", admin.as_str())];
+    let hook = json!({"url": format!("https://127.0.0.1:{port}/hooks/prognos"), "secret": "0123456789abcdef-secret"});
+    let r = http_request(
+        server.http_port,
+        "POST",
+        "/api/v1/webhooks",
+        &auth,
+        &hook.to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bad = json!({"url": "ftp://127.0.0.1/x", "secret": "0123456789abcdef-secret"});
+    let r = http_request(
+        server.http_port,
+        "POST",
+        "/api/v1/webhooks",
+        &auth,
+        &bad.to_string(),
+    );
+    assert_eq!((r.status, r.body["field"].as_str()), (422, Some("url")));
+    let r = http_request(
+        server.http_port,
+        "POST",
+        "/api/v1/tickets",
+        &auth,
+        &json!({"title": "Noise", "device_id": "d0", "failure_mode": "bearing_wear"}).to_string(),
+    );
+    assert_eq!(r.status, 201);
+    let ticket = r.body["ticket_id"].as_str().unwrap().to_owned();
+    let request = received.join().unwrap();
+    assert!(
+        request.starts_with("POST /hooks/prognos HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains("x-prognos-signature: sha256="),
+        "{request}"
+    );
+    assert!(request.contains(&ticket), "{request}");
+    server.terminate();
+
+    // A CA file that is not a certificate is a configuration error at start.
+    std::fs::write(
+        &config,
+        "[service]\nwebhook_ca_file = \"/nonexistent/ca.pem\"\n",
+    )
+    .unwrap();
+    let out = prognos(&[
+        "serve",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--mqtt-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("webhook_ca_file"));
+}

@@ -366,3 +366,109 @@ pub fn create_api_key(data_dir: &Path, role: &str) -> String {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["key"].as_str().unwrap().to_owned()
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made with the openssl CLI
+/// (installed by scripts/test.sh): (cert.pem, key.pem) in `dir`.
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
+
+/// A test CA and a leaf certificate it signed for `localhost` and 127.0.0.1 (a verifying TLS
+/// client refuses a self-signed CA certificate as a server's): (ca.pem, leaf.pem, leaf.key).
+pub fn ca_signed_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (leaf, leaf_key, csr, ext) = (
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+        dir.join("leaf.csr"),
+        dir.join("leaf.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |v: &str| std::ffi::OsString::from(v);
+    let p = |v: &PathBuf| v.as_os_str().to_owned();
+    let steps: [Vec<std::ffi::OsString>; 3] = [
+        vec![
+            s("req"),
+            s("-x509"),
+            s("-newkey"),
+            s("rsa:2048"),
+            s("-nodes"),
+            s("-days"),
+            s("1"),
+            s("-subj"),
+            s("/CN=Prognos test CA"),
+            s("-keyout"),
+            p(&ca_key),
+            s("-out"),
+            p(&ca),
+        ],
+        vec![
+            s("req"),
+            s("-newkey"),
+            s("rsa:2048"),
+            s("-nodes"),
+            s("-subj"),
+            s("/CN=localhost"),
+            s("-keyout"),
+            p(&leaf_key),
+            s("-out"),
+            p(&csr),
+        ],
+        vec![
+            s("x509"),
+            s("-req"),
+            s("-in"),
+            p(&csr),
+            s("-CA"),
+            p(&ca),
+            s("-CAkey"),
+            p(&ca_key),
+            s("-CAcreateserial"),
+            s("-days"),
+            s("1"),
+            s("-extfile"),
+            p(&ext),
+            s("-out"),
+            p(&leaf),
+        ],
+    ];
+    for step in &steps {
+        let args: Vec<&std::ffi::OsStr> = step.iter().map(|a| a.as_os_str()).collect();
+        run(&args);
+    }
+    (ca, leaf, leaf_key)
+}

@@ -2,16 +2,20 @@
 //! describe, and a delivery pass POSTs them with an HMAC-SHA256 signature of the body
 //! (`X-Prognos-Signature: sha256=<hex>`), retrying failures with exponential backoff.
 //!
-//! Delivery speaks plain HTTP/1.1 (`http://` URLs); put a TLS-terminating proxy in front of an
-//! `https://` receiver. HMAC is written out here (RFC 2104 over the existing sha2) rather than
-//! pulling in another crate; it is checked against the RFC 4231 vectors.
+//! Delivery speaks HTTP/1.1 over TCP (`http://`) or TLS (`https://`, rustls with the Mozilla
+//! root certificates plus any CA given with [`trust_extra_ca`], e.g. a company CA). HMAC is
+//! written out here (RFC 2104 over the existing sha2) rather than pulling in another crate; it
+//! is checked against the RFC 4231 vectors.
 
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{Row, SqliteConnection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
 
 use super::auth::{Action, Principal};
 use super::{Result, Service, ServiceError, ms_to_rfc3339, new_id};
@@ -118,57 +122,137 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
-/// A minimal HTTP/1.1 POST; returns the status code.
+static TLS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+fn client_config(extra: &[rustls::pki_types::CertificateDer<'static>]) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    // A CA that does not parse was already rejected by `trust_extra_ca`.
+    roots.add_parsable_certificates(extra.iter().cloned());
+    Arc::new(
+        ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Trusts the CA certificates of a PEM file for `https://` webhooks, in addition to the Mozilla
+/// roots. Call once at start, before the first delivery; a second call has no effect.
+pub fn trust_extra_ca(pem: &Path) -> std::result::Result<(), String> {
+    let text = std::fs::read(pem).map_err(|e| format!("cannot read {}: {e}", pem.display()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut text.as_slice())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", pem.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", pem.display()));
+    }
+    let mut probe = RootCertStore::empty();
+    let (_, bad) = probe.add_parsable_certificates(certs.iter().cloned());
+    if bad > 0 {
+        return Err(format!(
+            "{}: {bad} certificate(s) do not parse",
+            pem.display()
+        ));
+    }
+    let _ = TLS.set(client_config(&certs));
+    Ok(())
+}
+
+/// Writes the request and reads the status code from the response.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    head: &str,
+    body: &[u8],
+) -> std::result::Result<u16, String> {
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.write_all(body).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // The status line is all we need.
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad response {:?}", line.lines().next().unwrap_or("")))
+}
+
+/// `http://` or `https://` → (TLS?, host, port, path).
+fn split_url(url: &str) -> std::result::Result<(bool, &str, u16, &str), String> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err("only http:// and https:// URLs are delivered".to_owned());
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let default_port = if tls { 443 } else { 80 };
+    // `[v6]:port`, `[v6]`, `host:port` or `host`.
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, rest) = v6.split_once(']').ok_or("bad IPv6 authority")?;
+        match rest.strip_prefix(':') {
+            Some(p) => (h, p.parse().map_err(|_| format!("bad port {p:?}"))?),
+            None => (h, default_port),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| format!("bad port {p:?}"))?),
+            None => (authority, default_port),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".to_owned());
+    }
+    Ok((tls, host, port, path))
+}
+
+/// A minimal HTTP/1.1 POST over TCP or TLS; returns the status code.
 pub async fn http_post(
     url: &str,
     headers: &[(&str, String)],
     body: &[u8],
     timeout: Duration,
 ) -> std::result::Result<u16, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| "only http:// URLs are delivered".to_owned())?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
+    let (tls, host, port, path) = split_url(url)?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
     let fut = async {
-        let mut stream = tokio::net::TcpStream::connect(&addr)
+        let tcp = tokio::net::TcpStream::connect((host, port))
             .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
+            .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+        if tls {
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("bad server name {host:?}: {e}"))?;
+            let config = TLS.get_or_init(|| client_config(&[])).clone();
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS with {host}: {e}"))?;
+            exchange(stream, &head, body).await
+        } else {
+            exchange(tcp, &head, body).await
         }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.write_all(body).await.map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        // The status line is all we need.
-        while !buf.windows(2).any(|w| w == b"\r\n") {
-            let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&buf);
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("bad response {:?}", line.lines().next().unwrap_or("")))
     };
     tokio::time::timeout(timeout, fut)
         .await
@@ -178,8 +262,11 @@ pub async fn http_post(
 impl Service {
     pub async fn create_webhook(&self, who: &Principal, new: &NewWebhook) -> Result<Webhook> {
         who.require(Action::Webhooks)?;
-        if !new.url.starts_with("http://") {
-            return Err(ServiceError::invalid("url", "must be an http:// URL"));
+        if let Err(e) = split_url(&new.url) {
+            return Err(ServiceError::invalid(
+                "url",
+                format!("must be an http:// or https:// URL ({e})"),
+            ));
         }
         if new.secret.len() < 16 {
             return Err(ServiceError::invalid(
@@ -321,6 +408,25 @@ impl Service {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn urls_split_into_scheme_host_port_and_path() {
+        assert_eq!(
+            split_url("https://hooks.example.com/a/b").unwrap(),
+            (true, "hooks.example.com", 443, "/a/b")
+        );
+        assert_eq!(
+            split_url("http://127.0.0.1:8080").unwrap(),
+            (false, "127.0.0.1", 8080, "/")
+        );
+        assert_eq!(
+            split_url("https://[::1]:9443/h").unwrap(),
+            (true, "::1", 9443, "/h")
+        );
+        assert!(split_url("ftp://x/").is_err());
+        assert!(split_url("https://:80/").is_err());
+        assert!(split_url("http://host:port/").is_err());
+    }
 
     #[test]
     fn hmac_matches_rfc4231() {
