@@ -10,6 +10,7 @@ use clap::{Subcommand, ValueEnum};
 use prognos_api::Database;
 use prognos_api::analytics::history::{GroupBy, History, parse_date_ms};
 use prognos_api::analytics::kpi;
+use prognos_api::analytics::output::{Encode, OutputFormat};
 use prognos_api::analytics::reliability::{self, SurgeRule};
 use prognos_api::analytics::telemetry::{
     self, Bucket, Downsample, FleetQuery, ScanStats, SeriesQuery,
@@ -17,14 +18,6 @@ use prognos_api::analytics::telemetry::{
 
 use crate::config::Settings;
 use crate::device::StoreArgs;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
-    Json,
-    Csv,
-    Arrow,
-    Parquet,
-}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Agg {
@@ -36,29 +29,12 @@ pub enum Agg {
     Lttb,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Group {
-    Fleet,
-    Model,
-    Region,
-    Batch,
-    Firmware,
-    Site,
-    Customer,
+fn group_by(s: &str) -> Result<GroupBy, String> {
+    GroupBy::parse(s).ok_or_else(|| format!("expected {}", GroupBy::NAMES))
 }
 
-impl From<Group> for GroupBy {
-    fn from(g: Group) -> GroupBy {
-        match g {
-            Group::Fleet => GroupBy::Fleet,
-            Group::Model => GroupBy::Model,
-            Group::Region => GroupBy::Region,
-            Group::Batch => GroupBy::Batch,
-            Group::Firmware => GroupBy::Firmware,
-            Group::Site => GroupBy::Site,
-            Group::Customer => GroupBy::Customer,
-        }
-    }
+fn output_format(s: &str) -> Result<OutputFormat, String> {
+    OutputFormat::parse(s).ok_or_else(|| format!("expected {}", OutputFormat::NAMES))
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,8 +91,8 @@ pub enum QueryCommand {
         /// Refuse results with more points per series than this.
         #[arg(long, default_value_t = 1_000_000)]
         max_points: usize,
-        #[arg(long, value_enum, default_value = "json")]
-        format: Format,
+        #[arg(long, value_parser = output_format, default_value = "json")]
+        format: OutputFormat,
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -133,10 +109,10 @@ pub enum QueryCommand {
         #[arg(long, value_delimiter = ',')]
         metric: Vec<String>,
         /// Group devices by model, site or region (from the registry).
-        #[arg(long, value_enum)]
-        group_by: Option<Group>,
-        #[arg(long, value_enum, default_value = "json")]
-        format: Format,
+        #[arg(long, value_parser = group_by)]
+        group_by: Option<GroupBy>,
+        #[arg(long, value_parser = output_format, default_value = "json")]
+        format: OutputFormat,
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
@@ -144,8 +120,8 @@ pub enum QueryCommand {
     },
     /// MTBF, MTTR and availability per group.
     Mtbf {
-        #[arg(long, value_enum, default_value = "model")]
-        group_by: Group,
+        #[arg(long, value_parser = group_by, default_value = "model")]
+        group_by: GroupBy,
         #[command(flatten)]
         period: Period,
         #[command(flatten)]
@@ -153,8 +129,8 @@ pub enum QueryCommand {
     },
     /// Weibull fits with right-censoring per group, B10 life, probability-plot data.
     Weibull {
-        #[arg(long, value_enum, default_value = "fleet")]
-        group_by: Group,
+        #[arg(long, value_parser = group_by, default_value = "fleet")]
+        group_by: GroupBy,
         #[arg(long)]
         failure_mode: Option<String>,
         /// Compare this group against the rest.
@@ -228,13 +204,13 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn emit(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+fn emit(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<ExitCode> {
     match out {
-        Some(path) => {
-            std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
-        }
-        None => Ok(std::io::stdout().lock().write_all(bytes)?),
+        Some(path) => std::fs::write(path, bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().lock().write_all(bytes)?,
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report_scan(scan: &ScanStats) {
@@ -288,18 +264,7 @@ pub async fn run(command: QueryCommand) -> anyhow::Result<ExitCode> {
             let result =
                 tokio::task::spawn_blocking(move || telemetry::query_series(&root, &q)).await??;
             report_scan(&result.scan);
-            let bytes = match format {
-                Format::Json => serde_json::to_vec_pretty(&result.series)?,
-                Format::Csv => {
-                    let mut buf = Vec::new();
-                    telemetry::series_to_csv(&result, &mut buf)?;
-                    buf
-                }
-                Format::Arrow => telemetry::series_to_arrow_ipc(&result)?,
-                Format::Parquet => telemetry::series_to_parquet(&result)?,
-            };
-            emit(out.as_deref(), &bytes)?;
-            Ok(ExitCode::SUCCESS)
+            emit(out.as_deref(), &result.encode(format)?)
         }
         QueryCommand::Fleet {
             period,
@@ -316,7 +281,6 @@ pub async fn run(command: QueryCommand) -> anyhow::Result<ExitCode> {
                 None => None,
                 Some(g) => {
                     let h = history(&store).await?;
-                    let g = GroupBy::from(g);
                     Some(
                         h.devices
                             .iter()
@@ -341,18 +305,7 @@ pub async fn run(command: QueryCommand) -> anyhow::Result<ExitCode> {
                 tokio::task::spawn_blocking(move || telemetry::fleet_aggregate(&root, &q, threads))
                     .await??;
             report_scan(&result.scan);
-            let bytes = match format {
-                Format::Json => serde_json::to_vec_pretty(&result.rows)?,
-                Format::Csv => {
-                    let mut buf = Vec::new();
-                    telemetry::fleet_to_csv(&result, &mut buf)?;
-                    buf
-                }
-                Format::Arrow => telemetry::fleet_to_arrow_ipc(&result)?,
-                Format::Parquet => telemetry::fleet_to_parquet(&result)?,
-            };
-            emit(out.as_deref(), &bytes)?;
-            Ok(ExitCode::SUCCESS)
+            emit(out.as_deref(), &result.encode(format)?)
         }
         QueryCommand::Mtbf {
             group_by,
@@ -362,7 +315,7 @@ pub async fn run(command: QueryCommand) -> anyhow::Result<ExitCode> {
             let (from, to) = period.resolve()?;
             print_json(&reliability::mtbf(
                 &history(&store).await?,
-                group_by.into(),
+                group_by,
                 from,
                 to,
             ))
@@ -375,7 +328,7 @@ pub async fn run(command: QueryCommand) -> anyhow::Result<ExitCode> {
             store,
         } => print_json(&reliability::weibull(
             &history(&store).await?,
-            group_by.into(),
+            group_by,
             failure_mode.as_deref(),
             compare.as_deref(),
             confidence,

@@ -8,6 +8,7 @@
 
 pub mod history;
 pub mod kpi;
+pub mod output;
 pub mod reliability;
 pub mod telemetry;
 

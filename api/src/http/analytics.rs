@@ -10,6 +10,7 @@ use super::AppState;
 use super::problem::{Auth, Params, Problem};
 use super::routes::{H, Res, ok, q, r};
 use crate::analytics::history::{GroupBy, History, parse_date_ms};
+use crate::analytics::output::{Encode, OutputFormat};
 use crate::analytics::reliability::{self, SurgeRule};
 use crate::analytics::telemetry::{self, Bucket, Downsample, FleetQuery, QueryError, SeriesQuery};
 use crate::analytics::{AnalyticsError, kpi};
@@ -372,36 +373,25 @@ fn list(p: &Params, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[derive(Clone, Copy)]
-enum Format {
-    Json,
-    Csv,
-    Arrow,
-    Parquet,
+fn format(p: &Params) -> Result<OutputFormat, Problem> {
+    match p.str("format") {
+        None => Ok(OutputFormat::Json),
+        Some(v) => OutputFormat::parse(&v).ok_or_else(|| {
+            Problem::parameter("format", format!("expected {}", OutputFormat::NAMES))
+        }),
+    }
 }
 
-fn format(p: &Params) -> Result<Format, Problem> {
-    Ok(match p.str("format").as_deref() {
-        None | Some("json") => Format::Json,
-        Some("csv") => Format::Csv,
-        Some("arrow") => Format::Arrow,
-        Some("parquet") => Format::Parquet,
-        Some(_) => {
-            return Err(Problem::parameter(
-                "format",
-                "expected json, csv, arrow or parquet",
-            ));
-        }
-    })
+/// Runs a blocking telemetry query off the async workers and encodes its result.
+async fn respond<R: Encode + Send + 'static>(
+    fmt: OutputFormat,
+    query: impl FnOnce() -> Result<R, QueryError> + Send + 'static,
+) -> Res {
+    let bytes = tokio::task::spawn_blocking(move || query()?.encode(fmt))
+        .await
+        .map_err(|e| Problem::bad_request(format!("query task failed: {e}")))??;
+    Ok(([(header::CONTENT_TYPE, fmt.content_type())], bytes).into_response())
 }
-
-fn body(content_type: &'static str, bytes: Vec<u8>) -> Res {
-    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
-}
-
-const ARROW: &str = "application/vnd.apache.arrow.stream";
-const PARQUET: &str = "application/vnd.apache.parquet";
-const CSV: &str = "text/csv; charset=utf-8";
 
 fn telemetry_root(s: &AppState) -> std::path::PathBuf {
     // Without a data set (an API-only server) every query is simply empty.
@@ -446,20 +436,7 @@ async fn telemetry_series(State(s): State<AppState>, Auth(who): Auth, p: Params)
         max_points: MAX_POINTS,
     };
     let root = telemetry_root(&s);
-    let result = tokio::task::spawn_blocking(move || telemetry::query_series(&root, &q))
-        .await
-        .map_err(|e| Problem::bad_request(format!("query task failed: {e}")))??;
-    match fmt {
-        Format::Json => ok(serde_json::json!({"series": result.series, "scan": result.scan})),
-        Format::Csv => {
-            let mut buf = Vec::new();
-            telemetry::series_to_csv(&result, &mut buf)
-                .map_err(|e| Problem::bad_request(e.to_string()))?;
-            body(CSV, buf)
-        }
-        Format::Arrow => body(ARROW, telemetry::series_to_arrow_ipc(&result)?),
-        Format::Parquet => body(PARQUET, telemetry::series_to_parquet(&result)?),
-    }
+    respond(fmt, move || telemetry::query_series(&root, &q)).await
 }
 
 async fn telemetry_fleet(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
@@ -492,18 +469,5 @@ async fn telemetry_fleet(State(s): State<AppState>, Auth(who): Auth, p: Params) 
         group_of,
     };
     let root = telemetry_root(&s);
-    let result = tokio::task::spawn_blocking(move || telemetry::fleet_aggregate(&root, &q, 2))
-        .await
-        .map_err(|e| Problem::bad_request(format!("query task failed: {e}")))??;
-    match fmt {
-        Format::Json => ok(serde_json::json!({"rows": result.rows, "scan": result.scan})),
-        Format::Csv => {
-            let mut buf = Vec::new();
-            telemetry::fleet_to_csv(&result, &mut buf)
-                .map_err(|e| Problem::bad_request(e.to_string()))?;
-            body(CSV, buf)
-        }
-        Format::Arrow => body(ARROW, telemetry::fleet_to_arrow_ipc(&result)?),
-        Format::Parquet => body(PARQUET, telemetry::fleet_to_parquet(&result)?),
-    }
+    respond(fmt, move || telemetry::fleet_aggregate(&root, &q, 2)).await
 }
