@@ -23,6 +23,8 @@ use crate::serve;
 pub enum BenchCommand {
     /// Throughput, publish→durable latency, RSS, bytes/point and loss of the ingest path.
     Ingest(IngestBenchArgs),
+    /// Series and fleet queries on a Parquet data set, against DuckDB on the same files.
+    Query(crate::bench_query::QueryBenchArgs),
     /// The fleet-wide Weibull fit on a large simulated service history, against DuckDB.
     Weibull(crate::bench_weibull::WeibullBenchArgs),
 }
@@ -56,6 +58,9 @@ pub struct IngestBenchArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Query(args) => {
+            tokio::task::spawn_blocking(move || crate::bench_query::run(args)).await?
+        }
         BenchCommand::Weibull(args) => {
             tokio::task::spawn_blocking(move || crate::bench_weibull::run(args)).await?
         }

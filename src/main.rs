@@ -3,6 +3,7 @@
 mod alerts;
 mod apikey;
 mod bench;
+mod bench_query;
 mod bench_weibull;
 mod cli;
 mod config;

@@ -2,6 +2,8 @@
 //! history, days of telemetry over MQTT), then `prognos serve` on that dir answers the
 //! analytics and telemetry queries over HTTP, and `prognos query` from the command line.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -67,10 +67,17 @@ use serde::Serialize;
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
+/// Most buckets per series whatever `max_points` says: bucket aggregates are dense arrays
+/// per series and worker, so this bounds memory (48 MiB per series and worker).
+const MAX_BUCKETS: usize = 1 << 20;
 /// "Not wanted" in the per-dictionary-key lookup tables.
 const NONE: u32 = u32::MAX;
-/// Rows per decoded batch: large, because batches are cheap views and fewer is faster.
-const BATCH_ROWS: usize = 1 << 16;
+/// Rows per decoded batch. Small enough that the decoder's output buffers (8 bytes a row)
+/// stay below the allocator's mmap threshold and are reused from the heap: with 64 Ki rows
+/// every batch faulted in and zeroed fresh pages (a fifth of a fleet scan's time).
+const BATCH_ROWS: usize = 8192;
+/// Rows per batch of dictionary keys (4 bytes a row): a whole candidate page range at once.
+const KEY_BATCH_ROWS: usize = 1 << 15;
 
 // ---------------------------------------------------------------------------------------
 // Public API
@@ -356,6 +363,85 @@ pub fn fleet_aggregate(
     scan.elapsed_us = started.elapsed().as_micros() as u64;
     tracing::debug!(scan = ?scan, rows = rows.len(), "fleet aggregate");
     Ok(FleetAggregate { rows, scan })
+}
+
+/// What a data set holds, from directory listings and footers only (no data page is read).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DatasetInfo {
+    pub partitions: u64,
+    pub files: u64,
+    /// Bytes on disk of the data files.
+    pub bytes: u64,
+    /// Rows (points) according to the footers.
+    pub rows: u64,
+    /// Start of the first hour partition.
+    pub from_us: Option<i64>,
+    /// End (exclusive) of the last hour partition.
+    pub to_us: Option<i64>,
+}
+
+/// Partitions, files, bytes and rows of the data set at `root` (benchmarks, tools).
+pub fn dataset_info(root: &Path) -> Result<DatasetInfo, QueryError> {
+    let partitions = list_partitions(root)?;
+    let mut info = DatasetInfo {
+        partitions: partitions.len() as u64,
+        from_us: partitions.first().map(|p| p.hour * HOUR_US),
+        to_us: partitions.last().map(|p| (p.hour + 1) * HOUR_US),
+        ..DatasetInfo::default()
+    };
+    let bytes = Arc::new(AtomicU64::new(0));
+    for p in &partitions {
+        for f in list_files(&p.dir)? {
+            let Some(file) = OpenFile::open(&f.path, &bytes, ArrowReaderOptions::new())? else {
+                continue;
+            };
+            info.files += 1;
+            info.bytes += file.reader.len;
+            info.rows += u64::try_from(file.metadata().file_metadata().num_rows()).unwrap_or(0);
+        }
+    }
+    Ok(info)
+}
+
+/// The (device, metric) of the first row of the oldest file, if there is one: a default
+/// series for tools that are not told which to look at.
+pub fn first_series(root: &Path) -> Result<Option<(String, String)>, QueryError> {
+    let bytes = Arc::new(AtomicU64::new(0));
+    for p in list_partitions(root)? {
+        for f in list_files(&p.dir)? {
+            let Some(file) = OpenFile::open(&f.path, &bytes, ArrowReaderOptions::new())? else {
+                continue;
+            };
+            for rg in 0..file.metadata().num_row_groups() {
+                if file.metadata().row_group(rg).num_rows() == 0 {
+                    continue;
+                }
+                let selection = RowSelection::from_consecutive_ranges(std::iter::once(0..1), 1);
+                let reader = file.read(
+                    &f.path,
+                    rg,
+                    &[file.cols.device, file.cols.metric],
+                    Some(selection),
+                    1,
+                )?;
+                for batch in reader {
+                    let batch = batch.map_err(|e| pq_err(&f.path)(e.into()))?;
+                    let devices = string_column(&batch, "device_id", &f.path)?;
+                    let metrics = string_column(&batch, "metric", &f.path)?;
+                    let first = |k: &StrKeys<'_>| {
+                        k.keys
+                            .first()
+                            .and_then(|&i| k.values.get(i as usize).copied().flatten())
+                            .map(str::to_owned)
+                    };
+                    if let (Some(d), Some(m)) = (first(&devices), first(&metrics)) {
+                        return Ok(Some((d, m)));
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -654,7 +740,13 @@ impl OpenFile {
             len,
             bytes: bytes.clone(),
         };
-        let meta = ArrowReaderMetadata::load(&reader, options).map_err(pq_err(path))?;
+        // The store's schema as a hint spares decoding the Arrow schema embedded in every
+        // footer; a file with another layout is read with its own schema instead.
+        let meta =
+            match ArrowReaderMetadata::load(&reader, options.clone().with_schema(store_schema())) {
+                Ok(meta) => meta,
+                Err(_) => ArrowReaderMetadata::load(&reader, options).map_err(pq_err(path))?,
+            };
         let schema = meta.metadata().file_metadata().schema_descr();
         let find = |name: &str| {
             schema
@@ -683,6 +775,7 @@ impl OpenFile {
         rg: usize,
         leaves: &[usize],
         selection: Option<RowSelection>,
+        batch_rows: usize,
     ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, QueryError> {
         let mask = ProjectionMask::leaves(self.meta.parquet_schema(), leaves.iter().copied());
         let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
@@ -691,7 +784,7 @@ impl OpenFile {
         )
         .with_row_groups(vec![rg])
         .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
+        .with_batch_size(batch_rows)
         // Long runs of selected rows: skip whole pages rather than decode and mask.
         .with_row_selection_policy(RowSelectionPolicy::Selectors);
         if let Some(selection) = selection {
@@ -699,6 +792,21 @@ impl OpenFile {
         }
         builder.build().map_err(pq_err(path))
     }
+}
+
+/// The schema `prognos-ingest`'s store writes (see `ingest/src/store.rs`).
+fn store_schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("ts", ts_type(), false),
+                dict_field("device_id"),
+                dict_field("metric"),
+                Field::new("value", DataType::Float64, false),
+            ]))
+        })
+        .clone()
 }
 
 /// Min and max of a byte-array column chunk, if the footer has them.
@@ -837,11 +945,15 @@ fn str_keys(array: &dyn Array) -> Option<StrKeys<'_>> {
         let keys = dict.keys();
         let n_values = i32::try_from(values.len()).ok()?;
         let raw: &[i32] = keys.values();
-        // Keys must index the values; checked once here so lookups can index directly.
-        if raw.iter().any(|&k| k < 0 || k >= n_values) && keys.null_count() == 0 {
-            return None;
-        }
         if keys.null_count() == 0 {
+            // Keys must index the values; checked once here so lookups can index directly
+            // (a min/max fold, which vectorises, rather than a short-circuiting scan).
+            let (lo, hi) = raw
+                .iter()
+                .fold((0, -1), |(lo, hi): (i32, i32), &k| (lo.min(k), hi.max(k)));
+            if lo < 0 || hi >= n_values {
+                return None;
+            }
             return Some(StrKeys {
                 keys: Cow::Borrowed(raw),
                 values,
@@ -950,17 +1062,31 @@ impl Agg {
     }
 
     /// Count, sum, min and max of a run of values (no `last`: fleet aggregates).
+    ///
+    /// Four independent accumulators: one running sum would make every row wait for the
+    /// previous addition (a 4-cycle dependency chain), which was the cost of a fleet scan.
     fn add_values(&mut self, values: &[f64]) {
-        let (mut sum, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
-        for &v in values {
-            sum += v;
-            min = min.min(v);
-            max = max.max(v);
+        let mut sum = [0.0f64; 4];
+        let mut min = [f64::INFINITY; 4];
+        let mut max = [f64::NEG_INFINITY; 4];
+        let chunks = values.chunks_exact(4);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for k in 0..4 {
+                sum[k] += c[k];
+                min[k] = min[k].min(c[k]);
+                max[k] = max[k].max(c[k]);
+            }
+        }
+        for (k, &v) in rest.iter().enumerate() {
+            sum[k] += v;
+            min[k] = min[k].min(v);
+            max[k] = max[k].max(v);
         }
         self.count += values.len() as u64;
-        self.sum += sum;
-        self.min = self.min.min(min);
-        self.max = self.max.max(max);
+        self.sum += (sum[0] + sum[1]) + (sum[2] + sum[3]);
+        self.min = self.min.min(min[0].min(min[1]).min(min[2].min(min[3])));
+        self.max = self.max.max(max[0].max(max[1]).max(max[2].max(max[3])));
     }
 
     fn merge(&mut self, o: &Agg) {
@@ -1066,6 +1192,12 @@ impl SeriesPlan {
                 } else {
                     0
                 };
+                if n > MAX_BUCKETS as i128 {
+                    return Err(invalid(
+                        "step",
+                        format!("{n} buckets exceed the engine's limit of {MAX_BUCKETS}"),
+                    ));
+                }
                 if n > q.max_points as i128 {
                     return Err(invalid(
                         "step",
@@ -1216,17 +1348,17 @@ pub fn lttb(ts: &[i64], value: &[f64], n: usize) -> (Vec<i64>, Vec<f64>) {
         };
         let cnt = (next_end - next_start) as f64;
         let (mut avg_x, mut avg_y) = (0.0, 0.0);
-        for j in next_start..next_end {
+        for (j, v) in value.iter().enumerate().take(next_end).skip(next_start) {
             avg_x += x(j);
-            avg_y += value[j];
+            avg_y += v;
         }
         avg_x /= cnt;
         avg_y /= cnt;
         let (ax, ay) = (x(a), value[a]);
         let mut best = start;
         let mut best_area = f64::NEG_INFINITY;
-        for j in start..end {
-            let area = ((ax - avg_x) * (value[j] - ay) - (ax - x(j)) * (avg_y - ay)).abs();
+        for (j, v) in value.iter().enumerate().take(end).skip(start) {
+            let area = ((ax - avg_x) * (v - ay) - (ax - x(j)) * (avg_y - ay)).abs();
             if area > best_area {
                 best_area = area;
                 best = j;
@@ -1350,7 +1482,7 @@ impl SeriesWorker {
             }
             // Page index: pages of device_id and metric (and ts at a cut hour) that can
             // hold the request.
-            let mut candidates = vec![0..rows];
+            let mut candidates: Vec<Range<usize>> = std::iter::once(0..rows).collect();
             if let Some(r) = string_page_candidates(meta, rg, cols.device, &plan.devices_sorted) {
                 candidates = intersect(&candidates, &r);
             }
@@ -1402,9 +1534,38 @@ impl SeriesWorker {
             rg,
             &[file.cols.device, file.cols.metric],
             Some(selection),
+            KEY_BATCH_ROWS,
         )?;
         let n_metrics = plan.metrics.len() as u32;
-        let mut series_of_row: Vec<u32> = Vec::new();
+        // Ordinal (position among the selected rows) → row: prefix sums of the candidates.
+        let mut starts = Vec::with_capacity(candidates.len());
+        let mut total = 0;
+        for r in candidates {
+            starts.push(total);
+            total += r.len();
+        }
+        let mut runs: Vec<Run> = Vec::new();
+        let mut emit = |series: u32, ordinals: Range<usize>| {
+            let mut c = starts
+                .partition_point(|&s| s <= ordinals.start)
+                .saturating_sub(1);
+            let mut o = ordinals.start;
+            while o < ordinals.end && c < candidates.len() {
+                let row = candidates[c].start + (o - starts[c]);
+                let len = (candidates[c].end - row).min(ordinals.end - o);
+                match runs.last_mut() {
+                    Some(r) if r.series == series && r.start + r.len == row => r.len += len,
+                    _ => runs.push(Run {
+                        series,
+                        start: row,
+                        len,
+                    }),
+                }
+                o += len;
+                c += 1;
+            }
+        };
+        let mut base = 0;
         for batch in reader {
             let batch = batch.map_err(|e| pq_err(path)(e.into()))?;
             let devices = string_column(&batch, "device_id", path)?;
@@ -1419,42 +1580,35 @@ impl SeriesWorker {
                 .iter()
                 .map(|v| v.map_or(NONE, |s| find(&plan.metrics_sorted, s)))
                 .collect();
-            series_of_row.extend(
-                devices
-                    .keys
-                    .iter()
-                    .zip(metrics.keys.iter())
-                    .map(|(&d, &m)| {
-                        let (d, m) = (dlut[d as usize], mlut[m as usize]);
-                        if d == NONE || m == NONE {
-                            NONE
-                        } else {
-                            d * n_metrics + m
+            let (dk, mk): (&[i32], &[i32]) = (&devices.keys, &metrics.keys);
+            let n = dk.len().min(mk.len());
+            // Sorted by (device, metric): skip runs of unwanted devices (compared eight keys
+            // at a time), and split wanted devices' runs by metric.
+            let (dk, mk) = (&dk[..n], &mk[..n]);
+            let mut i = 0;
+            while i < n {
+                let d = dk[i];
+                let j = run_end(dk, i, d);
+                let ds = dlut[d as usize];
+                if ds != NONE {
+                    let mut a = i;
+                    while a < j {
+                        let m = mk[a];
+                        let b = run_end(mk, a, m).min(j);
+                        let ms = mlut[m as usize];
+                        if ms != NONE {
+                            emit(ds * n_metrics + ms, base + a..base + b);
                         }
-                    }),
-            );
-        }
-        self.stats.rows_decoded += series_of_row.len() as u64;
-        let mut runs: Vec<Run> = Vec::new();
-        let mut k = 0;
-        for range in candidates {
-            for row in range.clone() {
-                let Some(&s) = series_of_row.get(k) else {
-                    return Err(layout(path, "fewer rows decoded than selected"));
-                };
-                k += 1;
-                if s == NONE {
-                    continue;
+                        a = b;
+                    }
                 }
-                match runs.last_mut() {
-                    Some(r) if r.series == s && r.start + r.len == row => r.len += 1,
-                    _ => runs.push(Run {
-                        series: s,
-                        start: row,
-                        len: 1,
-                    }),
-                }
+                i = j;
             }
+            base += batch.num_rows();
+        }
+        self.stats.rows_decoded += base as u64;
+        if base != total {
+            return Err(layout(path, "decoded rows differ from the selected rows"));
         }
         Ok(runs)
     }
@@ -1477,7 +1631,13 @@ impl SeriesWorker {
             runs.iter().map(|r| r.start..r.start + r.len),
             rows,
         );
-        let reader = file.read(path, rg, &[file.cols.ts, file.cols.value], Some(selection))?;
+        let reader = file.read(
+            path,
+            rg,
+            &[file.cols.ts, file.cols.value],
+            Some(selection),
+            BATCH_ROWS,
+        )?;
         let mut file_chunks: HashMap<u32, PointChunk> = HashMap::new();
         let (mut run_i, mut run_off) = (0usize, 0usize);
         for batch in reader {
@@ -1661,7 +1821,7 @@ impl FleetWorker {
             }
             read_any = true;
             self.stats.row_groups_read += 1;
-            let reader = file.read(path, rg, &leaves, None)?;
+            let reader = file.read(path, rg, &leaves, None, BATCH_ROWS)?;
             for batch in reader {
                 let batch = batch.map_err(|e| pq_err(path)(e.into()))?;
                 self.stats.rows_decoded += batch.num_rows() as u64;
@@ -1730,25 +1890,24 @@ impl FleetWorker {
         let mkeys: &[i32] = &metric.keys;
         let values: &[f64] = value.values();
         let n = batch.num_rows();
+        let dkeys_len = device.as_ref().map_or(n, |(k, _)| k.len());
+        if mkeys.len() != n || values.len() != n || dkeys_len != n {
+            return Err(layout(path, "columns of a batch differ in length"));
+        }
         let slow = ts.is_some() || value.null_count() > 0;
         let mut i = 0;
+        let mut device_end = 0;
         // Rows come sorted by (device, metric): walk runs of equal keys and aggregate each
         // run in one tight loop.
         while i < n {
             let mk = mkeys[i];
             let dk = device.as_ref().map(|(k, _)| k[i]);
-            let mut j = i + 1;
-            match &device {
-                Some((dkeys, _)) => {
-                    while j < n && mkeys[j] == mk && dkeys[j] == dkeys[i] {
-                        j += 1;
-                    }
+            let mut j = run_end(mkeys, i, mk);
+            if let Some((dkeys, _)) = &device {
+                if i >= device_end {
+                    device_end = run_end(dkeys, i, dkeys[i]);
                 }
-                None => {
-                    while j < n && mkeys[j] == mk {
-                        j += 1;
-                    }
-                }
+                j = j.min(device_end);
             }
             let m = mlut[mk as usize];
             if m != NONE {
@@ -1781,6 +1940,22 @@ impl FleetWorker {
         }
         Ok(())
     }
+}
+
+/// End of the run of `key` that starts at `start`, comparing eight keys at a time (a
+/// branch per row at the end of every short run was a fleet scan's hottest line).
+fn run_end(keys: &[i32], start: usize, key: i32) -> usize {
+    let mut j = start + 1;
+    while let Some(chunk) = keys.get(j..j + 8) {
+        if !chunk.iter().fold(true, |all, &k| all & (k == key)) {
+            break;
+        }
+        j += 8;
+    }
+    while j < keys.len() && keys[j] == key {
+        j += 1;
+    }
+    j
 }
 
 // ---------------------------------------------------------------------------------------

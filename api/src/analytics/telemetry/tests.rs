@@ -270,10 +270,10 @@ fn files_of_one_partition_are_merged_in_time_order() {
     assert_eq!((s.value[0], s.value[1], s.value[2]), (0.0, 100.0, 1.0));
 }
 
-fn naive_fleet(
-    rows: &[Row],
-    q: &FleetQuery,
-) -> BTreeMap<(i64, Option<String>, String), (u64, f64, f64, f64)> {
+/// (bucket, group, metric) → (count, mean, min, max).
+type NaiveFleet = BTreeMap<(i64, Option<String>, String), (u64, f64, f64, f64)>;
+
+fn naive_fleet(rows: &[Row], q: &FleetQuery) -> NaiveFleet {
     let mut out: BTreeMap<(i64, Option<String>, String), Vec<f64>> = BTreeMap::new();
     for r in rows {
         if r.ts_us < q.from_us || r.ts_us >= q.to_us {
@@ -471,6 +471,16 @@ fn every_invalid_parameter_is_named() {
                 ..base.clone()
             },
             "max_points",
+        ),
+        (
+            // Within `max_points`, but a dense array of 3.6 G buckets is refused all the same.
+            SeriesQuery {
+                step_us: Some(1),
+                downsample: Downsample::Buckets,
+                max_points: usize::MAX,
+                ..base.clone()
+            },
+            "step",
         ),
     ];
     for (q, name) in cases {
