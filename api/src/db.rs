@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sla_pause",
         include_str!("../migrations/0004_sla_pause.sql"),
     ),
+    (
+        5,
+        "surge_alerts",
+        include_str!("../migrations/0005_surge_alerts.sql"),
+    ),
 ];
 
 /// The statements of a migration file: `--` comment lines dropped, split at `;`.

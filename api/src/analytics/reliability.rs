@@ -506,6 +506,7 @@ pub struct WeeklyCounts {
 pub struct SurgeAlert {
     pub failure_mode: String,
     pub week_start: String,
+    pub week_start_ms: i64,
     pub failures: u64,
     pub baseline_per_week: f64,
     /// P(X ≥ failures) for X ~ Poisson(baseline).
@@ -627,6 +628,7 @@ pub fn surges(history: &History, rule: SurgeRule) -> Result<SurgeReport, Analyti
             alerts.push(SurgeAlert {
                 failure_mode: (*mode).to_owned(),
                 week_start: ms_to_rfc3339(first + w as i64 * WEEK_MS),
+                week_start_ms: first + w as i64 * WEEK_MS,
                 failures: n,
                 baseline_per_week: baseline,
                 p_value: p,

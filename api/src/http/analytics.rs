@@ -185,6 +185,18 @@ pub(super) fn routes() -> Vec<(super::routes::RouteDoc, H)> {
         q(
             r(
                 "GET",
+                "/api/v1/analytics/surge-alerts",
+                "Surge alerts raised by the hourly check (also sent as surge.raised webhooks)",
+                "analytics",
+                None,
+                200,
+                get(surge_alerts),
+            ),
+            &[("limit", "how many, newest first (default 100)")],
+        ),
+        q(
+            r(
+                "GET",
                 "/api/v1/analytics/providers",
                 "Provider KPIs, own and rolled up the hierarchy (a provider key sees its subtree)",
                 "analytics",
@@ -470,4 +482,10 @@ async fn telemetry_fleet(State(s): State<AppState>, Auth(who): Auth, p: Params) 
     };
     let root = telemetry_root(&s);
     respond(fmt, move || telemetry::fleet_aggregate(&root, &q, 2)).await
+}
+
+async fn surge_alerts(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
+    who.require(Action::Analytics)?;
+    let limit = count(&p, "limit", 100, 10_000)?;
+    ok(s.svc.surge_alerts(limit as i64).await?)
 }

@@ -40,6 +40,8 @@ pub struct ApiContext {
     pub sla_interval: Duration,
     /// How often the webhook outbox is drained.
     pub webhook_interval: Duration,
+    /// How often the failure-surge check runs over the service history.
+    pub surge_interval: Duration,
     /// The Parquet telemetry data set (`{data_dir}/telemetry`) the telemetry queries read.
     pub telemetry_root: Option<PathBuf>,
 }
@@ -52,6 +54,7 @@ impl ApiContext {
             clock: Arc::new(SystemClock),
             sla_interval: Duration::from_secs(10),
             webhook_interval: Duration::from_secs(1),
+            surge_interval: Duration::from_secs(3600),
             telemetry_root: None,
         }
     }
@@ -144,6 +147,17 @@ pub async fn run_background(ctx: ApiContext, shutdown: CancellationToken) {
             }
         })
     };
+    let surges = {
+        let svc = svc.clone();
+        every(ctx.surge_interval, shutdown.clone(), move || {
+            let svc = svc.clone();
+            async move {
+                if let Err(e) = svc.raise_surge_alerts().await {
+                    tracing::error!(error = %e, "failure-surge check failed");
+                }
+            }
+        })
+    };
     let consumer = ctx.alerts.as_ref().map(|sender| {
         let mut rx = sender.subscribe();
         let svc = svc.clone();
@@ -177,6 +191,7 @@ pub async fn run_background(ctx: ApiContext, shutdown: CancellationToken) {
     });
     let _ = sla.await;
     let _ = hooks.await;
+    let _ = surges.await;
     if let Some(c) = consumer {
         let _ = c.await;
     }

@@ -1341,6 +1341,72 @@ async fn imported_history_feeds_the_analytics() {
     assert!(matches!(forged, Err(ServiceError::Validation { ref field, .. }) if field == "source"));
 }
 
+/// A burst of one failure mode in the last days over a quiet baseline raises one surge
+/// alert, once, with a webhook event; a steady mode raises nothing.
+#[tokio::test]
+async fn surges_are_raised_once_with_a_webhook() {
+    let (_d, svc, clock) = service().await;
+    const DAY: i64 = 86_400_000;
+    let now = 1_700_000_000_000;
+    let devices: Vec<demo::DemoDevice> = (0..8)
+        .map(|i| demo::DemoDevice {
+            device_id: format!("pump-{i}"),
+            model: "P100".into(),
+            serial: format!("SN{i}"),
+            batch: if i % 2 == 0 { "B1" } else { "B2" }.into(),
+            site: format!("plant-{i}"),
+            region: "north".into(),
+            lat: 50.0,
+            lon: 8.0,
+            criticality: 2,
+            firmware: "1.0".into(),
+            install_ms: now - 400 * DAY,
+        })
+        .collect();
+    demo::seed_demo_network(&svc.db, &devices).await.unwrap();
+    svc.create_webhook(
+        &admin(),
+        &crate::service::webhooks::NewWebhook {
+            url: "http://127.0.0.1:9/hooks".into(),
+            secret: "0123456789abcdef".into(),
+            provider_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let repair = |d: usize, mode: &str, at: i64| demo::PastRepair {
+        device_id: format!("pump-{d}"),
+        failure_mode: mode.into(),
+        failed_ms: at,
+        restored_ms: at + 6 * 3_600_000,
+    };
+    // One seal leak a week for ten weeks; five overheating failures of batch B2 in 3 days.
+    let mut past: Vec<_> = (0..10)
+        .map(|w| repair(w % 8, "seal_leak", now - (w as i64 * 7 + 3) * DAY))
+        .collect();
+    past.extend(
+        (0..5).map(|k| repair(2 * k % 8 + 1, "overheating", now - (3 - k as i64 / 2) * DAY)),
+    );
+    demo::import_history(&svc.db, &past, 3).await.unwrap();
+    clock.set(now);
+    let raised = svc.raise_surge_alerts().await.unwrap();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].failure_mode, "overheating");
+    assert_eq!(raised[0].top_batch.as_deref(), Some("B2"));
+    // Raised once: the next pass is quiet.
+    clock.advance_secs(3600);
+    assert!(svc.raise_surge_alerts().await.unwrap().is_empty());
+    let listed = svc.surge_alerts(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].failures, 5);
+    let events: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE payload LIKE '%surge.raised%'")
+            .fetch_one(svc.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(events, 1);
+}
+
 #[tokio::test]
 async fn clock_is_injectable() {
     let clock = Arc::new(ManualClock::new(5));

@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod parts;
 pub mod registry;
 pub mod sla;
+pub mod surges;
 pub mod tickets;
 pub mod webhooks;
 
