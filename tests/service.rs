@@ -9,33 +9,10 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn create_key(data_dir: &std::path::Path, role: &str, provider: Option<&str>) -> String {
-    let mut args = vec![
-        "apikey",
-        "create",
-        "--role",
-        role,
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ];
-    if let Some(p) = provider {
-        args.extend(["--provider", p]);
-    }
-    let out = prognos(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["role"], role);
-    v["key"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn ticket_lifecycle_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let admin = create_key(dir.path(), "admin", None);
+    let admin = create_api_key_for(dir.path(), "admin", None);
     let server = Server::start(dir.path(), &[]);
     let port = server.http_port;
     let bearer = format!("Bearer {admin}");
@@ -173,7 +150,7 @@ fn ticket_lifecycle_through_the_binary() {
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
 
     // A provider key outside the subtree sees nothing.
-    let other = create_key(dir.path(), "provider", Some("oem"));
+    let other = create_api_key_for(dir.path(), "provider", Some("oem"));
     let r = http_request(
         port,
         "GET",
@@ -191,7 +168,7 @@ fn ticket_lifecycle_through_the_binary() {
 /// A server with a small network over HTTP: OEM → agent → two providers (north, south), four
 /// technicians each with a van, three devices, a bearing kit. Returns the admin bearer.
 fn network_over_http(dir: &std::path::Path, server: &Server) -> String {
-    let admin = format!("Bearer {}", create_key(dir, "admin", None));
+    let admin = format!("Bearer {}", create_api_key_for(dir, "admin", None));
     let port = server.http_port;
     let post = |path: &str, body: Value| {
         let r = http_request(
@@ -442,7 +419,7 @@ fn concurrent_reservations_optimal_batches_and_the_role_matrix_over_http() {
 
     // The role and provider-subtree matrix on one ticket of the north provider.
     let key = |role: &str, provider: Option<&str>| {
-        format!("Bearer {}", create_key(dir.path(), role, provider))
+        format!("Bearer {}", create_api_key_for(dir.path(), role, provider))
     };
     let scheduler = key("scheduler", None);
     let engineer = key("engineer", None);

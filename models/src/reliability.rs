@@ -730,44 +730,37 @@ fn gamma_cf(a: f64, x: f64) -> f64 {
     h * gamma_prefactor(a, x)
 }
 
-/// Regularised lower incomplete gamma P(a, x) = γ(a, x)/Γ(a).
-///
-/// Series below x = a + 1, continued fraction above (each converges fast
-/// on its side). NaN for a ≤ 0 or NaN input.
-pub fn regularized_gamma_p(a: f64, x: f64) -> f64 {
+/// (P, Q) of the regularised incomplete gamma, each from the side where it converges fast
+/// and keeps its relative precision: the series below x = a + 1, the continued fraction
+/// above. NaN for a ≤ 0 or NaN input.
+fn gamma_p_q(a: f64, x: f64) -> (f64, f64) {
     if a.is_nan() || a <= 0.0 || x.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     }
     if x <= 0.0 {
-        return 0.0;
+        return (0.0, 1.0);
     }
     if x == f64::INFINITY {
-        return 1.0;
+        return (1.0, 0.0);
     }
     if x < a + 1.0 {
-        gamma_series(a, x)
+        let p = gamma_series(a, x);
+        (p, 1.0 - p)
     } else {
-        1.0 - gamma_cf(a, x)
+        let q = gamma_cf(a, x);
+        (1.0 - q, q)
     }
 }
 
-/// Regularised upper incomplete gamma Q(a, x) = 1 − P(a, x), computed
-/// directly in the upper tail so small p-values keep their relative precision.
+/// Regularised lower incomplete gamma P(a, x) = γ(a, x)/Γ(a).
+pub fn regularized_gamma_p(a: f64, x: f64) -> f64 {
+    gamma_p_q(a, x).0
+}
+
+/// Regularised upper incomplete gamma Q(a, x) = 1 − P(a, x), computed directly in the upper
+/// tail so small p-values keep their relative precision.
 pub fn regularized_gamma_q(a: f64, x: f64) -> f64 {
-    if a.is_nan() || a <= 0.0 || x.is_nan() {
-        return f64::NAN;
-    }
-    if x <= 0.0 {
-        return 1.0;
-    }
-    if x == f64::INFINITY {
-        return 0.0;
-    }
-    if x < a + 1.0 {
-        1.0 - gamma_series(a, x)
-    } else {
-        gamma_cf(a, x)
-    }
+    gamma_p_q(a, x).1
 }
 
 /// Continued fraction for I_x(a, b) (Numerical Recipes `betacf`, modified Lentz).

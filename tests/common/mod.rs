@@ -21,21 +21,26 @@ pub fn prognos(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run prognos")
 }
 
+/// Runs the binary and parses its standard output as JSON; it must succeed.
+pub fn prognos_json(args: &[&str]) -> serde_json::Value {
+    let out = prognos(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Registers a device; returns its secret.
 pub fn add_device(data_dir: &Path, id: &str) -> String {
-    let out = prognos(&[
+    let v = prognos_json(&[
         "device",
         "add",
         id,
         "--data-dir",
         data_dir.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["device_id"], id);
     v["secret"].as_str().unwrap().to_owned()
 }
@@ -350,20 +355,24 @@ pub fn publish_failing_fleet(
 
 /// Creates an API key with `role` in `data_dir`'s store; returns the key.
 pub fn create_api_key(data_dir: &Path, role: &str) -> String {
-    let out = prognos(&[
+    create_api_key_for(data_dir, role, None)
+}
+
+/// Creates an API key with `role`, for `provider`'s subtree when given; returns the key.
+pub fn create_api_key_for(data_dir: &Path, role: &str, provider: Option<&str>) -> String {
+    let mut args = vec![
         "apikey",
         "create",
         "--role",
         role,
         "--data-dir",
         data_dir.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ];
+    if let Some(p) = provider {
+        args.extend(["--provider", p]);
+    }
+    let v = prognos_json(&args);
+    assert_eq!(v["role"], role);
     v["key"].as_str().unwrap().to_owned()
 }
 

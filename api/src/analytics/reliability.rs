@@ -106,7 +106,16 @@ pub fn lives(
     mode: Option<&str>,
     include: impl Fn(&DeviceLife) -> bool,
 ) -> Vec<LifeObs> {
-    let by_device = history.failures_by_device();
+    lives_of(history, &history.failures_by_device(), mode, include)
+}
+
+/// [`lives`] with the failures already grouped by device (one grouping per request).
+fn lives_of(
+    history: &History,
+    by_device: &HashMap<&str, Vec<&FailureRecord>>,
+    mode: Option<&str>,
+    include: impl Fn(&DeviceLife) -> bool,
+) -> Vec<LifeObs> {
     let mut out = Vec::new();
     for d in history.devices.iter().filter(|d| include(d)) {
         let mut start = d.install_ms;
@@ -171,17 +180,14 @@ pub fn weibull(
     compare: Option<&str>,
     confidence: f64,
 ) -> Result<WeibullReport, AnalyticsError> {
-    let mut keys: Vec<String> = history.devices.iter().map(|d| group_by.key(d)).collect();
-    keys.sort();
-    keys.dedup();
+    let by_device = history.failures_by_device();
+    let mut devices_per_group: BTreeMap<String, usize> = BTreeMap::new();
+    for d in &history.devices {
+        *devices_per_group.entry(group_by.key(d)).or_default() += 1;
+    }
     let mut groups = Vec::new();
-    for key in keys {
-        let obs = lives(history, mode, |d| group_by.key(d) == key);
-        let devices = history
-            .devices
-            .iter()
-            .filter(|d| group_by.key(d) == key)
-            .count();
+    for (key, devices) in devices_per_group {
+        let obs = lives_of(history, &by_device, mode, |d| group_by.key(d) == key);
         let failures = obs.iter().filter(|o| o.failed).count();
         let (fit, error) = match fit_weibull(&obs, confidence) {
             Ok(fit) => (Some(fit), None),
@@ -206,8 +212,8 @@ pub fn weibull(
                     format!("no {group_by:?} group named {target:?}").to_lowercase(),
                 ));
             }
-            let inside = lives(history, mode, |d| group_by.key(d) == target);
-            let outside = lives(history, mode, |d| group_by.key(d) != target);
+            let inside = lives_of(history, &by_device, mode, |d| group_by.key(d) == target);
+            let outside = lives_of(history, &by_device, mode, |d| group_by.key(d) != target);
             let (weibull, weibull_error) = match compare_weibull(&inside, &outside, confidence) {
                 Ok(c) => (Some(c), None),
                 Err(e) => (None, Some(e.to_string())),

@@ -862,18 +862,32 @@ fn string_page_candidates(
     let ColumnIndexMetaData::BYTE_ARRAY(ci) = index.column_index(col)? else {
         return None;
     };
+    pages_where(meta, rg, col, ci.num_pages() as usize, |i| {
+        match (ci.min_value(i), ci.max_value(i)) {
+            (Some(lo), Some(hi)) => any_between(wanted, lo, hi),
+            // An all-null page holds no name at all.
+            _ => !ci.is_null_page(i),
+        }
+    })
+}
+
+/// Row ranges of the pages `keep` admits; `None` when the page index does not describe
+/// `pages` pages (then every row is a candidate).
+fn pages_where(
+    meta: &ParquetMetaData,
+    rg: usize,
+    col: usize,
+    pages: usize,
+    keep: impl Fn(usize) -> bool,
+) -> Option<Vec<Range<usize>>> {
     let rows = page_rows(meta, rg, col)?;
-    if ci.num_pages() as usize != rows.len() {
+    if pages != rows.len() {
         return None;
     }
     Some(
         rows.into_iter()
             .enumerate()
-            .filter(|(i, _)| match (ci.min_value(*i), ci.max_value(*i)) {
-                (Some(lo), Some(hi)) => any_between(wanted, lo, hi),
-                // An all-null page holds no name at all.
-                _ => !ci.is_null_page(*i),
-            })
+            .filter(|(i, _)| keep(*i))
             .map(|(_, r)| r)
             .collect(),
     )
@@ -891,20 +905,12 @@ fn time_page_candidates(
     let ColumnIndexMetaData::INT64(ci) = index.column_index(col)? else {
         return None;
     };
-    let rows = page_rows(meta, rg, col)?;
-    if ci.num_pages() as usize != rows.len() {
-        return None;
-    }
-    Some(
-        rows.into_iter()
-            .enumerate()
-            .filter(|(i, _)| match (ci.min_value(*i), ci.max_value(*i)) {
-                (Some(lo), Some(hi)) => *lo < to && *hi >= from,
-                _ => !ci.is_null_page(*i),
-            })
-            .map(|(_, r)| r)
-            .collect(),
-    )
+    pages_where(meta, rg, col, ci.num_pages() as usize, |i| {
+        match (ci.min_value(i), ci.max_value(i)) {
+            (Some(lo), Some(hi)) => *lo < to && *hi >= from,
+            _ => !ci.is_null_page(i),
+        }
+    })
 }
 
 /// Intersection of two sorted lists of disjoint ranges.
