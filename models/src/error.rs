@@ -59,9 +59,14 @@ pub enum ModelError {
     /// A parameter is outside its valid range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
-    /// The detector name is not one of [`crate::score::DETECTORS`].
-    #[error("unknown detector `{0}` (known: {known})", known = crate::score::DETECTORS.join(", "))]
-    UnknownDetector(String),
+    /// The detector name is not one of the known names (listed in the second field).
+    #[error("unknown detector `{name}` (known: {known})")]
+    UnknownDetector {
+        /// The name asked for.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
     /// Labels the evaluation needs are absent.
     #[error("missing labels: {0}")]
     MissingLabels(String),

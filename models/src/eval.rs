@@ -1,9 +1,10 @@
 //! Benchmark evaluations (SKAB, C-MAPSS FD001) as pure functions over parsed
 //! data, so the CLI only reads files and prints.
 
+use crate::detector::Detector;
 use crate::error::ModelError;
 use crate::metrics::BinaryMetrics;
-use crate::multivariate::{Detector, KnnConfig, KnnDetector, PcaT2Q};
+use crate::multivariate::{KnnConfig, KnnDetector, PcaT2Q};
 use crate::parse::SkabFile;
 use crate::pca::PcaConfig;
 use serde::{Deserialize, Serialize};

@@ -6,6 +6,7 @@
 //! `prognos evaluate` and inside tests, and results are reproducible.
 
 pub mod alert;
+pub mod detector;
 pub mod error;
 pub mod eval;
 pub mod gbm;
@@ -17,6 +18,7 @@ pub mod pca;
 pub mod reliability;
 pub mod rul;
 pub mod score;
+pub mod special;
 pub mod stats;
 pub mod univariate;
 

@@ -1,7 +1,8 @@
 //! Generic per-row scoring of a CSV table (`prognos score`).
 
+use crate::detector::Detector;
 use crate::error::ModelError;
-use crate::multivariate::{Detector, KnnConfig, KnnDetector, PcaT2Q};
+use crate::multivariate::{KnnConfig, KnnDetector, PcaT2Q};
 use crate::parse::Table;
 use crate::pca::PcaConfig;
 use crate::univariate::{Cusum, Ewma, PerColumn, RobustZ, UnivariateDetector};
@@ -42,7 +43,12 @@ fn univariate(name: &str, ncols: usize) -> Result<PerColumn, ModelError> {
             "robust_z" => Box::new(RobustZ::new(60, 3.5)?),
             "ewma" => Box::new(Ewma::new(0.2, 3.0, 50)?),
             "cusum" => Box::new(Cusum::new(0.5, 5.0, 50)?),
-            other => return Err(ModelError::UnknownDetector(other.to_string())),
+            other => {
+                return Err(ModelError::UnknownDetector {
+                    name: other.to_string(),
+                    known: DETECTORS.join(", "),
+                });
+            }
         });
     }
     Ok(PerColumn::new(dets))
@@ -205,7 +211,7 @@ mod tests {
         }
         assert!(matches!(
             score_table(&t, None, &[], None, "nope"),
-            Err(ModelError::UnknownDetector(_))
+            Err(ModelError::UnknownDetector { .. })
         ));
         assert!(matches!(
             score_table(&t, Some("x"), &[], None, "auto"),

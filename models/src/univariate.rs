@@ -5,8 +5,8 @@
 //! [`UnivariateDetector::fit`] on a healthy window (then frozen) or from the
 //! first `warmup` samples of the stream.
 
+use crate::detector::{Detector, Score};
 use crate::error::ModelError;
-use crate::multivariate::{Detector, Score};
 use crate::stats::{mad, mean, median, std_dev};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

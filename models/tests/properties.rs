@@ -2,7 +2,8 @@
 //! scores are finite and in range for any finite input, and detectors are
 //! causal — appending rows never changes earlier scores.
 
-use prognos_models::multivariate::{Detector, KnnConfig, KnnDetector, PcaT2Q};
+use prognos_models::detector::Detector;
+use prognos_models::multivariate::{KnnConfig, KnnDetector, PcaT2Q};
 use prognos_models::parse::parse_table;
 use prognos_models::pca::PcaConfig;
 use prognos_models::score::{DETECTORS, score_table};
