@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use prognos_api::{AlertStore, Database};
+use prognos_service::{AlertStore, Database};
 
 use crate::config::Settings;
 use crate::device::StoreArgs;

@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use prognos_api::Database;
-use prognos_api::service::Service;
-use prognos_api::service::auth::Role;
+use prognos_service::Database;
+use prognos_service::Service;
+use prognos_service::auth::Role;
 
 use crate::config::Settings;
 use crate::device::StoreArgs;

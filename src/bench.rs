@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use prognos_api::NewDevice;
 use prognos_ingest::{CommitObserver, CommittedBatch};
+use prognos_service::NewDevice;
 use prognos_simulators::mqtt::{BrokerAddr, Credentials, LoadConfig, LoadReport, run_load};
 use prognos_simulators::{Fleet, FleetConfig};
 use serde_json::json;

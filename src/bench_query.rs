@@ -1,4 +1,4 @@
-//! `prognos bench query`: the analytics engine (`prognos_api::analytics::telemetry`) on a
+//! `prognos bench query`: the analytics engine (`prognos_analytics::telemetry`) on a
 //! simulator data set, against DuckDB running the equivalent SQL over the same files
 //! (`scripts/bench_query_duckdb.py`, which states the SQL). Prints a table, or one JSON
 //! object with `--json`; BENCHMARKS.md records the figures. Not a test: timings are for a
@@ -19,7 +19,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::Context;
-use prognos_api::analytics::telemetry::{
+use prognos_analytics::telemetry::{
     self, Bucket, DatasetInfo, Downsample, FleetAggregate, FleetQuery, ScanStats, SeriesQuery,
     SeriesResult,
 };

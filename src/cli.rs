@@ -156,7 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve_until_signal(settings: Settings) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone())?;
+    crate::signals::cancel_on_signal(shutdown.clone())?;
     let running = serve::start(&settings, Vec::new(), shutdown.clone()).await?;
     println!(
         "prognos: serving MQTT on {} and HTTP on {}, data in {}",
@@ -172,29 +172,4 @@ async fn serve_until_signal(settings: Settings) -> anyhow::Result<ExitCode> {
     let summary = running.wait().await?;
     info!(points = summary.stats.points, "stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Cancels `token` on SIGINT or SIGTERM. The handlers are registered before this returns,
-/// so a signal sent right after the caller announces readiness is not lost.
-pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            info!("signal received: draining");
-            token.cancel();
-        });
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        tokio::signal::ctrl_c().await.ok();
-        token.cancel();
-    });
-    Ok(())
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use prognos_api::NewDevice;
 use prognos_ingest::Stats;
+use prognos_service::NewDevice;
 use prognos_simulators::mqtt::{BrokerAddr, Credentials, PublishConfig, publish_fleet};
 use prognos_simulators::{Fleet, FleetConfig};
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     settings.flush_interval = Duration::from_secs(5);
 
     let shutdown = CancellationToken::new();
-    crate::cli::cancel_on_signal(shutdown.clone())?;
+    crate::signals::cancel_on_signal(shutdown.clone())?;
     let running = serve::start(&settings, Vec::new(), shutdown.clone()).await?;
     let mqtt = running.mqtt_addrs[0];
     eprintln!(
@@ -87,7 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| match e {
                 // A re-used data dir already has the fleet, whose secrets were shown once.
-                prognos_api::RegistryError::Duplicate(_) => anyhow::anyhow!(
+                prognos_service::RegistryError::Duplicate(_) => anyhow::anyhow!(
                     "device {} is already registered in {}: use a new --data-dir",
                     device.id,
                     data_dir.display()
@@ -97,10 +97,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         secrets.insert(issued.device_id, issued.secret);
     }
 
-    let demo_devices: Vec<prognos_api::DemoDevice> = fleet
+    let demo_devices: Vec<prognos_demo::DemoDevice> = fleet
         .devices()
         .iter()
-        .map(|d| prognos_api::DemoDevice {
+        .map(|d| prognos_demo::DemoDevice {
             device_id: d.id.clone(),
             model: d.model.to_owned(),
             serial: d.serial.clone(),
@@ -114,24 +114,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             install_ms: d.install_ms,
         })
         .collect();
-    let network = prognos_api::seed_demo_network(&running.db, &demo_devices).await?;
+    let network = prognos_demo::seed_demo_network(&running.db, &demo_devices).await?;
     eprintln!(
         "prognos demo: service network of {} providers, {} technicians, {} stock locations, {} parts in {} regions",
         network.providers, network.technicians, network.locations, network.parts, network.regions
     );
     // The years before monitoring: past breakdowns as closed tickets, for the analytics.
-    let past: Vec<prognos_api::service::demo::PastRepair> = fleet
+    let past: Vec<prognos_demo::PastRepair> = fleet
         .history_before_start()
         .failures
         .iter()
-        .map(|f| prognos_api::service::demo::PastRepair {
+        .map(|f| prognos_demo::PastRepair {
             device_id: f.device_id.clone(),
             failure_mode: f.failure_mode.as_str().to_owned(),
             failed_ms: f.failure_ms,
             restored_ms: f.repaired_ms,
         })
         .collect();
-    let imported = prognos_api::service::demo::import_history(&running.db, &past, args.seed)
+    let imported = prognos_demo::import_history(&running.db, &past, args.seed)
         .await
         .context("cannot import the service history")?;
     eprintln!("prognos demo: {imported} past repairs imported as closed tickets");
@@ -164,10 +164,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     settle(&db).await;
     let dispatch = dispatch_open_tickets(&db).await;
     // The technicians work the dispatched tickets; the ground truth decides the close codes.
-    let mut truth: Vec<prognos_api::service::demo::Truth> = fleet
+    let mut truth: Vec<prognos_demo::Truth> = fleet
         .labels()
         .iter()
-        .map(|l| prognos_api::service::demo::Truth {
+        .map(|l| prognos_demo::Truth {
             device_id: l.device_id.clone(),
             failure_mode: l.failure_mode.as_str().to_owned(),
             failed: true,
@@ -177,20 +177,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         fleet
             .active_degradations()
             .iter()
-            .map(|d| prognos_api::service::demo::Truth {
+            .map(|d| prognos_demo::Truth {
                 device_id: d.device_id.clone(),
                 failure_mode: d.failure_mode.as_str().to_owned(),
                 failed: false,
             }),
     );
     truth.extend(fleet.maintenance().iter().filter_map(|m| {
-        Some(prognos_api::service::demo::Truth {
+        Some(prognos_demo::Truth {
             device_id: m.device_id.clone(),
             failure_mode: m.interrupted_mode?.as_str().to_owned(),
             failed: false,
         })
     }));
-    let field_work = prognos_api::service::demo::complete_field_work(&db, &truth, args.seed).await;
+    let field_work = prognos_demo::complete_field_work(&db, &truth, args.seed).await;
     let analytics = analytics_summary(&db).await;
     let summary = running.shutdown().await?;
     let tickets = tickets_by_state(&db).await.unwrap_or_default();
@@ -389,11 +389,11 @@ async fn progress_line(stats: Arc<Stats>, stop: CancellationToken) {
 }
 
 /// Waits (bounded) until the alert and ticket tables stop changing.
-async fn settle(db: &prognos_api::Database) {
+async fn settle(db: &prognos_service::Database) {
     let mut last = None;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let now = prognos_api::activity_counts(db).await.ok();
+        let now = prognos_demo::activity_counts(db).await.ok();
         if now.is_some() && now == last {
             return;
         }
@@ -403,26 +403,26 @@ async fn settle(db: &prognos_api::Database) {
 }
 
 async fn dispatch_open_tickets(
-    db: &prognos_api::Database,
-) -> anyhow::Result<Option<prognos_api::service::dispatch::BatchResult>> {
-    let open = prognos_api::dispatchable_ticket_ids(db).await?;
+    db: &prognos_service::Database,
+) -> anyhow::Result<Option<prognos_service::dispatch::BatchResult>> {
+    let open = prognos_demo::dispatchable_ticket_ids(db).await?;
     if open.is_empty() {
         return Ok(None);
     }
-    let service = prognos_api::Service::new(db.clone());
-    let who = prognos_api::service::auth::Principal::system("demo");
-    let request = prognos_api::service::dispatch::BatchRequest { ticket_ids: open };
+    let service = prognos_service::Service::new(db.clone());
+    let who = prognos_service::auth::Principal::system("demo");
+    let request = prognos_service::dispatch::BatchRequest { ticket_ids: open };
     Ok(Some(service.dispatch_batch(&who, &request).await?))
 }
 
-async fn tickets_by_state(db: &prognos_api::Database) -> anyhow::Result<Vec<(String, i64)>> {
-    Ok(prognos_api::tickets_by_state(db).await?)
+async fn tickets_by_state(db: &prognos_service::Database) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(prognos_demo::tickets_by_state(db).await?)
 }
 
 /// A few lines of failure analytics over the imported history and the live weeks.
-async fn analytics_summary(db: &prognos_api::Database) -> anyhow::Result<Vec<String>> {
-    use prognos_api::analytics::history::{GroupBy, History};
-    use prognos_api::analytics::reliability;
+async fn analytics_summary(db: &prognos_service::Database) -> anyhow::Result<Vec<String>> {
+    use prognos_analytics::reliability;
+    use prognos_service::history::{GroupBy, History};
     let now = crate::serve::now_us() / 1000;
     let history = History::load(db, now).await?;
     let mut lines = Vec::new();
@@ -442,7 +442,7 @@ async fn analytics_summary(db: &prognos_api::Database) -> anyhow::Result<Vec<Str
             fit.beta, fit.beta_ci.0, fit.beta_ci.1, fit.eta, fit.b10
         ));
     }
-    let accuracy = prognos_api::analytics::kpi::model_accuracy(db, 0, now, 60.0).await?;
+    let accuracy = prognos_analytics::kpi::model_accuracy(db, 0, now, 60.0).await?;
     if let Some(all) = accuracy.iter().find(|a| a.failure_mode == "all") {
         let pct = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{:.0}%", 100.0 * v));
         lines.push(format!(

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use prognos_api::{Database, DeviceRegistry, NewDevice};
+use prognos_service::{Database, DeviceRegistry, NewDevice};
 
 use crate::config::Settings;
 

@@ -11,10 +11,9 @@ mod demo;
 mod device;
 mod evaluate;
 mod evaluate_fleet;
-mod http;
-mod online;
 mod query;
 mod serve;
+mod signals;
 mod simulate;
 
 use clap::Parser;

@@ -7,14 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use prognos_api::Database;
-use prognos_api::analytics::history::{GroupBy, History, parse_date_ms};
-use prognos_api::analytics::kpi;
-use prognos_api::analytics::output::{Encode, OutputFormat};
-use prognos_api::analytics::reliability::{self, SurgeRule};
-use prognos_api::analytics::telemetry::{
-    self, Bucket, Downsample, FleetQuery, ScanStats, SeriesQuery,
-};
+use prognos_analytics::kpi;
+use prognos_analytics::output::{Encode, OutputFormat};
+use prognos_analytics::reliability::{self, SurgeRule};
+use prognos_analytics::telemetry::{self, Bucket, Downsample, FleetQuery, ScanStats, SeriesQuery};
+use prognos_service::Database;
+use prognos_service::history::{GroupBy, History, parse_date_ms};
 
 use crate::config::Settings;
 use crate::device::StoreArgs;

@@ -8,19 +8,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use prognos_api::{AlertStore, Database, DeviceRegistry};
 use prognos_broker::{AuthCheck, Authenticator, Broker, IngestLink, LinkEvent};
+use prognos_http::ops::{self as http, Health};
 use prognos_ingest::{CommitObserver, Ingest, IngestSummary, Message, Stats, Submitter};
+use prognos_service::jobs::{Jobs, JobsConfig};
+use prognos_service::online::{OnlineScoring, ScoringConfig};
+use prognos_service::{AlertStore, Database, DeviceRegistry, Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::Settings;
-use crate::http;
-use crate::online::OnlineModels;
 
 /// The registry answers the broker's authentication questions.
 struct RegistryAuth(DeviceRegistry);
@@ -32,19 +34,6 @@ impl AuthCheck for RegistryAuth {
         secret: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
         Box::pin(self.0.verify_secret(device_id, secret))
-    }
-}
-
-/// Liveness of the parts `/healthz` reports on.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub router_lost: AtomicBool,
-    pub ingest_failed: AtomicBool,
-}
-
-impl Health {
-    pub fn ok(&self) -> bool {
-        !self.router_lost.load(Ordering::Relaxed) && !self.ingest_failed.load(Ordering::Relaxed)
     }
 }
 
@@ -85,21 +74,27 @@ pub async fn start(
     let db = Database::open_file(&settings.data_dir.join("prognos.db")).await?;
     let registry = DeviceRegistry::new(db.clone());
     let alert_store = AlertStore::new(db.clone());
-    let metrics = http::metrics_handle()?;
+    let metrics = http::metrics_handle().context("cannot install the metrics recorder")?;
     let online = if settings.models_enabled {
-        let online = OnlineModels::start(alert_store.clone(), Default::default())
-            .context("cannot start the online models")?;
-        observers.push(online.observer.clone());
+        let online = OnlineScoring::start(
+            ScoringConfig::default(),
+            alert_store.clone(),
+            Service::new(db.clone()),
+        )
+        .context("cannot start the online models")?;
+        observers.push(online.observer());
         Some(online)
     } else {
         None
     };
-    let alerts = online.as_ref().map(|o| o.alerts.clone());
-    let mut service_api = prognos_api::http::ApiContext::new(db.clone(), alerts.clone());
-    service_api.sla_interval = settings.sla_check_interval;
+    let mut service_api = prognos_http::ApiContext::new(db.clone());
     service_api.telemetry_root = Some(settings.data_dir.join("telemetry"));
+    let jobs_config = JobsConfig {
+        sla_interval: settings.sla_check_interval,
+        ..JobsConfig::default()
+    };
     if let Some(ca) = &settings.webhook_ca_file {
-        prognos_api::service::webhooks::trust_extra_ca(ca)
+        prognos_service::webhooks::trust_extra_ca(ca)
             .map_err(|e| anyhow::anyhow!("config: service.webhook_ca_file: {e}"))?;
     }
 
@@ -152,13 +147,10 @@ pub async fn start(
     };
 
     let broker_task = tokio::spawn(broker.serve(stop.clone()));
-    let service_background = tokio::spawn(prognos_api::http::run_background(
-        service_api.clone(),
-        stop.clone(),
-    ));
+    let jobs = Jobs::start(service_api.service(), jobs_config, stop.clone());
     let http_task = tokio::spawn(http::serve(
         http_listener,
-        prognos_api::http::router(service_api),
+        prognos_http::router(service_api),
         http::AppState {
             stats: stats.clone(),
             health: health.clone(),
@@ -182,7 +174,7 @@ pub async fn start(
                 online.finish().await;
             }
             http_task.await.ok();
-            service_background.await.ok();
+            jobs.finish().await;
             info!(
                 elapsed_ms = began.elapsed().as_millis() as u64,
                 points = summary.stats.points,

@@ -70,12 +70,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         let mut publish =
             PublishConfig::new(BrokerAddr::new(addr.ip().to_string(), addr.port()), ticks);
         if let Some(data_dir) = &args.register_in {
-            let db = prognos_api::Database::open_file(&data_dir.join("prognos.db")).await?;
-            let registry = prognos_api::DeviceRegistry::new(db);
+            let db = prognos_service::Database::open_file(&data_dir.join("prognos.db")).await?;
+            let registry = prognos_service::DeviceRegistry::new(db);
             let mut secrets = std::collections::HashMap::new();
             for d in fleet.devices() {
                 let issued = registry
-                    .add(&prognos_api::NewDevice {
+                    .add(&prognos_service::NewDevice {
                         device_id: d.id.clone(),
                         model: Some(d.model.to_owned()),
                         serial: Some(d.serial.clone()),

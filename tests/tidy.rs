@@ -102,3 +102,233 @@ fn the_readme_names_only_commands_that_exist() {
     }
     assert!(named >= 5, "the README should show the commands");
 }
+
+/// The `[dependencies]` table of a member's manifest, as dependency names.
+fn dependencies(member: &str) -> Vec<String> {
+    let manifest = std::fs::read_to_string(root().join(member).join("Cargo.toml")).unwrap();
+    let mut names = Vec::new();
+    let mut in_deps = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+            continue;
+        }
+        if in_deps && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['=', '.', ' ']).next().unwrap_or_default();
+            names.push(name.trim().to_owned());
+        }
+    }
+    names
+}
+
+fn member_sources(member: &str) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    rust_files(&root().join(member).join("src"), &mut files);
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            (f, text)
+        })
+        .collect()
+}
+
+#[test]
+fn the_domain_crates_hold_no_http_types() {
+    // Cargo enforces the seam: without the dependency, no axum type can appear.
+    for member in ["api/service", "api/analytics", "models", "ingest"] {
+        let deps = dependencies(member);
+        assert!(!deps.is_empty(), "{member} has a [dependencies] table");
+        for http in ["axum", "hyper", "hyper-util", "tower", "tower-http"] {
+            assert!(
+                !deps.iter().any(|d| d == http),
+                "{member} depends on {http}: HTTP belongs to api/http"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_broker_embeds_rumqttd() {
+    let mut members = members();
+    members.push(".".into());
+    for member in members {
+        if member == "broker" {
+            assert!(dependencies(&member).iter().any(|d| d == "rumqttd"));
+            continue;
+        }
+        assert!(
+            !dependencies(&member).iter().any(|d| d == "rumqttd"),
+            "{member} depends on rumqttd: only broker/ embeds it"
+        );
+    }
+}
+
+#[test]
+fn models_depend_on_no_io_crate() {
+    // models is pure: time comes in as data, no files, sockets, threads or runtimes.
+    for dep in dependencies("models") {
+        assert!(
+            ["thiserror", "serde"].contains(&dep.as_str()),
+            "models depends on {dep}; it may use only thiserror and serde"
+        );
+    }
+    for (file, text) in member_sources("models") {
+        for needle in [
+            "std::fs",
+            "std::net",
+            "std::thread",
+            "tokio",
+            "SystemTime",
+            "Instant::now",
+        ] {
+            assert!(!text.contains(needle), "{} uses {needle}", file.display());
+        }
+    }
+}
+
+#[test]
+fn only_ingest_lays_out_the_telemetry_data_set() {
+    // Partition paths and data file names are made by `ingest::layout` for the writer in
+    // `ingest::store`; every other crate only parses them through the same module.
+    for member in members() {
+        if member == "ingest" {
+            continue;
+        }
+        for (file, text) in member_sources(&member) {
+            if file.to_string_lossy().ends_with("tests.rs") {
+                continue; // tests may plant junk files in a data set
+            }
+            for needle in [
+                "partition_dir(",
+                "DataFileName {",
+                "\"date=",
+                "\"part-",
+                "\"compact-",
+            ] {
+                assert!(
+                    !text.contains(needle),
+                    "{} builds data set paths ({needle}); use prognos_ingest::layout / store",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+/// The module path of a source file: `src/a/b.rs` and `src/a/b/mod.rs` → `a::b`.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("lib" | "main" | "mod")
+    ) {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// Modules a file names through `crate::…` or `super::…` paths (before its test module).
+fn imported_modules(module: &str, text: &str, modules: &[String]) -> Vec<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    let parent = module.rsplit_once("::").map_or("", |(p, _)| p).to_owned();
+    let mut out = Vec::new();
+    for (prefix, base) in [("crate::", String::new()), ("super::", parent)] {
+        for (i, _) in code.match_indices(prefix) {
+            if code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue; // `super::super::`, `foo::crate::` …
+            }
+            let path: String = code[i + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let mut best = None;
+            let mut candidate = base.clone();
+            for seg in path.split("::").filter(|s| !s.is_empty()) {
+                candidate = if candidate.is_empty() {
+                    seg.to_owned()
+                } else {
+                    format!("{candidate}::{seg}")
+                };
+                if modules.contains(&candidate) {
+                    best = Some(candidate.clone());
+                } else {
+                    break;
+                }
+            }
+            if let Some(m) = best {
+                // A module may use its ancestors (the crate root re-exports) freely.
+                let ancestor = module == m || module.starts_with(&format!("{m}::"));
+                if !ancestor && !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_module_imports_in_a_circle() {
+    let mut members = members();
+    members.push(".".into());
+    for member in members {
+        let src = root().join(&member).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        files.retain(|f| !f.to_string_lossy().ends_with("tests.rs"));
+        let modules: Vec<String> = files.iter().map(|f| module_of(&src, f)).collect();
+        let edges: Vec<Vec<usize>> = files
+            .iter()
+            .zip(&modules)
+            .map(|(f, m)| {
+                let text = std::fs::read_to_string(f).unwrap();
+                imported_modules(m, &text, &modules)
+                    .iter()
+                    .filter_map(|t| modules.iter().position(|x| x == t))
+                    .collect()
+            })
+            .collect();
+        // Depth-first search for a back edge.
+        fn visit(
+            n: usize,
+            edges: &[Vec<usize>],
+            state: &mut [u8],
+            stack: &mut Vec<usize>,
+        ) -> Option<Vec<usize>> {
+            state[n] = 1;
+            stack.push(n);
+            for &m in &edges[n] {
+                if state[m] == 1 {
+                    let at = stack.iter().position(|&x| x == m).unwrap();
+                    return Some(stack[at..].to_vec());
+                }
+                if state[m] == 0
+                    && let Some(c) = visit(m, edges, state, stack)
+                {
+                    return Some(c);
+                }
+            }
+            stack.pop();
+            state[n] = 2;
+            None
+        }
+        let mut state = vec![0u8; modules.len()];
+        for n in 0..modules.len() {
+            if state[n] == 0
+                && let Some(cycle) = visit(n, &edges, &mut state, &mut Vec::new())
+            {
+                let names: Vec<&str> = cycle.iter().map(|&i| modules[i].as_str()).collect();
+                panic!(
+                    "{member}: modules import each other in a circle: {}",
+                    names.join(" → ")
+                );
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@
 
 pub mod deadletter;
 pub mod decode;
+pub mod layout;
 mod pipeline;
 pub mod store;
 pub mod wal;

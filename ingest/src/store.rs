@@ -18,8 +18,6 @@ use arrow_array::{
     Array, ArrayRef, DictionaryArray, Float64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use chrono::{DateTime, Datelike, Timelike};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -28,7 +26,10 @@ use parquet::schema::types::ColumnPath;
 
 use crate::Row;
 
-const HOUR_US: i64 = 3_600_000_000;
+#[cfg(test)]
+use crate::layout::HOUR_US;
+use crate::layout::{DataFileName, parse_partition_dir};
+pub use crate::layout::{FileKind, Partition, partition_dir, partition_of, schema};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -64,40 +65,6 @@ fn pq_err(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> StoreErr
     }
 }
 
-/// The hour a row belongs to, as hours since the Unix epoch.
-pub type Partition = i64;
-
-pub fn partition_of(ts_us: i64) -> Partition {
-    ts_us.div_euclid(HOUR_US)
-}
-
-/// `date=YYYY-MM-DD/hour=HH` for a partition.
-pub fn partition_dir(partition: Partition) -> String {
-    let t = DateTime::from_timestamp_micros(partition * HOUR_US).unwrap_or_default();
-    format!(
-        "date={:04}-{:02}-{:02}/hour={:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour()
-    )
-}
-
-fn parse_partition_dir(date: &str, hour: &str) -> Option<Partition> {
-    let date = chrono::NaiveDate::parse_from_str(date.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
-    let hour: i64 = hour.strip_prefix("hour=")?.parse().ok()?;
-    let days = date
-        .signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?)
-        .num_days();
-    Some(days * 24 + hour)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    Part,
-    Compact,
-}
-
 #[derive(Debug, Clone)]
 pub struct StoreFile {
     pub partition: Partition,
@@ -106,38 +73,6 @@ pub struct StoreFile {
     pub last_lsn: u64,
     pub path: PathBuf,
     pub bytes: u64,
-}
-
-fn parse_file_name(name: &str) -> Option<(FileKind, u64, u64)> {
-    let stem = name.strip_suffix(".parquet")?;
-    let (kind, rest) = if let Some(rest) = stem.strip_prefix("part-") {
-        (FileKind::Part, rest)
-    } else {
-        (FileKind::Compact, stem.strip_prefix("compact-")?)
-    };
-    let (first, last) = rest.split_once('-')?;
-    Some((kind, first.parse().ok()?, last.parse().ok()?))
-}
-
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new(
-            "device_id",
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            false,
-        ),
-        Field::new(
-            "metric",
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            false,
-        ),
-        Field::new("value", DataType::Float64, false),
-    ]))
 }
 
 fn writer_properties() -> WriterProperties {
@@ -258,10 +193,14 @@ impl Store {
             for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
                 let entry = entry.map_err(io_err(&dir))?;
                 let path = entry.path();
-                let Some((kind, first_lsn, last_lsn)) = path
+                let Some(DataFileName {
+                    kind,
+                    first_lsn,
+                    last_lsn,
+                }) = path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(parse_file_name)
+                    .and_then(DataFileName::parse)
                 else {
                     continue;
                 };
@@ -311,7 +250,12 @@ impl Store {
         let mut written = Vec::new();
         for (partition, mut rows) in by_partition {
             sort_dedup(&mut rows);
-            let name = format!("part-{first_lsn:020}-{last_lsn:020}.parquet");
+            let name = DataFileName {
+                kind: FileKind::Part,
+                first_lsn,
+                last_lsn,
+            }
+            .render();
             written.push(self.write_file(partition, &name, &rows)?);
         }
         Ok(written)
@@ -372,7 +316,12 @@ impl Store {
             sort_dedup(&mut rows);
             let first = files.iter().map(|f| f.first_lsn).min().unwrap_or(0);
             let last = files.iter().map(|f| f.last_lsn).max().unwrap_or(0);
-            let name = format!("compact-{first:020}-{last:020}.parquet");
+            let name = DataFileName {
+                kind: FileKind::Compact,
+                first_lsn: first,
+                last_lsn: last,
+            }
+            .render();
             self.write_file(partition, &name, &rows)?;
             for f in &files {
                 fs::remove_file(&f.path).map_err(io_err(&f.path))?;

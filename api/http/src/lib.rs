@@ -1,0 +1,90 @@
+//! The service API over HTTP (axum): JSON under `/api/v1`, the public tracking page under
+//! `/track`, and `/openapi.json` generated from the same route table the router is built from,
+//! so the document always matches the real routes.
+//!
+//! Handlers are thin: they authenticate, parse, call the domain (`prognos_service`,
+//! `prognos_analytics`) with the caller's principal and map its errors to problem details.
+
+mod analytics;
+mod openapi;
+pub mod ops;
+pub mod problem;
+mod routes;
+mod table;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+
+use prognos_service::db::Database;
+use prognos_service::{Clock, Service, SystemClock};
+
+pub use table::RouteDoc;
+
+/// What the HTTP surface needs.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub db: Database,
+    pub clock: Arc<dyn Clock>,
+    /// The Parquet telemetry data set (`{data_dir}/telemetry`) the telemetry queries read.
+    pub telemetry_root: Option<PathBuf>,
+}
+
+impl ApiContext {
+    pub fn new(db: Database) -> Self {
+        ApiContext {
+            db,
+            clock: Arc::new(SystemClock),
+            telemetry_root: None,
+        }
+    }
+
+    pub fn service(&self) -> Service {
+        Service::with_clock(self.db.clone(), self.clock.clone())
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub svc: Service,
+    pub telemetry_root: Option<Arc<PathBuf>>,
+}
+
+/// The service API router: `/api/v1/…`, `/track/…`, `/openapi.json`. No fallback, so it
+/// merges with other routers.
+pub fn router(ctx: ApiContext) -> Router {
+    let mut app: Router<AppState> = Router::new();
+    for (doc, handler) in route_table() {
+        app = app.route(doc.path, handler);
+    }
+    app.with_state(AppState {
+        svc: ctx.service(),
+        telemetry_root: ctx.telemetry_root.clone().map(Arc::new),
+    })
+}
+
+/// Every route: the service API, the analytics and this document itself.
+pub fn route_table() -> Vec<(RouteDoc, table::H)> {
+    let meta = table::r(
+        "GET",
+        "/openapi.json",
+        "This OpenAPI document",
+        "meta",
+        None,
+        200,
+        axum::routing::get(|| async { table::ok(openapi_document()) }),
+    );
+    std::iter::once(meta)
+        .chain(routes::routes())
+        .chain(analytics::routes())
+        .collect()
+}
+
+/// The OpenAPI document of [`route_table`].
+pub fn openapi_document() -> serde_json::Value {
+    openapi::document(&route_table())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! API keys and roles. A key is `prg_<key id>_<secret>`; only a SHA-256 of the secret is
+//! stored (the secret is 256 random bits, so a fast hash is enough — see `registry.rs`), and the
+//! comparison is constant-time. A provider key is scoped to its provider's subtree.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use super::{Result, Service, ServiceError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Scheduler,
+    Engineer,
+    Technician,
+    Provider,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Scheduler,
+        Role::Engineer,
+        Role::Technician,
+        Role::Provider,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Scheduler => "scheduler",
+            Role::Engineer => "engineer",
+            Role::Technician => "technician",
+            Role::Provider => "provider",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// What a request wants to do; [`allowed`] is the role matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ReadTickets,
+    CreateTicket,
+    Transition,
+    CloseTicket,
+    Dispatch,
+    Parts,
+    RegistryRead,
+    RegistryWrite,
+    ProviderWrite,
+    Webhooks,
+    SlaWrite,
+    ManageKeys,
+    /// Fleet-wide telemetry and reliability analytics.
+    Analytics,
+}
+
+pub fn allowed(role: Role, action: Action) -> bool {
+    use Action::*;
+    match role {
+        Role::Admin => true,
+        Role::Scheduler => !matches!(action, ProviderWrite | SlaWrite | ManageKeys),
+        Role::Engineer => matches!(
+            action,
+            ReadTickets | CreateTicket | RegistryRead | Analytics
+        ),
+        Role::Technician => matches!(
+            action,
+            ReadTickets | Transition | CloseTicket | Parts | RegistryRead
+        ),
+        Role::Provider => matches!(
+            action,
+            ReadTickets
+                | CreateTicket
+                | Transition
+                | CloseTicket
+                | Dispatch
+                | Parts
+                | RegistryRead
+                | Webhooks
+        ),
+    }
+}
+
+/// Who is acting: an API key's role and, for provider keys, the subtree it may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub key_id: String,
+    pub role: Role,
+    pub provider_id: Option<String>,
+    /// `/oem/agent/provider/` of a provider key: it sees objects whose provider path starts so.
+    pub provider_path: Option<String>,
+}
+
+impl Principal {
+    /// The service itself (alert consumer, SLA timer): unrestricted.
+    pub fn system(name: &str) -> Principal {
+        Principal {
+            key_id: format!("system:{name}"),
+            role: Role::Admin,
+            provider_id: None,
+            provider_path: None,
+        }
+    }
+
+    /// How the audit trail names this actor.
+    pub fn actor(&self) -> String {
+        if self.key_id.starts_with("system:") {
+            self.key_id.clone()
+        } else {
+            format!("{}:{}", self.role.as_str(), self.key_id)
+        }
+    }
+
+    pub fn require(&self, action: Action) -> Result<()> {
+        if allowed(self.role, action) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "the {} role may not do this",
+                self.role.as_str()
+            )))
+        }
+    }
+
+    /// The subtree filter for queries: `Some(path)` for provider keys.
+    pub fn scope(&self) -> Option<&str> {
+        match self.role {
+            Role::Provider => Some(self.provider_path.as_deref().unwrap_or("/nothing/")),
+            _ => None,
+        }
+    }
+
+    /// True when an object owned by the provider at `path` is visible.
+    pub fn sees(&self, path: Option<&str>) -> bool {
+        match self.scope() {
+            None => true,
+            Some(scope) => path.is_some_and(|p| p.starts_with(scope)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedKey {
+    pub key_id: String,
+    /// The full key; shown once, never stored.
+    pub key: String,
+    pub role: Role,
+    pub provider_id: Option<String>,
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+impl Service {
+    pub async fn create_api_key(
+        &self,
+        role: Role,
+        provider_id: Option<&str>,
+        label: Option<&str>,
+    ) -> Result<IssuedKey> {
+        match (role, provider_id) {
+            (Role::Provider, None) => {
+                return Err(ServiceError::invalid(
+                    "provider_id",
+                    "a provider key needs its provider",
+                ));
+            }
+            (_, Some(p)) => {
+                self.provider(p)
+                    .await
+                    .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
+            }
+            _ => {}
+        }
+        let mut id = [0u8; 6];
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut id).map_err(|e| ServiceError::Random(e.to_string()))?;
+        getrandom::fill(&mut secret).map_err(|e| ServiceError::Random(e.to_string()))?;
+        let key_id = hex::encode(id);
+        let secret = hex::encode(secret);
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, key_hash, role, provider_id, label, created_at_ms, revoked)
+             VALUES ($1, $2, $3, $4, $5, $6, 0)",
+        )
+        .bind(&key_id)
+        .bind(hash(&secret))
+        .bind(role.as_str())
+        .bind(provider_id)
+        .bind(label)
+        .bind(self.now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(IssuedKey {
+            key: format!("prg_{key_id}_{secret}"),
+            key_id,
+            role,
+            provider_id: provider_id.map(str::to_owned),
+        })
+    }
+
+    pub async fn revoke_api_key(&self, key_id: &str) -> Result<()> {
+        let n = sqlx::query("UPDATE api_keys SET revoked = 1 WHERE key_id = $1")
+            .bind(key_id)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(ServiceError::not_found("api key", key_id));
+        }
+        Ok(())
+    }
+
+    /// The principal behind a presented key, or `Unauthorized`.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal> {
+        let mut parts = presented.trim().splitn(3, '_');
+        let (Some("prg"), Some(key_id), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ServiceError::Unauthorized);
+        };
+        let row = sqlx::query(
+            "SELECT k.key_hash, k.role, k.provider_id, p.path FROM api_keys k
+             LEFT JOIN providers p ON p.provider_id = k.provider_id
+             WHERE k.key_id = $1 AND k.revoked = 0",
+        )
+        .bind(key_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(ServiceError::Unauthorized)?;
+        let stored: String = row.get(0);
+        if !bool::from(hash(secret).as_bytes().ct_eq(stored.as_bytes())) {
+            return Err(ServiceError::Unauthorized);
+        }
+        let role = Role::parse(&row.get::<String, _>(1)).ok_or(ServiceError::Unauthorized)?;
+        Ok(Principal {
+            key_id: key_id.to_owned(),
+            role,
+            provider_id: row.get(2),
+            provider_path: row.get(3),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::testutil::service;
+    use super::*;
+    use crate::network::{NewProvider, ProviderKind};
+
+    #[tokio::test]
+    async fn keys_verify_hashed_and_revocable() {
+        let (_d, svc, _c) = service().await;
+        svc.create_provider(&NewProvider {
+            provider_id: Some("oem".into()),
+            name: "OEM".into(),
+            kind: ProviderKind::Oem,
+            parent_id: None,
+            regions: vec![],
+        })
+        .await
+        .unwrap();
+        let k = svc
+            .create_api_key(Role::Provider, Some("oem"), None)
+            .await
+            .unwrap();
+        let p = svc.authenticate(&k.key).await.unwrap();
+        assert_eq!(p.role, Role::Provider);
+        assert_eq!(p.provider_path.as_deref(), Some("/oem/"));
+        let stored: String = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+            .fetch_one(svc.pool())
+            .await
+            .unwrap();
+        assert!(!k.key.contains(&stored));
+        let last = if k.key.ends_with('0') { '1' } else { '0' };
+        let tampered = format!("{}{last}", &k.key[..k.key.len() - 1]);
+        assert!(matches!(
+            svc.authenticate(&tampered).await,
+            Err(ServiceError::Unauthorized)
+        ));
+        assert!(matches!(
+            svc.authenticate("Bearer nonsense").await,
+            Err(ServiceError::Unauthorized)
+        ));
+        assert!(matches!(
+            svc.create_api_key(Role::Provider, None, None).await,
+            Err(ServiceError::Validation { .. })
+        ));
+        svc.revoke_api_key(&k.key_id).await.unwrap();
+        assert!(svc.authenticate(&k.key).await.is_err());
+    }
+
+    #[test]
+    fn role_matrix() {
+        use Action::*;
+        assert!(allowed(Role::Admin, ManageKeys));
+        assert!(!allowed(Role::Scheduler, ManageKeys));
+        assert!(allowed(Role::Scheduler, Dispatch));
+        assert!(!allowed(Role::Engineer, Transition));
+        assert!(!allowed(Role::Technician, Dispatch));
+        assert!(allowed(Role::Provider, Dispatch));
+        assert!(!allowed(Role::Provider, RegistryWrite));
+        let p = Principal {
+            key_id: "k".into(),
+            role: Role::Provider,
+            provider_id: Some("a".into()),
+            provider_path: Some("/oem/a/".into()),
+        };
+        assert!(p.sees(Some("/oem/a/sp/")));
+        assert!(!p.sees(Some("/oem/b/")));
+        assert!(!p.sees(None));
+        assert!(Principal::system("x").sees(None));
+    }
+}

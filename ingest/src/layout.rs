@@ -1,0 +1,166 @@
+//! The layout of the Parquet telemetry data set, in one place: the writer (`store`) and every
+//! reader (the analytics crate) go through this module, so they cannot disagree.
+//!
+//! - Hive partitions by hour: `date=YYYY-MM-DD/hour=HH/` under the data set root;
+//! - one file per flush per partition, named by the WAL LSN range it holds
+//!   (`part-{first:020}-{last:020}.parquet`), and merged files (`compact-…`); anything else
+//!   in a partition (`*.tmp`) is not data;
+//! - long format: `ts` (timestamp µs, UTC), `device_id` and `metric` (dictionary-encoded
+//!   strings), `value` (f64); rows sorted by device, metric, ts inside a file.
+
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Datelike, Timelike};
+
+/// Microseconds in an hour partition.
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// Column names, in file order.
+pub const TS: &str = "ts";
+pub const DEVICE_ID: &str = "device_id";
+pub const METRIC: &str = "metric";
+pub const VALUE: &str = "value";
+
+/// The hour a row belongs to, as hours since the Unix epoch.
+pub type Partition = i64;
+
+/// The partition of a timestamp (µs since the epoch; negative times round down).
+pub fn partition_of(ts_us: i64) -> Partition {
+    ts_us.div_euclid(HOUR_US)
+}
+
+/// `date=YYYY-MM-DD/hour=HH` for a partition.
+pub fn partition_dir(partition: Partition) -> String {
+    let t = DateTime::from_timestamp_micros(partition.saturating_mul(HOUR_US)).unwrap_or_default();
+    format!(
+        "date={:04}-{:02}-{:02}/hour={:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour()
+    )
+}
+
+/// Days since the epoch of a `date=YYYY-MM-DD` directory name.
+pub fn parse_date_dir(name: &str) -> Option<i64> {
+    let date = chrono::NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+    // 1970-01-01 is day 719 163 of the common era.
+    Some(i64::from(date.num_days_from_ce()) - 719_163)
+}
+
+/// The hour of an `hour=HH` directory name (0..=23; anything else is not a partition).
+pub fn parse_hour_dir(name: &str) -> Option<i64> {
+    let h: i64 = name.strip_prefix("hour=")?.parse().ok()?;
+    (0..24).contains(&h).then_some(h)
+}
+
+/// The partition of a `date=…` / `hour=…` directory pair.
+pub fn parse_partition_dir(date: &str, hour: &str) -> Option<Partition> {
+    Some(parse_date_dir(date)? * 24 + parse_hour_dir(hour)?)
+}
+
+/// What wrote a data file: a flush of the memtable or a compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Part,
+    Compact,
+}
+
+/// A data file's name, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFileName {
+    pub kind: FileKind,
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+}
+
+impl DataFileName {
+    /// `{part|compact}-{first_lsn}-{last_lsn}.parquet`; anything else is not data.
+    pub fn parse(name: &str) -> Option<DataFileName> {
+        let stem = name.strip_suffix(".parquet")?;
+        let (kind, rest) = if let Some(rest) = stem.strip_prefix("part-") {
+            (FileKind::Part, rest)
+        } else {
+            (FileKind::Compact, stem.strip_prefix("compact-")?)
+        };
+        let (first, last) = rest.split_once('-')?;
+        Some(DataFileName {
+            kind,
+            first_lsn: first.parse().ok()?,
+            last_lsn: last.parse().ok()?,
+        })
+    }
+
+    /// The file name (zero-padded, so names sort by LSN).
+    pub fn render(&self) -> String {
+        let prefix = match self.kind {
+            FileKind::Part => "part",
+            FileKind::Compact => "compact",
+        };
+        format!(
+            "{prefix}-{:020}-{:020}.parquet",
+            self.first_lsn, self.last_lsn
+        )
+    }
+}
+
+/// The type of `ts`.
+pub fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// A dictionary-encoded string column.
+pub fn dict_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        false,
+    )
+}
+
+/// The schema of every data file.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(TS, ts_type(), false),
+        dict_field(DEVICE_ID),
+        dict_field(METRIC),
+        Field::new(VALUE, DataType::Float64, false),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_round_trip_through_their_directory_names() {
+        for p in [0, 1, 23, 24, 491_000, -1] {
+            let dir = partition_dir(p);
+            let (date, hour) = dir.split_once('/').unwrap_or_default();
+            assert_eq!(parse_partition_dir(date, hour), Some(p), "{dir}");
+        }
+        assert_eq!(parse_partition_dir("date=2025-11-24", "hour=24"), None);
+        assert_eq!(parse_partition_dir("date=2025-13-01", "hour=01"), None);
+        assert_eq!(parse_partition_dir("2025-11-24", "hour=01"), None);
+    }
+
+    #[test]
+    fn file_names_round_trip_and_reject_other_files() {
+        let n = DataFileName {
+            kind: FileKind::Compact,
+            first_lsn: 7,
+            last_lsn: 42,
+        };
+        assert_eq!(DataFileName::parse(&n.render()), Some(n));
+        assert!(n.render() < DataFileName { first_lsn: 8, ..n }.render());
+        for other in [
+            "part-1-2.parquet.tmp",
+            "part-1.parquet",
+            "x-1-2.parquet",
+            "part-a-2.parquet",
+        ] {
+            assert_eq!(DataFileName::parse(other), None, "{other}");
+        }
+    }
+}
