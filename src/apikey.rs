@@ -53,7 +53,12 @@ pub async fn run(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
             let svc = open(&store).await?;
             let issued = svc
-                .create_api_key(role, provider.as_deref(), label.as_deref())
+                .create_api_key(
+                    &prognos_service::auth::Principal::system("cli"),
+                    role,
+                    provider.as_deref(),
+                    label.as_deref(),
+                )
                 .await?;
             println!("{}", serde_json::to_string(&issued)?);
         }

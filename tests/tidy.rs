@@ -332,3 +332,21 @@ fn no_module_imports_in_a_circle() {
         }
     }
 }
+
+#[test]
+fn handlers_never_decide_scope() {
+    // Authorisation lives in one layer: every domain method that carries a policy takes the
+    // caller's principal and decides itself. The HTTP crate only authenticates.
+    for (file, text) in member_sources("api/http") {
+        if file.to_string_lossy().ends_with("tests.rs") {
+            continue;
+        }
+        for needle in [".require(", ".scope()", ".sees(", "Role::Provider", ".role "] {
+            assert!(
+                !text.contains(needle),
+                "{} decides authorisation ({needle}); do it in the domain from the principal",
+                file.display()
+            );
+        }
+    }
+}

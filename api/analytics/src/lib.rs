@@ -6,6 +6,7 @@
 //!   list, the region × mode heatmap, surge alerts;
 //! - [`kpi`]: provider KPIs rolled up the hierarchy, model accuracy from close codes.
 
+pub mod access;
 pub mod kpi;
 pub mod output;
 pub mod reliability;
@@ -26,6 +27,9 @@ pub enum AnalyticsError {
     Reliability(#[from] ReliabilityError),
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
+    /// Refused or failed in the service domain (e.g. the caller's role may not read this).
+    #[error(transparent)]
+    Service(#[from] prognos_service::ServiceError),
 }
 
 impl AnalyticsError {

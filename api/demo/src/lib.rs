@@ -110,38 +110,47 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
         .map(|(r, (la, lo, n))| (r.clone(), la / *n as f64, lo / *n as f64))
         .collect();
     out.regions = centres.len();
-    let fresh = svc.providers(None).await?.is_empty();
+    let fresh = svc.providers(&Principal::system("demo")).await?.is_empty();
     if fresh {
         let all: Vec<String> = centres.iter().map(|c| c.0.clone()).collect();
-        svc.create_provider(&NewProvider {
-            provider_id: Some("oem".into()),
-            name: "Prognos Machines (OEM)".into(),
-            kind: ProviderKind::Oem,
-            parent_id: None,
-            regions: all.clone(),
-        })
+        svc.create_provider(
+            &Principal::system("demo"),
+            &NewProvider {
+                provider_id: Some("oem".into()),
+                name: "Prognos Machines (OEM)".into(),
+                kind: ProviderKind::Oem,
+                parent_id: None,
+                regions: all.clone(),
+            },
+        )
         .await?;
         out.providers += 1;
         // One agent per two regions, one authorised provider per region.
         for (i, chunk) in centres.chunks(2).enumerate() {
             let agent = format!("agent-{}", i + 1);
-            svc.create_provider(&NewProvider {
-                provider_id: Some(agent.clone()),
-                name: format!("Agent {}", i + 1),
-                kind: ProviderKind::Agent,
-                parent_id: Some("oem".into()),
-                regions: chunk.iter().map(|c| c.0.clone()).collect(),
-            })
+            svc.create_provider(
+                &Principal::system("demo"),
+                &NewProvider {
+                    provider_id: Some(agent.clone()),
+                    name: format!("Agent {}", i + 1),
+                    kind: ProviderKind::Agent,
+                    parent_id: Some("oem".into()),
+                    regions: chunk.iter().map(|c| c.0.clone()).collect(),
+                },
+            )
             .await?;
             out.providers += 1;
             for (region, _, _) in chunk {
-                svc.create_provider(&NewProvider {
-                    provider_id: Some(format!("sp-{}", slug(region))),
-                    name: format!("Service partner {region}"),
-                    kind: ProviderKind::Provider,
-                    parent_id: Some(agent.clone()),
-                    regions: vec![region.clone()],
-                })
+                svc.create_provider(
+                    &Principal::system("demo"),
+                    &NewProvider {
+                        provider_id: Some(format!("sp-{}", slug(region))),
+                        name: format!("Service partner {region}"),
+                        kind: ProviderKind::Provider,
+                        parent_id: Some(agent.clone()),
+                        regions: vec![region.clone()],
+                    },
+                )
                 .await?;
                 out.providers += 1;
             }
@@ -172,14 +181,17 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
             ),
         ];
         for (sku, name, mode, cost, abc) in catalogue {
-            svc.create_part(&Part {
-                sku: sku.into(),
-                name: name.into(),
-                compatible_models: if abc == "C" { vec![] } else { models.clone() },
-                fixes_modes: vec![mode.into()],
-                unit_cost: cost,
-                abc_class: abc.into(),
-            })
+            svc.create_part(
+                &Principal::system("demo"),
+                &Part {
+                    sku: sku.into(),
+                    name: name.into(),
+                    compatible_models: if abc == "C" { vec![] } else { models.clone() },
+                    fixes_modes: vec![mode.into()],
+                    unit_cost: cost,
+                    abc_class: abc.into(),
+                },
+            )
             .await?;
             out.parts += 1;
         }
@@ -190,15 +202,18 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
             centres.iter().map(|c| c.2).sum::<f64>() / centres.len() as f64,
         );
         let mut stocked = vec![(
-            svc.create_location(&NewLocation {
-                location_id: Some("central".into()),
-                kind: LocationKind::Central,
-                name: "Central warehouse".into(),
-                region: None,
-                lat: clat,
-                lon: clon,
-                provider_id: Some("oem".into()),
-            })
+            svc.create_location(
+                &Principal::system("demo"),
+                &NewLocation {
+                    location_id: Some("central".into()),
+                    kind: LocationKind::Central,
+                    name: "Central warehouse".into(),
+                    region: None,
+                    lat: clat,
+                    lon: clon,
+                    provider_id: Some("oem".into()),
+                },
+            )
             .await?
             .location_id,
             40,
@@ -206,30 +221,36 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
         for (region, lat, lon) in &centres {
             let sp = format!("sp-{}", slug(region));
             stocked.push((
-                svc.create_location(&NewLocation {
-                    location_id: Some(format!("wh-{}", slug(region))),
-                    kind: LocationKind::Regional,
-                    name: format!("Regional warehouse {region}"),
-                    region: Some(region.clone()),
-                    lat: *lat,
-                    lon: *lon,
-                    provider_id: Some(sp.clone()),
-                })
+                svc.create_location(
+                    &Principal::system("demo"),
+                    &NewLocation {
+                        location_id: Some(format!("wh-{}", slug(region))),
+                        kind: LocationKind::Regional,
+                        name: format!("Regional warehouse {region}"),
+                        region: Some(region.clone()),
+                        lat: *lat,
+                        lon: *lon,
+                        provider_id: Some(sp.clone()),
+                    },
+                )
                 .await?
                 .location_id,
                 8,
             ));
             for i in 0..2 {
                 stocked.push((
-                    svc.create_location(&NewLocation {
-                        location_id: Some(format!("pt-{}-{}", slug(region), i + 1)),
-                        kind: LocationKind::ServicePoint,
-                        name: format!("Service point {region} {}", i + 1),
-                        region: Some(region.clone()),
-                        lat: lat + (rng.unit() - 0.5) * 0.8,
-                        lon: lon + (rng.unit() - 0.5) * 0.8,
-                        provider_id: Some(sp.clone()),
-                    })
+                    svc.create_location(
+                        &Principal::system("demo"),
+                        &NewLocation {
+                            location_id: Some(format!("pt-{}-{}", slug(region), i + 1)),
+                            kind: LocationKind::ServicePoint,
+                            name: format!("Service point {region} {}", i + 1),
+                            region: Some(region.clone()),
+                            lat: lat + (rng.unit() - 0.5) * 0.8,
+                            lon: lon + (rng.unit() - 0.5) * 0.8,
+                            provider_id: Some(sp.clone()),
+                        },
+                    )
                     .await?
                     .location_id,
                     2,
@@ -240,27 +261,30 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
                 let main = MODES[i % 3];
                 let second = MODES[(i + 1) % 3];
                 let tech = svc
-                    .create_technician(&NewTechnician {
-                        technician_id: Some(format!("tech-{}-{}", slug(region), i + 1)),
-                        provider_id: sp.clone(),
-                        name: format!("Technician {} {region}", i + 1),
-                        region: region.clone(),
-                        home_lat: lat + (rng.unit() - 0.5) * 1.0,
-                        home_lon: lon + (rng.unit() - 0.5) * 1.0,
-                        skills: vec![
-                            Skill {
-                                skill: main.into(),
-                                level: 3 + (rng.next() % 3) as i64,
-                            },
-                            Skill {
-                                skill: second.into(),
-                                level: 1 + (rng.next() % 3) as i64,
-                            },
-                        ],
-                        shift_start_min: 7 * 60,
-                        shift_end_min: 17 * 60,
-                        max_daily_load: 3 + (rng.next() % 3) as i64,
-                    })
+                    .create_technician(
+                        &Principal::system("demo"),
+                        &NewTechnician {
+                            technician_id: Some(format!("tech-{}-{}", slug(region), i + 1)),
+                            provider_id: sp.clone(),
+                            name: format!("Technician {} {region}", i + 1),
+                            region: region.clone(),
+                            home_lat: lat + (rng.unit() - 0.5) * 1.0,
+                            home_lon: lon + (rng.unit() - 0.5) * 1.0,
+                            skills: vec![
+                                Skill {
+                                    skill: main.into(),
+                                    level: 3 + (rng.next() % 3) as i64,
+                                },
+                                Skill {
+                                    skill: second.into(),
+                                    level: 1 + (rng.next() % 3) as i64,
+                                },
+                            ],
+                            shift_start_min: 7 * 60,
+                            shift_end_min: 17 * 60,
+                            max_daily_load: 3 + (rng.next() % 3) as i64,
+                        },
+                    )
                     .await?;
                 out.technicians += 1;
                 // Half the vans carry the kit of their main skill.
@@ -270,75 +294,111 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
                         "seal_leak" => "SEAL-KIT",
                         _ => "COOL-KIT",
                     };
-                    svc.set_stock(&tech.van_location_id, sku, 1, None).await?;
-                }
-                svc.set_stock(&tech.van_location_id, "GREASE", 2, None)
+                    svc.set_stock(
+                        &Principal::system("demo"),
+                        &tech.van_location_id,
+                        sku,
+                        1,
+                        None,
+                    )
                     .await?;
+                }
+                svc.set_stock(
+                    &Principal::system("demo"),
+                    &tech.van_location_id,
+                    "GREASE",
+                    2,
+                    None,
+                )
+                .await?;
             }
         }
         for (loc, qty) in &stocked {
             for sku in skus {
-                svc.set_stock(loc, sku, *qty, None).await?;
+                svc.set_stock(&Principal::system("demo"), loc, sku, *qty, None)
+                    .await?;
             }
         }
     }
     out.locations = svc.locations().await?.len();
-    out.providers = svc.providers(None).await?.len();
-    out.parts = svc.parts().await?.len();
+    out.providers = svc.providers(&Principal::system("demo")).await?.len();
+    out.parts = svc.parts(&Principal::system("demo")).await?.len();
     // Sites, customers and devices.
     for d in devices {
-        if svc.device_context(&d.device_id).await.is_ok() {
+        if svc
+            .device_context(&Principal::system("demo"), &d.device_id)
+            .await
+            .is_ok()
+        {
             continue;
         }
         let site_id = format!("site-{}", slug(&d.site));
         if svc.site(&site_id).await.is_err() {
             let customer_id = format!("cust-{}", slug(&d.site));
-            if svc.customer(&customer_id).await.is_err() {
-                svc.create_customer(&NewCustomer {
-                    customer_id: Some(customer_id.clone()),
-                    name: format!("Operator of {}", d.site),
-                    tier: if rng.next().is_multiple_of(3) {
-                        "premium"
-                    } else {
-                        "standard"
-                    }
-                    .into(),
-                    vip: false,
-                    contact_email: None,
-                })
+            if svc
+                .customer(&Principal::system("demo"), &customer_id)
+                .await
+                .is_err()
+            {
+                svc.create_customer(
+                    &Principal::system("demo"),
+                    &NewCustomer {
+                        customer_id: Some(customer_id.clone()),
+                        name: format!("Operator of {}", d.site),
+                        tier: if rng.next().is_multiple_of(3) {
+                            "premium"
+                        } else {
+                            "standard"
+                        }
+                        .into(),
+                        vip: false,
+                        contact_email: None,
+                    },
+                )
                 .await?;
             }
-            svc.create_site(&NewSite {
-                site_id: Some(site_id.clone()),
-                customer_id,
-                name: d.site.clone(),
-                region: d.region.clone(),
-                lat: d.lat,
-                lon: d.lon,
-                address: None,
-            })
+            svc.create_site(
+                &Principal::system("demo"),
+                &NewSite {
+                    site_id: Some(site_id.clone()),
+                    customer_id,
+                    name: d.site.clone(),
+                    region: d.region.clone(),
+                    lat: d.lat,
+                    lon: d.lon,
+                    address: None,
+                },
+            )
             .await?;
         }
-        svc.create_device(&NewServiceDevice {
-            device_id: d.device_id.clone(),
-            site_id,
-            serial: d.serial.clone(),
-            model: d.model.clone(),
-            batch: Some(d.batch.clone()),
-            firmware: Some(d.firmware.clone()),
-            install_date: Some(prognos_service::ms_to_rfc3339(d.install_ms)),
-            warranty_end: None,
-            criticality: i64::from(d.criticality.clamp(1, 3)),
-            vip: d.criticality >= 3 && rng.next().is_multiple_of(4),
-        })
+        svc.create_device(
+            &Principal::system("demo"),
+            &NewServiceDevice {
+                device_id: d.device_id.clone(),
+                site_id,
+                serial: d.serial.clone(),
+                model: d.model.clone(),
+                batch: Some(d.batch.clone()),
+                firmware: Some(d.firmware.clone()),
+                install_date: Some(prognos_service::ms_to_rfc3339(d.install_ms)),
+                warranty_end: None,
+                criticality: i64::from(d.criticality.clamp(1, 3)),
+                vip: d.criticality >= 3 && rng.next().is_multiple_of(4),
+            },
+        )
         .await?;
         out.devices += 1;
     }
     if fresh {
         out.admin_key = Some(
-            svc.create_api_key(prognos_service::auth::Role::Admin, None, Some("demo"))
-                .await?
-                .key,
+            svc.create_api_key(
+                &Principal::system("demo"),
+                prognos_service::auth::Role::Admin,
+                None,
+                Some("demo"),
+            )
+            .await?
+            .key,
         );
     }
     Ok(out)
@@ -441,7 +501,7 @@ async fn work_job(
         (ticket.technician_id.clone().unwrap_or_default(), 30.0)
     };
     if svc.ticket(who, id).await?.state == TicketState::WaitingParts {
-        for transfer in svc.transfers(Some(id)).await? {
+        for transfer in svc.transfers(&Principal::system("demo"), Some(id)).await? {
             if transfer.state == "in_transit" {
                 clock.not_before(transfer.eta_ms);
                 svc.receive_transfer(who, &transfer.transfer_id).await?;

@@ -154,7 +154,7 @@ async fn surges_are_raised_once_with_a_webhook() {
     // Raised once: the next pass is quiet.
     clock.advance_secs(3600);
     assert!(svc.raise_surge_alerts().await.unwrap().is_empty());
-    let listed = svc.surge_alerts(10).await.unwrap();
+    let listed = svc.surge_alerts(&admin(), 10).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].failures, 5);
     let events: i64 =

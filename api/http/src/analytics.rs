@@ -12,8 +12,8 @@ use crate::table::{H, Res, RouteDoc, ok, q, r};
 use prognos_analytics::output::{Encode, OutputFormat};
 use prognos_analytics::reliability::{self, SurgeRule};
 use prognos_analytics::telemetry::{self, Bucket, Downsample, FleetQuery, QueryError, SeriesQuery};
-use prognos_analytics::{AnalyticsError, kpi};
-use prognos_service::auth::{Action, Role};
+use prognos_analytics::{AnalyticsError, access};
+use prognos_service::auth::Principal;
 use prognos_service::history::{GroupBy, History, parse_date_ms};
 
 impl From<AnalyticsError> for Problem {
@@ -22,6 +22,7 @@ impl From<AnalyticsError> for Problem {
             AnalyticsError::InvalidParameter { name, message } => Problem::parameter(name, message),
             AnalyticsError::Reliability(e) => Problem::parameter("data", e.to_string()),
             AnalyticsError::Sql(e) => prognos_service::ServiceError::Sql(e).into(),
+            AnalyticsError::Service(e) => e.into(),
         }
     }
 }
@@ -283,24 +284,20 @@ fn count(p: &Params, name: &str, default: usize, max: usize) -> Result<usize, Pr
     }
 }
 
-async fn history(s: &AppState) -> Result<History, Problem> {
-    Ok(History::load(&s.svc.db, s.svc.clock.now_ms())
-        .await
-        .map_err(AnalyticsError::from)?)
+async fn history(s: &AppState, who: &Principal) -> Result<History, Problem> {
+    Ok(access::history(&s.svc, who).await?)
 }
 
 async fn mtbf(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
     let g = group_by(&p, GroupBy::Model)?;
     let (from, to) = period(&p, s.svc.clock.now_ms())?;
-    ok(reliability::mtbf(&history(&s).await?, g, from, to))
+    ok(reliability::mtbf(&history(&s, &who).await?, g, from, to))
 }
 
 async fn weibull(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
     let g = group_by(&p, GroupBy::Fleet)?;
     let confidence = probability(&p, "confidence", 0.9)?;
-    let h = history(&s).await?;
+    let h = history(&s, &who).await?;
     ok(reliability::weibull(
         &h,
         g,
@@ -311,19 +308,19 @@ async fn weibull(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
 }
 
 async fn batches(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
     let alpha = probability(&p, "alpha", 0.01)?;
-    ok(reliability::defective_batches(&history(&s).await?, alpha)?)
+    ok(reliability::defective_batches(
+        &history(&s, &who).await?,
+        alpha,
+    )?)
 }
 
 async fn heatmap(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
     let (from, to) = period(&p, s.svc.clock.now_ms())?;
-    ok(reliability::heatmap(&history(&s).await?, from, to))
+    ok(reliability::heatmap(&history(&s, &who).await?, from, to))
 }
 
 async fn surges(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
     let d = SurgeRule::default();
     let rule = SurgeRule {
         weeks: count(&p, "weeks", d.weeks, 520)?,
@@ -332,23 +329,18 @@ async fn surges(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
         alpha: probability(&p, "alpha", d.alpha)?,
         min_failures: count(&p, "min_failures", d.min_failures as usize, 1_000_000)? as u64,
     };
-    ok(reliability::surges(&history(&s).await?, rule)?)
+    ok(reliability::surges(&history(&s, &who).await?, rule)?)
 }
 
 async fn providers(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    // Providers see their own subtree's KPIs; the OEM side sees everything.
-    if who.role != Role::Provider {
-        who.require(Action::Analytics)?;
-    }
     let (from, to) = period(&p, s.svc.clock.now_ms())?;
-    ok(kpi::provider_kpis(&s.svc.db, who.scope(), from, to).await?)
+    ok(access::provider_kpis(&s.svc, &who, from, to).await?)
 }
 
 async fn model_accuracy(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
     let (from, to) = period(&p, s.svc.clock.now_ms())?;
     let window = p.f64("window_days")?.unwrap_or(60.0);
-    ok(kpi::model_accuracy(&s.svc.db, from, to, window).await?)
+    ok(access::model_accuracy(&s.svc, &who, from, to, window).await?)
 }
 
 /// `30`, `30s`, `15m`, `1h`, `1d` → microseconds.
@@ -416,7 +408,7 @@ fn telemetry_root(s: &AppState) -> std::path::PathBuf {
 }
 
 async fn telemetry_series(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
+    access::require_fleet(&who)?;
     let devices = list(&p, "device");
     if devices.is_empty() {
         return Err(Problem::parameter("device", "give at least one device id"));
@@ -454,7 +446,7 @@ async fn telemetry_series(State(s): State<AppState>, Auth(who): Auth, p: Params)
 }
 
 async fn telemetry_fleet(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
+    access::require_fleet(&who)?;
     let (from_ms, to_ms) = period(&p, s.svc.clock.now_ms())?;
     let bucket = match p.str("bucket").as_deref() {
         None | Some("hour") => Bucket::Hour,
@@ -465,7 +457,7 @@ async fn telemetry_fleet(State(s): State<AppState>, Auth(who): Auth, p: Params) 
         None => None,
         Some(_) => {
             let g = group_by(&p, GroupBy::Fleet)?;
-            let h = history(&s).await?;
+            let h = history(&s, &who).await?;
             Some(
                 h.devices
                     .iter()
@@ -487,7 +479,6 @@ async fn telemetry_fleet(State(s): State<AppState>, Auth(who): Auth, p: Params) 
 }
 
 async fn surge_alerts(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Analytics)?;
     let limit = count(&p, "limit", 100, 10_000)?;
-    ok(s.svc.surge_alerts(limit as i64).await?)
+    ok(s.svc.surge_alerts(&who, limit as i64).await?)
 }

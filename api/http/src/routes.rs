@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::problem::{Auth, JsonBody, Params, Problem};
 use crate::table::{H, Res, RouteDoc, ok, q, r};
-use prognos_service::auth::{Action, Role};
+use prognos_service::auth::Role;
 use prognos_service::dispatch::BatchRequest;
 use prognos_service::network::{
     NewCustomer, NewLocation, NewProvider, NewServiceDevice, NewSite, NewTechnician, Part,
@@ -621,8 +621,7 @@ async fn consume(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<Stri
 }
 
 async fn transfers(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Parts)?;
-    ok(s.svc.transfers(p.str("ticket_id").as_deref()).await?)
+    ok(s.svc.transfers(&who, p.str("ticket_id").as_deref()).await?)
 }
 
 async fn receive(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
@@ -630,19 +629,16 @@ async fn receive(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<Stri
 }
 
 async fn reorder(State(s): State<AppState>, Auth(who): Auth) -> Res {
-    who.require(Action::Parts)?;
-    ok(s.svc.reorder_report().await?)
+    ok(s.svc.reorder_report(&who).await?)
 }
 
 async fn preposition(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::Parts)?;
     let horizon = p.f64("horizon_hours")?.unwrap_or(720.0);
-    ok(s.svc.preposition_proposals(horizon).await?)
+    ok(s.svc.preposition_proposals(&who, horizon).await?)
 }
 
 async fn list_parts(State(s): State<AppState>, Auth(who): Auth) -> Res {
-    who.require(Action::RegistryRead)?;
-    ok(s.svc.parts().await?)
+    ok(s.svc.parts(&who).await?)
 }
 
 async fn create_part(
@@ -650,15 +646,13 @@ async fn create_part(
     Auth(who): Auth,
     JsonBody(b): JsonBody<Part>,
 ) -> Res {
-    who.require(Action::RegistryWrite)?;
-    created(s.svc.create_part(&b).await?)
+    created(s.svc.create_part(&who, &b).await?)
 }
 
 async fn list_stock(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::RegistryRead)?;
     ok(s.svc
         .stock(
-            who.scope(),
+            &who,
             p.str("location_id").as_deref(),
             p.str("sku").as_deref(),
             page(&p)?,
@@ -678,17 +672,13 @@ async fn set_stock(
     Path((location_id, sku)): Path<(String, String)>,
     JsonBody(b): JsonBody<StockCount>,
 ) -> Res {
-    who.require(Action::RegistryWrite)?;
-    s.svc.location(&location_id).await?;
-    s.svc.part(&sku).await?;
     ok(s.svc
-        .set_stock(&location_id, &sku, b.on_hand, b.reorder_point)
+        .set_stock(&who, &location_id, &sku, b.on_hand, b.reorder_point)
         .await?)
 }
 
 async fn list_locations(State(s): State<AppState>, Auth(who): Auth) -> Res {
-    who.require(Action::RegistryRead)?;
-    ok(s.svc.locations_in(who.scope()).await?)
+    ok(s.svc.locations_in(&who).await?)
 }
 
 async fn create_location(
@@ -696,13 +686,11 @@ async fn create_location(
     Auth(who): Auth,
     JsonBody(b): JsonBody<NewLocation>,
 ) -> Res {
-    who.require(Action::RegistryWrite)?;
-    created(s.svc.create_location(&b).await?)
+    created(s.svc.create_location(&who, &b).await?)
 }
 
 async fn list_providers(State(s): State<AppState>, Auth(who): Auth) -> Res {
-    who.require(Action::RegistryRead)?;
-    ok(s.svc.providers(who.scope()).await?)
+    ok(s.svc.providers(&who).await?)
 }
 
 async fn create_provider(
@@ -710,8 +698,7 @@ async fn create_provider(
     Auth(who): Auth,
     JsonBody(b): JsonBody<NewProvider>,
 ) -> Res {
-    who.require(Action::ProviderWrite)?;
-    created(s.svc.create_provider(&b).await?)
+    created(s.svc.create_provider(&who, &b).await?)
 }
 
 async fn create_customer(
@@ -719,19 +706,11 @@ async fn create_customer(
     Auth(who): Auth,
     JsonBody(b): JsonBody<NewCustomer>,
 ) -> Res {
-    who.require(Action::RegistryWrite)?;
-    created(s.svc.create_customer(&b).await?)
+    created(s.svc.create_customer(&who, &b).await?)
 }
 
 async fn get_customer(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
-    who.require(Action::RegistryRead)?;
-    if who.role == Role::Provider {
-        return Err(ServiceError::Forbidden(
-            "customer records are not shared with providers".into(),
-        )
-        .into());
-    }
-    ok(s.svc.customer(&id).await?)
+    ok(s.svc.customer(&who, &id).await?)
 }
 
 async fn create_site(
@@ -739,8 +718,7 @@ async fn create_site(
     Auth(who): Auth,
     JsonBody(b): JsonBody<NewSite>,
 ) -> Res {
-    who.require(Action::RegistryWrite)?;
-    created(s.svc.create_site(&b).await?)
+    created(s.svc.create_site(&who, &b).await?)
 }
 
 async fn create_device(
@@ -748,31 +726,15 @@ async fn create_device(
     Auth(who): Auth,
     JsonBody(b): JsonBody<NewServiceDevice>,
 ) -> Res {
-    who.require(Action::RegistryWrite)?;
-    created(s.svc.create_device(&b).await?)
+    created(s.svc.create_device(&who, &b).await?)
 }
 
 async fn get_device(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
-    who.require(Action::RegistryRead)?;
-    let ctx = s.svc.device_context(&id).await?;
-    if who.scope().is_some() {
-        let path = s
-            .svc
-            .provider_for_region(&ctx.site.region)
-            .await?
-            .map(|p| p.path);
-        if !who.sees(path.as_deref()) {
-            return Err(ServiceError::not_found("device", id).into());
-        }
-    }
-    ok(ctx)
+    ok(s.svc.device_context(&who, &id).await?)
 }
 
 async fn list_technicians(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::RegistryRead)?;
-    ok(s.svc
-        .technicians_where(None, who.scope(), page(&p)?)
-        .await?)
+    ok(s.svc.technicians_where(&who, None, page(&p)?).await?)
 }
 
 async fn create_technician(
@@ -780,14 +742,12 @@ async fn create_technician(
     Auth(who): Auth,
     JsonBody(b): JsonBody<NewTechnician>,
 ) -> Res {
-    who.require(Action::RegistryWrite)?;
-    created(s.svc.create_technician(&b).await?)
+    created(s.svc.create_technician(&who, &b).await?)
 }
 
 async fn get_technician(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
-    who.require(Action::RegistryRead)?;
     s.svc
-        .technicians_where(Some(&id), who.scope(), Page::default())
+        .technicians_where(&who, Some(&id), Page::default())
         .await?
         .items
         .into_iter()
@@ -797,8 +757,7 @@ async fn get_technician(State(s): State<AppState>, Auth(who): Auth, Path(id): Pa
 }
 
 async fn sla_policies(State(s): State<AppState>, Auth(who): Auth) -> Res {
-    who.require(Action::ReadTickets)?;
-    ok(s.svc.sla_policies().await?)
+    ok(s.svc.sla_policies(&who).await?)
 }
 
 async fn set_sla_policy(
@@ -806,8 +765,7 @@ async fn set_sla_policy(
     Auth(who): Auth,
     JsonBody(b): JsonBody<SlaPolicy>,
 ) -> Res {
-    who.require(Action::SlaWrite)?;
-    ok(s.svc.set_sla_policy(&b).await?)
+    ok(s.svc.set_sla_policy(&who, &b).await?)
 }
 
 async fn create_webhook(
@@ -819,8 +777,7 @@ async fn create_webhook(
 }
 
 async fn outbox(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    who.require(Action::ManageKeys)?;
-    ok(s.svc.outbox(p.str("state").as_deref(), 500).await?)
+    ok(s.svc.outbox(&who, p.str("state").as_deref(), 500).await?)
 }
 
 #[derive(Deserialize)]
@@ -835,10 +792,9 @@ async fn create_key(
     Auth(who): Auth,
     JsonBody(b): JsonBody<NewApiKey>,
 ) -> Res {
-    who.require(Action::ManageKeys)?;
     created(
         s.svc
-            .create_api_key(b.role, b.provider_id.as_deref(), b.label.as_deref())
+            .create_api_key(&who, b.role, b.provider_id.as_deref(), b.label.as_deref())
             .await?,
     )
 }

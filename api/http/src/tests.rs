@@ -105,7 +105,12 @@ async fn openapi_lists_every_route_and_every_route_answers() {
 async fn ticket_flow_over_http_with_roles_and_problems() {
     let (_d, port, svc) = server().await;
     let admin = svc
-        .create_api_key(Role::Admin, None, None)
+        .create_api_key(
+            &prognos_service::auth::Principal::system("test"),
+            Role::Admin,
+            None,
+            None,
+        )
         .await
         .unwrap()
         .key;
@@ -224,7 +229,12 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
 
     // Roles: an engineer may read but not move; a foreign provider sees nothing.
     let eng = svc
-        .create_api_key(Role::Engineer, None, None)
+        .create_api_key(
+            &prognos_service::auth::Principal::system("test"),
+            Role::Engineer,
+            None,
+            None,
+        )
         .await
         .unwrap()
         .key;
@@ -253,7 +263,12 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
         403
     );
     let south = svc
-        .create_api_key(Role::Provider, Some("sps"), None)
+        .create_api_key(
+            &prognos_service::auth::Principal::system("test"),
+            Role::Provider,
+            Some("sps"),
+            None,
+        )
         .await
         .unwrap()
         .key;
@@ -272,7 +287,12 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
     let r = call(port, "GET", "/api/v1/tickets", Some(&south), None).await;
     assert_eq!(r.body["items"], json!([]));
     let north = svc
-        .create_api_key(Role::Provider, Some("spn"), None)
+        .create_api_key(
+            &prognos_service::auth::Principal::system("test"),
+            Role::Provider,
+            Some("spn"),
+            None,
+        )
         .await
         .unwrap()
         .key;

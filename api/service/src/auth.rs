@@ -163,10 +163,12 @@ fn hash(secret: &str) -> String {
 impl Service {
     pub async fn create_api_key(
         &self,
+        who: &Principal,
         role: Role,
         provider_id: Option<&str>,
         label: Option<&str>,
     ) -> Result<IssuedKey> {
+        who.require(Action::ManageKeys)?;
         match (role, provider_id) {
             (Role::Provider, None) => {
                 return Err(ServiceError::invalid(
@@ -259,17 +261,25 @@ mod tests {
     #[tokio::test]
     async fn keys_verify_hashed_and_revocable() {
         let (_d, svc, _c) = service().await;
-        svc.create_provider(&NewProvider {
-            provider_id: Some("oem".into()),
-            name: "OEM".into(),
-            kind: ProviderKind::Oem,
-            parent_id: None,
-            regions: vec![],
-        })
+        svc.create_provider(
+            &crate::auth::Principal::system("test"),
+            &NewProvider {
+                provider_id: Some("oem".into()),
+                name: "OEM".into(),
+                kind: ProviderKind::Oem,
+                parent_id: None,
+                regions: vec![],
+            },
+        )
         .await
         .unwrap();
         let k = svc
-            .create_api_key(Role::Provider, Some("oem"), None)
+            .create_api_key(
+                &crate::auth::Principal::system("test"),
+                Role::Provider,
+                Some("oem"),
+                None,
+            )
             .await
             .unwrap();
         let p = svc.authenticate(&k.key).await.unwrap();
@@ -291,7 +301,13 @@ mod tests {
             Err(ServiceError::Unauthorized)
         ));
         assert!(matches!(
-            svc.create_api_key(Role::Provider, None, None).await,
+            svc.create_api_key(
+                &crate::auth::Principal::system("test"),
+                Role::Provider,
+                None,
+                None
+            )
+            .await,
             Err(ServiceError::Validation { .. })
         ));
         svc.revoke_api_key(&k.key_id).await.unwrap();

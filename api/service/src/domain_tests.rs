@@ -49,24 +49,30 @@ async fn network(svc: &Service) {
             vec!["south"],
         ),
     ] {
-        svc.create_provider(&NewProvider {
-            provider_id: Some(id.into()),
-            name: id.into(),
-            kind,
-            parent_id: parent.map(Into::into),
-            regions: regions.into_iter().map(Into::into).collect(),
-        })
+        svc.create_provider(
+            &admin(),
+            &NewProvider {
+                provider_id: Some(id.into()),
+                name: id.into(),
+                kind,
+                parent_id: parent.map(Into::into),
+                regions: regions.into_iter().map(Into::into).collect(),
+            },
+        )
         .await
         .unwrap();
     }
     for (id, vip) in [("cust", false), ("cust-vip", true)] {
-        svc.create_customer(&NewCustomer {
-            customer_id: Some(id.into()),
-            name: format!("Customer {id}"),
-            tier: "standard".into(),
-            vip,
-            contact_email: Some("ops@example.com".into()),
-        })
+        svc.create_customer(
+            &admin(),
+            &NewCustomer {
+                customer_id: Some(id.into()),
+                name: format!("Customer {id}"),
+                tier: "standard".into(),
+                vip,
+                contact_email: Some("ops@example.com".into()),
+            },
+        )
         .await
         .unwrap();
     }
@@ -75,15 +81,18 @@ async fn network(svc: &Service) {
         ("site-vip", "cust-vip", "north", 53.6, 10.1),
         ("site-s", "cust", "south", 48.1, 11.6),
     ] {
-        svc.create_site(&NewSite {
-            site_id: Some(site.into()),
-            customer_id: cust.into(),
-            name: site.into(),
-            region: region.into(),
-            lat,
-            lon,
-            address: None,
-        })
+        svc.create_site(
+            &admin(),
+            &NewSite {
+                site_id: Some(site.into()),
+                customer_id: cust.into(),
+                name: site.into(),
+                region: region.into(),
+                lat,
+                lon,
+                address: None,
+            },
+        )
         .await
         .unwrap();
     }
@@ -93,18 +102,21 @@ async fn network(svc: &Service) {
         ("dev-vip", "site-vip", 3),
         ("dev-s", "site-s", 1),
     ] {
-        svc.create_device(&NewServiceDevice {
-            device_id: dev.into(),
-            site_id: site.into(),
-            serial: format!("SN-{dev}"),
-            model: "P100".into(),
-            batch: Some("B1".into()),
-            firmware: None,
-            install_date: None,
-            warranty_end: None,
-            criticality: crit,
-            vip: false,
-        })
+        svc.create_device(
+            &admin(),
+            &NewServiceDevice {
+                device_id: dev.into(),
+                site_id: site.into(),
+                serial: format!("SN-{dev}"),
+                model: "P100".into(),
+                batch: Some("B1".into()),
+                firmware: None,
+                install_date: None,
+                warranty_end: None,
+                criticality: crit,
+                vip: false,
+            },
+        )
         .await
         .unwrap();
     }
@@ -113,53 +125,68 @@ async fn network(svc: &Service) {
         ("n2", "sp-north", "north", 52.0, 9.0, 2, 2),
         ("s1", "sp-south", "south", 48.1, 11.6, 5, 2),
     ] {
-        svc.create_technician(&NewTechnician {
-            technician_id: Some(id.into()),
-            provider_id: prov.into(),
-            name: format!("Tech {id}"),
-            region: region.into(),
-            home_lat: lat,
-            home_lon: lon,
-            skills: vec![Skill {
-                skill: "bearing_wear".into(),
-                level,
-            }],
-            shift_start_min: 480,
-            shift_end_min: 1020,
-            max_daily_load: load,
-        })
+        svc.create_technician(
+            &admin(),
+            &NewTechnician {
+                technician_id: Some(id.into()),
+                provider_id: prov.into(),
+                name: format!("Tech {id}"),
+                region: region.into(),
+                home_lat: lat,
+                home_lon: lon,
+                skills: vec![Skill {
+                    skill: "bearing_wear".into(),
+                    level,
+                }],
+                shift_start_min: 480,
+                shift_end_min: 1020,
+                max_daily_load: load,
+            },
+        )
         .await
         .unwrap();
     }
-    svc.create_part(&Part {
-        sku: "BRG".into(),
-        name: "Bearing kit".into(),
-        compatible_models: vec!["P100".into()],
-        fixes_modes: vec!["bearing_wear".into()],
-        unit_cost: 180.0,
-        abc_class: "A".into(),
-    })
+    svc.create_part(
+        &admin(),
+        &Part {
+            sku: "BRG".into(),
+            name: "Bearing kit".into(),
+            compatible_models: vec!["P100".into()],
+            fixes_modes: vec!["bearing_wear".into()],
+            unit_cost: 180.0,
+            abc_class: "A".into(),
+        },
+    )
     .await
     .unwrap();
     for (id, kind, lat, lon) in [
         ("central", LocationKind::Central, 51.0, 10.0),
         ("wh-north", LocationKind::Regional, 53.4, 10.0),
     ] {
-        svc.create_location(&NewLocation {
-            location_id: Some(id.into()),
-            kind,
-            name: id.into(),
-            region: None,
-            lat,
-            lon,
-            provider_id: None,
-        })
+        svc.create_location(
+            &admin(),
+            &NewLocation {
+                location_id: Some(id.into()),
+                kind,
+                name: id.into(),
+                region: None,
+                lat,
+                lon,
+                provider_id: None,
+            },
+        )
         .await
         .unwrap();
     }
-    svc.set_stock("central", "BRG", 20, None).await.unwrap();
-    svc.set_stock("wh-north", "BRG", 2, None).await.unwrap();
-    svc.set_stock("van-n1", "BRG", 1, None).await.unwrap();
+    svc.set_stock(&admin(), "central", "BRG", 20, None)
+        .await
+        .unwrap();
+    svc.set_stock(&admin(), "wh-north", "BRG", 2, None)
+        .await
+        .unwrap();
+    svc.set_stock(&admin(), "van-n1", "BRG", 1, None)
+        .await
+        .unwrap();
 }
 
 fn api_ticket(device: &str) -> NewTicket {
@@ -531,12 +558,15 @@ async fn predictive_tickets_one_per_problem_with_evidence_and_feedback() {
 async fn the_sla_clock_stops_while_waiting_for_parts() {
     let (_d, svc, clock) = service().await;
     network(&svc).await;
-    svc.set_sla_policy(&sla::SlaPolicy {
-        priority: Priority::Normal,
-        tier: "standard".into(),
-        response_secs: 100,
-        onsite_secs: 1000,
-    })
+    svc.set_sla_policy(
+        &admin(),
+        &sla::SlaPolicy {
+            priority: Priority::Normal,
+            tier: "standard".into(),
+            response_secs: 100,
+            onsite_secs: 1000,
+        },
+    )
     .await
     .unwrap();
     let t = svc
@@ -568,12 +598,15 @@ async fn sla_warns_at_80_percent_and_escalates_at_breach() {
     let (_d, svc, clock) = service().await;
     network(&svc).await;
     // Configurable down to seconds.
-    svc.set_sla_policy(&sla::SlaPolicy {
-        priority: Priority::Normal,
-        tier: "standard".into(),
-        response_secs: 100,
-        onsite_secs: 1000,
-    })
+    svc.set_sla_policy(
+        &admin(),
+        &sla::SlaPolicy {
+            priority: Priority::Normal,
+            tier: "standard".into(),
+            response_secs: 100,
+            onsite_secs: 1000,
+        },
+    )
     .await
     .unwrap();
     let t = svc
@@ -634,7 +667,9 @@ async fn sla_warns_at_80_percent_and_escalates_at_breach() {
 async fn concurrent_reservations_never_oversell() {
     let (_d, svc, _c) = service().await;
     network(&svc).await;
-    svc.set_stock("central", "BRG", 10, None).await.unwrap();
+    svc.set_stock(&admin(), "central", "BRG", 10, None)
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let svc = svc.clone();
@@ -725,7 +760,7 @@ async fn reserve_release_consume_and_errors() {
         Err(ServiceError::NotFound { .. })
     ));
     // Below the reorder point (A class, regional: 2) → a reorder line.
-    let lines = svc.reorder_report().await.unwrap();
+    let lines = svc.reorder_report(&admin()).await.unwrap();
     let line = lines.iter().find(|l| l.location_id == "wh-north").unwrap();
     assert_eq!(line.available, 1);
     assert!(line.order_quantity >= 2);
@@ -818,7 +853,7 @@ async fn batch_dispatch_respects_capacity_reserves_parts_and_transfers() {
         .filter(|a| a.state == TicketState::WaitingParts)
         .collect();
     assert_eq!(waiting.len(), 3);
-    let transfers = svc.transfers(None).await.unwrap();
+    let transfers = svc.transfers(&admin(), None).await.unwrap();
     assert_eq!(transfers.len(), 3);
     // The nearest holder (wh-north, 2 in stock) ships first, then central.
     assert_eq!(
@@ -1156,7 +1191,7 @@ async fn webhooks_are_signed_and_retried_with_backoff() {
     svc.transition(&admin(), &t.ticket_id, TicketState::Triaged, None, None)
         .await
         .unwrap();
-    assert_eq!(svc.outbox(None, 100).await.unwrap().len(), 2);
+    assert_eq!(svc.outbox(&admin(), None, 100).await.unwrap().len(), 2);
     let (ok, failed) = svc.deliver_webhooks(10).await.unwrap();
     assert_eq!((ok, failed), (1, 1));
     // The failed one waits for its backoff.
@@ -1174,7 +1209,7 @@ async fn webhooks_are_signed_and_retried_with_backoff() {
             .iter()
             .any(|b| b["type"] == "ticket.transition" && b["data"]["to"] == "triaged")
     );
-    let outbox = svc.outbox(Some("delivered"), 100).await.unwrap();
+    let outbox = svc.outbox(&admin(), Some("delivered"), 100).await.unwrap();
     assert_eq!(outbox.len(), 2);
 }
 
@@ -1183,8 +1218,12 @@ async fn prepositioning_moves_stock_toward_predicted_failures() {
     let (_d, svc, _c) = service().await;
     network(&svc).await;
     // Empty the regional warehouse; two predicted bearing failures near it.
-    svc.set_stock("wh-north", "BRG", 0, Some(0)).await.unwrap();
-    svc.set_stock("van-n1", "BRG", 0, None).await.unwrap();
+    svc.set_stock(&admin(), "wh-north", "BRG", 0, Some(0))
+        .await
+        .unwrap();
+    svc.set_stock(&admin(), "van-n1", "BRG", 0, None)
+        .await
+        .unwrap();
     for dev in ["dev-1", "dev-2"] {
         svc.apply_alert_event(&alert(
             dev,
@@ -1195,14 +1234,19 @@ async fn prepositioning_moves_stock_toward_predicted_failures() {
         .await
         .unwrap();
     }
-    let proposals = svc.preposition_proposals(720.0).await.unwrap();
+    let proposals = svc.preposition_proposals(&admin(), 720.0).await.unwrap();
     assert_eq!(proposals.len(), 1, "{proposals:?}");
     let p = &proposals[0];
     assert_eq!(p.to_location_id, "wh-north");
     assert_eq!(p.from_location_id.as_deref(), Some("central"));
     assert_eq!(p.quantity, 2);
     assert_eq!(p.tickets.len(), 2);
-    assert!(svc.preposition_proposals(100.0).await.unwrap().is_empty());
+    assert!(
+        svc.preposition_proposals(&admin(), 100.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -1220,109 +1264,135 @@ async fn scale_numbers() {
     use std::time::Instant;
     let (_d, svc, _c) = service().await;
     let regions = ["r0", "r1", "r2", "r3", "r4"];
-    svc.create_provider(&NewProvider {
-        provider_id: Some("oem".into()),
-        name: "oem".into(),
-        kind: ProviderKind::Oem,
-        parent_id: None,
-        regions: regions.iter().map(|r| r.to_string()).collect(),
-    })
+    svc.create_provider(
+        &admin(),
+        &NewProvider {
+            provider_id: Some("oem".into()),
+            name: "oem".into(),
+            kind: ProviderKind::Oem,
+            parent_id: None,
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+        },
+    )
     .await
     .unwrap();
-    svc.create_customer(&NewCustomer {
-        customer_id: Some("c".into()),
-        name: "c".into(),
-        tier: "standard".into(),
-        vip: false,
-        contact_email: None,
-    })
+    svc.create_customer(
+        &admin(),
+        &NewCustomer {
+            customer_id: Some("c".into()),
+            name: "c".into(),
+            tier: "standard".into(),
+            vip: false,
+            contact_email: None,
+        },
+    )
     .await
     .unwrap();
-    svc.create_part(&Part {
-        sku: "BRG".into(),
-        name: "kit".into(),
-        compatible_models: vec![],
-        fixes_modes: vec!["bearing_wear".into()],
-        unit_cost: 1.0,
-        abc_class: "C".into(),
-    })
+    svc.create_part(
+        &admin(),
+        &Part {
+            sku: "BRG".into(),
+            name: "kit".into(),
+            compatible_models: vec![],
+            fixes_modes: vec!["bearing_wear".into()],
+            unit_cost: 1.0,
+            abc_class: "C".into(),
+        },
+    )
     .await
     .unwrap();
-    svc.create_location(&NewLocation {
-        location_id: Some("central".into()),
-        kind: LocationKind::Central,
-        name: "c".into(),
-        region: None,
-        lat: 50.0,
-        lon: 10.0,
-        provider_id: None,
-    })
+    svc.create_location(
+        &admin(),
+        &NewLocation {
+            location_id: Some("central".into()),
+            kind: LocationKind::Central,
+            name: "c".into(),
+            region: None,
+            lat: 50.0,
+            lon: 10.0,
+            provider_id: None,
+        },
+    )
     .await
     .unwrap();
-    svc.set_stock("central", "BRG", 5000, None).await.unwrap();
+    svc.set_stock(&admin(), "central", "BRG", 5000, None)
+        .await
+        .unwrap();
     for (ri, r) in regions.iter().enumerate() {
         let sp = format!("sp-{r}");
-        svc.create_provider(&NewProvider {
-            provider_id: Some(sp.clone()),
-            name: sp.clone(),
-            kind: ProviderKind::Provider,
-            parent_id: Some("oem".into()),
-            regions: vec![r.to_string()],
-        })
+        svc.create_provider(
+            &admin(),
+            &NewProvider {
+                provider_id: Some(sp.clone()),
+                name: sp.clone(),
+                kind: ProviderKind::Provider,
+                parent_id: Some("oem".into()),
+                regions: vec![r.to_string()],
+            },
+        )
         .await
         .unwrap();
         for i in 0..40 {
             let t = svc
-                .create_technician(&NewTechnician {
-                    technician_id: Some(format!("t-{r}-{i}")),
-                    provider_id: sp.clone(),
-                    name: "t".into(),
-                    region: r.to_string(),
-                    home_lat: 48.0 + ri as f64 + (i as f64 * 0.37) % 1.0,
-                    home_lon: 8.0 + (i as f64 * 0.61) % 2.0,
-                    skills: vec![Skill {
-                        skill: "bearing_wear".into(),
-                        level: 1 + i % 5,
-                    }],
-                    shift_start_min: 480,
-                    shift_end_min: 1020,
-                    max_daily_load: 5,
-                })
+                .create_technician(
+                    &admin(),
+                    &NewTechnician {
+                        technician_id: Some(format!("t-{r}-{i}")),
+                        provider_id: sp.clone(),
+                        name: "t".into(),
+                        region: r.to_string(),
+                        home_lat: 48.0 + ri as f64 + (i as f64 * 0.37) % 1.0,
+                        home_lon: 8.0 + (i as f64 * 0.61) % 2.0,
+                        skills: vec![Skill {
+                            skill: "bearing_wear".into(),
+                            level: 1 + i % 5,
+                        }],
+                        shift_start_min: 480,
+                        shift_end_min: 1020,
+                        max_daily_load: 5,
+                    },
+                )
                 .await
                 .unwrap();
             if i % 3 == 0 {
-                svc.set_stock(&t.van_location_id, "BRG", 2, None)
+                svc.set_stock(&admin(), &t.van_location_id, "BRG", 2, None)
                     .await
                     .unwrap();
             }
         }
         for s in 0..20 {
-            svc.create_site(&NewSite {
-                site_id: Some(format!("s-{r}-{s}")),
-                customer_id: "c".into(),
-                name: "s".into(),
-                region: r.to_string(),
-                lat: 48.0 + ri as f64 + (s as f64 * 0.13) % 1.0,
-                lon: 8.0 + (s as f64 * 0.29) % 2.0,
-                address: None,
-            })
+            svc.create_site(
+                &admin(),
+                &NewSite {
+                    site_id: Some(format!("s-{r}-{s}")),
+                    customer_id: "c".into(),
+                    name: "s".into(),
+                    region: r.to_string(),
+                    lat: 48.0 + ri as f64 + (s as f64 * 0.13) % 1.0,
+                    lon: 8.0 + (s as f64 * 0.29) % 2.0,
+                    address: None,
+                },
+            )
             .await
             .unwrap();
         }
     }
     for d in 0..1000 {
-        svc.create_device(&NewServiceDevice {
-            device_id: format!("d{d}"),
-            site_id: format!("s-{}-{}", regions[d % 5], d % 20),
-            serial: format!("SN{d}"),
-            model: "P".into(),
-            batch: None,
-            firmware: None,
-            install_date: None,
-            warranty_end: None,
-            criticality: 1 + (d % 3) as i64,
-            vip: false,
-        })
+        svc.create_device(
+            &admin(),
+            &NewServiceDevice {
+                device_id: format!("d{d}"),
+                site_id: format!("s-{}-{}", regions[d % 5], d % 20),
+                serial: format!("SN{d}"),
+                model: "P".into(),
+                batch: None,
+                firmware: None,
+                install_date: None,
+                warranty_end: None,
+                criticality: 1 + (d % 3) as i64,
+                vip: false,
+            },
+        )
         .await
         .unwrap();
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::auth::Principal;
+use super::auth::{Action, Principal, Role};
 use super::{Page, Paged, Result, Service, ServiceError, json_list, new_id, to_json};
 
 fn non_empty(field: &str, value: &str) -> Result<()> {
@@ -382,7 +382,8 @@ pub fn default_reorder_point(abc: &str, kind: LocationKind) -> i64 {
 impl Service {
     // ------------------------------------------------------------ providers
 
-    pub async fn create_provider(&self, new: &NewProvider) -> Result<Provider> {
+    pub async fn create_provider(&self, who: &Principal, new: &NewProvider) -> Result<Provider> {
+        who.require(Action::ProviderWrite)?;
         non_empty("name", &new.name)?;
         let id = id_or_new(&new.provider_id, "provider_id", "P")?;
         let parent = match (&new.parent_id, new.kind) {
@@ -450,7 +451,9 @@ impl Service {
     }
 
     /// Providers, optionally only those under the subtree rooted at `path`.
-    pub async fn providers(&self, within: Option<&str>) -> Result<Vec<Provider>> {
+    pub async fn providers(&self, who: &Principal) -> Result<Vec<Provider>> {
+        who.require(Action::RegistryRead)?;
+        let within = who.scope();
         let rows = sqlx::query(&format!(
             "SELECT {PROVIDER_COLS} FROM providers
              WHERE ($1 IS NULL OR path LIKE $1 || '%') ORDER BY path"
@@ -464,7 +467,7 @@ impl Service {
     /// The deepest provider serving `region` (an authorised provider before its agent before
     /// the OEM), ties broken by id.
     pub async fn provider_for_region(&self, region: &str) -> Result<Option<Provider>> {
-        let all = self.providers(None).await?;
+        let all = self.providers(&Principal::system("service")).await?;
         Ok(all
             .into_iter()
             .filter(|p| p.regions.iter().any(|r| r == region))
@@ -482,7 +485,8 @@ impl Service {
 
     // ------------------------------------------------------------ customers, sites, devices
 
-    pub async fn create_customer(&self, new: &NewCustomer) -> Result<Customer> {
+    pub async fn create_customer(&self, who: &Principal, new: &NewCustomer) -> Result<Customer> {
+        who.require(Action::RegistryWrite)?;
         non_empty("name", &new.name)?;
         if !["standard", "premium"].contains(&new.tier.as_str()) {
             return Err(ServiceError::invalid("tier", "must be standard or premium"));
@@ -501,10 +505,16 @@ impl Service {
         .execute(self.pool())
         .await
         .map_err(duplicate("customer", &id))?;
-        self.customer(&id).await
+        self.customer(who, &id).await
     }
 
-    pub async fn customer(&self, id: &str) -> Result<Customer> {
+    pub async fn customer(&self, who: &Principal, id: &str) -> Result<Customer> {
+        who.require(Action::RegistryRead)?;
+        if who.role == Role::Provider {
+            return Err(ServiceError::Forbidden(
+                "customer records are not shared with providers".into(),
+            ));
+        }
         sqlx::query(
             "SELECT customer_id, name, tier, vip, contact_email FROM customers WHERE customer_id = $1",
         )
@@ -521,11 +531,12 @@ impl Service {
         .ok_or_else(|| ServiceError::not_found("customer", id))
     }
 
-    pub async fn create_site(&self, new: &NewSite) -> Result<Site> {
+    pub async fn create_site(&self, who: &Principal, new: &NewSite) -> Result<Site> {
+        who.require(Action::RegistryWrite)?;
         non_empty("name", &new.name)?;
         non_empty("region", &new.region)?;
         lat_lon(new.lat, new.lon)?;
-        self.customer(&new.customer_id)
+        self.customer(who, &new.customer_id)
             .await
             .map_err(|_| ServiceError::invalid("customer_id", "unknown customer"))?;
         let id = id_or_new(&new.site_id, "site_id", "S")?;
@@ -565,7 +576,12 @@ impl Service {
         .ok_or_else(|| ServiceError::not_found("site", id))
     }
 
-    pub async fn create_device(&self, new: &NewServiceDevice) -> Result<ServiceDevice> {
+    pub async fn create_device(
+        &self,
+        who: &Principal,
+        new: &NewServiceDevice,
+    ) -> Result<ServiceDevice> {
+        who.require(Action::RegistryWrite)?;
         valid_id("device_id", &new.device_id)?;
         non_empty("serial", &new.serial)?;
         non_empty("model", &new.model)?;
@@ -594,10 +610,11 @@ impl Service {
         .execute(self.pool())
         .await
         .map_err(duplicate("device", &new.device_id))?;
-        Ok(self.device_context(&new.device_id).await?.device)
+        Ok(self.device_context(who, &new.device_id).await?.device)
     }
 
-    pub async fn device_context(&self, device_id: &str) -> Result<DeviceContext> {
+    pub async fn device_context(&self, who: &Principal, device_id: &str) -> Result<DeviceContext> {
+        who.require(Action::RegistryRead)?;
         let r = sqlx::query(
             "SELECT d.device_id, d.site_id, d.serial, d.model, d.batch, d.firmware,
                     d.install_date, d.warranty_end, d.criticality, d.vip,
@@ -612,6 +629,15 @@ impl Service {
         .fetch_optional(self.pool())
         .await?
         .ok_or_else(|| ServiceError::not_found("device", device_id))?;
+        if who.scope().is_some() {
+            // A provider sees the devices of the regions its subtree serves; others are
+            // reported as absent, not as forbidden (no probing for device ids).
+            let region: String = r.get(12);
+            let path = self.provider_for_region(&region).await?.map(|p| p.path);
+            if !who.sees(path.as_deref()) {
+                return Err(ServiceError::not_found("device", device_id));
+            }
+        }
         Ok(DeviceContext {
             device: ServiceDevice {
                 device_id: r.get(0),
@@ -647,7 +673,12 @@ impl Service {
     // ------------------------------------------------------------ technicians
 
     /// Registers a technician and the van that is their stock location, in one transaction.
-    pub async fn create_technician(&self, new: &NewTechnician) -> Result<Technician> {
+    pub async fn create_technician(
+        &self,
+        who: &Principal,
+        new: &NewTechnician,
+    ) -> Result<Technician> {
+        who.require(Action::RegistryWrite)?;
         non_empty("name", &new.name)?;
         non_empty("region", &new.region)?;
         lat_lon(new.home_lat, new.home_lon)?;
@@ -726,7 +757,7 @@ impl Service {
     }
 
     pub async fn technician(&self, id: &str) -> Result<Technician> {
-        self.technicians_where(Some(id), None, Page::default())
+        self.technicians_where(&Principal::system("service"), Some(id), Page::default())
             .await?
             .items
             .into_iter()
@@ -737,10 +768,12 @@ impl Service {
     /// Technicians, optionally only one, or only those of providers under `within` (a path).
     pub async fn technicians_where(
         &self,
+        who: &Principal,
         id: Option<&str>,
-        within: Option<&str>,
         page: Page,
     ) -> Result<Paged<Technician>> {
+        who.require(Action::RegistryRead)?;
+        let within = who.scope();
         let rows = sqlx::query(
             "SELECT t.technician_id, t.provider_id, t.name, t.region, t.home_lat, t.home_lon,
                     t.shift_start_min, t.shift_end_min, t.max_daily_load, t.active,
@@ -794,7 +827,8 @@ impl Service {
 
     // ------------------------------------------------------------ parts and stock
 
-    pub async fn create_part(&self, part: &Part) -> Result<Part> {
+    pub async fn create_part(&self, who: &Principal, part: &Part) -> Result<Part> {
+        who.require(Action::RegistryWrite)?;
         valid_id("sku", &part.sku)?;
         non_empty("name", &part.name)?;
         if !part.unit_cost.is_finite() || part.unit_cost < 0.0 {
@@ -820,14 +854,15 @@ impl Service {
     }
 
     pub async fn part(&self, sku: &str) -> Result<Part> {
-        self.parts()
+        self.parts(&Principal::system("service"))
             .await?
             .into_iter()
             .find(|p| p.sku == sku)
             .ok_or_else(|| ServiceError::not_found("part", sku))
     }
 
-    pub async fn parts(&self) -> Result<Vec<Part>> {
+    pub async fn parts(&self, who: &Principal) -> Result<Vec<Part>> {
+        who.require(Action::RegistryRead)?;
         let rows = sqlx::query(
             "SELECT sku, name, compatible_models, fixes_modes, unit_cost, abc_class FROM parts ORDER BY sku",
         )
@@ -850,7 +885,7 @@ impl Service {
     /// the cheapest compatible part that fixes the mode).
     pub async fn parts_for(&self, model: Option<&str>, failure_mode: &str) -> Result<Vec<String>> {
         let mut fitting: Vec<Part> = self
-            .parts()
+            .parts(&Principal::system("service"))
             .await?
             .into_iter()
             .filter(|p| p.fixes_modes.iter().any(|m| m == failure_mode))
@@ -863,7 +898,8 @@ impl Service {
         Ok(fitting.into_iter().take(1).map(|p| p.sku).collect())
     }
 
-    pub async fn create_location(&self, new: &NewLocation) -> Result<Location> {
+    pub async fn create_location(&self, who: &Principal, new: &NewLocation) -> Result<Location> {
+        who.require(Action::RegistryWrite)?;
         non_empty("name", &new.name)?;
         lat_lon(new.lat, new.lon)?;
         if new.kind == LocationKind::Van {
@@ -904,11 +940,16 @@ impl Service {
     }
 
     pub async fn locations(&self) -> Result<Vec<Location>> {
-        self.locations_in(None).await
+        self.locations_in(&Principal::system("service")).await
     }
 
     /// Stock locations; with a provider `scope` only those of that subtree.
-    pub async fn locations_in(&self, scope: Option<&str>) -> Result<Vec<Location>> {
+    pub async fn locations_in(&self, who: &Principal) -> Result<Vec<Location>> {
+        who.require(Action::RegistryRead)?;
+        self.locations_within(who.scope()).await
+    }
+
+    async fn locations_within(&self, scope: Option<&str>) -> Result<Vec<Location>> {
         let rows = sqlx::query(&format!(
             "SELECT l.location_id, l.kind, l.name, l.region, l.lat, l.lon, l.provider_id,
                     l.technician_id
@@ -944,7 +985,7 @@ impl Service {
             return Ok(());
         };
         if self
-            .locations_in(Some(scope))
+            .locations_within(Some(scope))
             .await?
             .iter()
             .any(|l| l.location_id == location_id)
@@ -961,11 +1002,15 @@ impl Service {
     /// is reserved there. The reorder point defaults by ABC class and location kind.
     pub async fn set_stock(
         &self,
+        who: &Principal,
         location_id: &str,
         sku: &str,
         on_hand: i64,
         reorder_point: Option<i64>,
     ) -> Result<StockLevel> {
+        who.require(Action::RegistryWrite)?;
+        self.location(location_id).await?;
+        self.part(sku).await?;
         if on_hand < 0 {
             return Err(ServiceError::invalid("on_hand", "must be ≥ 0"));
         }
@@ -1028,11 +1073,13 @@ impl Service {
     /// warehouses and its technicians' vans).
     pub async fn stock(
         &self,
-        scope: Option<&str>,
+        who: &Principal,
         location_id: Option<&str>,
         sku: Option<&str>,
         page: Page,
     ) -> Result<Paged<StockLevel>> {
+        who.require(Action::RegistryRead)?;
+        let scope = who.scope();
         let rows = sqlx::query(&format!(
             "SELECT s.location_id, s.sku, s.on_hand, s.reserved, s.reorder_point FROM stock s
              JOIN stock_locations l ON l.location_id = s.location_id {LOCATION_OWNER}
@@ -1061,60 +1108,81 @@ mod tests {
     async fn hierarchy_is_enforced_and_subtrees_are_prefixes() {
         let (_d, svc, _c) = service().await;
         let oem = svc
-            .create_provider(&NewProvider {
-                provider_id: Some("oem".into()),
-                name: "OEM".into(),
-                kind: ProviderKind::Oem,
-                parent_id: None,
-                regions: vec!["north".into(), "south".into()],
-            })
+            .create_provider(
+                &crate::auth::Principal::system("test"),
+                &NewProvider {
+                    provider_id: Some("oem".into()),
+                    name: "OEM".into(),
+                    kind: ProviderKind::Oem,
+                    parent_id: None,
+                    regions: vec!["north".into(), "south".into()],
+                },
+            )
             .await
             .unwrap();
         assert_eq!(oem.path, "/oem/");
         let agent = svc
-            .create_provider(&NewProvider {
-                provider_id: Some("ag".into()),
-                name: "Agent".into(),
-                kind: ProviderKind::Agent,
-                parent_id: Some("oem".into()),
-                regions: vec!["north".into()],
-            })
+            .create_provider(
+                &crate::auth::Principal::system("test"),
+                &NewProvider {
+                    provider_id: Some("ag".into()),
+                    name: "Agent".into(),
+                    kind: ProviderKind::Agent,
+                    parent_id: Some("oem".into()),
+                    regions: vec!["north".into()],
+                },
+            )
             .await
             .unwrap();
         assert_eq!(agent.path, "/oem/ag/");
         let err = svc
-            .create_provider(&NewProvider {
-                provider_id: Some("bad".into()),
-                name: "x".into(),
-                kind: ProviderKind::Agent,
-                parent_id: Some("ag".into()),
-                regions: vec![],
-            })
+            .create_provider(
+                &crate::auth::Principal::system("test"),
+                &NewProvider {
+                    provider_id: Some("bad".into()),
+                    name: "x".into(),
+                    kind: ProviderKind::Agent,
+                    parent_id: Some("ag".into()),
+                    regions: vec![],
+                },
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, ServiceError::Validation { ref field, .. } if field == "parent_id"));
-        svc.create_provider(&NewProvider {
-            provider_id: Some("sp".into()),
-            name: "SP".into(),
-            kind: ProviderKind::Provider,
-            parent_id: Some("ag".into()),
-            regions: vec!["north".into()],
-        })
+        svc.create_provider(
+            &crate::auth::Principal::system("test"),
+            &NewProvider {
+                provider_id: Some("sp".into()),
+                name: "SP".into(),
+                kind: ProviderKind::Provider,
+                parent_id: Some("ag".into()),
+                regions: vec!["north".into()],
+            },
+        )
         .await
         .unwrap();
-        assert_eq!(svc.providers(Some("/oem/ag/")).await.unwrap().len(), 2);
+        let agent = crate::auth::Principal {
+            key_id: "k-ag".into(),
+            role: crate::auth::Role::Provider,
+            provider_id: Some("ag".into()),
+            provider_path: Some("/oem/ag/".into()),
+        };
+        assert_eq!(svc.providers(&agent).await.unwrap().len(), 2);
         let p = svc.provider_for_region("north").await.unwrap().unwrap();
         assert_eq!(p.provider_id, "sp");
         let p = svc.provider_for_region("south").await.unwrap().unwrap();
         assert_eq!(p.provider_id, "oem");
         assert!(matches!(
-            svc.create_provider(&NewProvider {
-                provider_id: Some("sp".into()),
-                name: "again".into(),
-                kind: ProviderKind::Provider,
-                parent_id: Some("ag".into()),
-                regions: vec![],
-            })
+            svc.create_provider(
+                &crate::auth::Principal::system("test"),
+                &NewProvider {
+                    provider_id: Some("sp".into()),
+                    name: "again".into(),
+                    kind: ProviderKind::Provider,
+                    parent_id: Some("ag".into()),
+                    regions: vec![],
+                }
+            )
             .await,
             Err(ServiceError::Conflict(_))
         ));

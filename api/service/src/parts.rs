@@ -134,7 +134,12 @@ impl Service {
         self.reservation(id).await
     }
 
-    pub async fn transfers(&self, ticket_id: Option<&str>) -> Result<Vec<Transfer>> {
+    pub async fn transfers(
+        &self,
+        who: &Principal,
+        ticket_id: Option<&str>,
+    ) -> Result<Vec<Transfer>> {
+        who.require(Action::Parts)?;
         let rows = sqlx::query(
             "SELECT transfer_id, sku, from_location_id, to_location_id, quantity, ticket_id, state, eta_ms
              FROM transfers WHERE ($1 IS NULL OR ticket_id = $1) ORDER BY created_at_ms, transfer_id",
@@ -176,7 +181,7 @@ impl Service {
         let Some(r) = row else {
             drop(tx);
             let known = self
-                .transfers(None)
+                .transfers(&Principal::system("service"), None)
                 .await?
                 .into_iter()
                 .any(|t| t.transfer_id == transfer_id);
@@ -252,7 +257,7 @@ impl Service {
             }
         }
         tx.commit().await?;
-        self.transfers(None)
+        self.transfers(&Principal::system("service"), None)
             .await?
             .into_iter()
             .find(|t| t.transfer_id == transfer_id)
@@ -260,7 +265,8 @@ impl Service {
     }
 
     /// Stock at or below its reorder point, with the quantity to order (by ABC class).
-    pub async fn reorder_report(&self) -> Result<Vec<ReorderLine>> {
+    pub async fn reorder_report(&self, who: &Principal) -> Result<Vec<ReorderLine>> {
+        who.require(Action::Parts)?;
         let rows = sqlx::query(
             "SELECT s.location_id, s.sku, p.abc_class, s.on_hand - s.reserved, s.reorder_point
              FROM stock s JOIN parts p ON p.sku = s.sku
@@ -298,7 +304,12 @@ impl Service {
     /// location's free stock is short of the demand, a transfer from the nearest location with
     /// surplus (above its reorder point), earliest need first. `horizon_hours` limits the RUL
     /// considered.
-    pub async fn preposition_proposals(&self, horizon_hours: f64) -> Result<Vec<Preposition>> {
+    pub async fn preposition_proposals(
+        &self,
+        who: &Principal,
+        horizon_hours: f64,
+    ) -> Result<Vec<Preposition>> {
+        who.require(Action::Parts)?;
         let now = self.now_ms();
         let rows = sqlx::query(
             "SELECT t.ticket_id, t.parts_needed, COALESCE(t.rul_lower_hours, t.rul_hours), s.lat, s.lon

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
 use super::{Priority, Result, Service, ServiceError, ms_to_rfc3339};
+use crate::auth::{Action, Principal};
 use crate::ticket_log::{
     AuditEntry, SLA_ONSITE_BREACHED, SLA_ONSITE_WARNED, SLA_RESPONSE_BREACHED, SLA_RESPONSE_WARNED,
     append_event, lock_ticket,
@@ -64,7 +65,8 @@ impl Service {
         policy_in(&mut conn, priority, tier).await
     }
 
-    pub async fn sla_policies(&self) -> Result<Vec<SlaPolicy>> {
+    pub async fn sla_policies(&self, who: &Principal) -> Result<Vec<SlaPolicy>> {
+        who.require(Action::ReadTickets)?;
         let rows = sqlx::query(
             "SELECT priority, tier, response_secs, onsite_secs FROM sla_policies ORDER BY tier, priority",
         )
@@ -82,7 +84,8 @@ impl Service {
     }
 
     /// Sets a policy (down to seconds). It applies to tickets created afterwards.
-    pub async fn set_sla_policy(&self, p: &SlaPolicy) -> Result<SlaPolicy> {
+    pub async fn set_sla_policy(&self, who: &Principal, p: &SlaPolicy) -> Result<SlaPolicy> {
+        who.require(Action::SlaWrite)?;
         if p.tier.trim().is_empty() {
             return Err(ServiceError::invalid("tier", "must not be empty"));
         }

@@ -9,6 +9,7 @@ use prognos_models::reliability::poisson_sf;
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::auth::{Action, Principal};
 use crate::history::{DeviceLife, FailureRecord, History};
 use crate::{Result, Service, ServiceError, ms_to_rfc3339, new_id};
 
@@ -247,7 +248,8 @@ impl Service {
     }
 
     /// Surge alerts raised so far, newest first.
-    pub async fn surge_alerts(&self, limit: i64) -> Result<Vec<RaisedSurge>> {
+    pub async fn surge_alerts(&self, who: &Principal, limit: i64) -> Result<Vec<RaisedSurge>> {
+        who.require(Action::Analytics)?;
         let rows = sqlx::query(
             "SELECT surge_id, failure_mode, window_start_ms, failures, baseline_per_week, p_value,
                     top_batch, top_batch_share, top_region, raised_at_ms

@@ -194,7 +194,10 @@ impl Service {
         let Some(device_id) = device_id else {
             return Ok(p);
         };
-        match self.device_context(device_id).await {
+        match self
+            .device_context(&Principal::system("service"), device_id)
+            .await
+        {
             Ok(ctx) => {
                 p.provider_id = self
                     .provider_for_region(&ctx.site.region)

@@ -308,7 +308,13 @@ impl Service {
         })
     }
 
-    pub async fn outbox(&self, state: Option<&str>, limit: i64) -> Result<Vec<OutboxEntry>> {
+    pub async fn outbox(
+        &self,
+        who: &Principal,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>> {
+        who.require(Action::ManageKeys)?;
         let rows = sqlx::query(
             "SELECT event_id, webhook_id, state, attempts, next_attempt_ms, last_error, payload
              FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY created_at_ms, event_id LIMIT $2",
