@@ -341,7 +341,13 @@ fn handlers_never_decide_scope() {
         if file.to_string_lossy().ends_with("tests.rs") {
             continue;
         }
-        for needle in [".require(", ".scope()", ".sees(", "Role::Provider", ".role "] {
+        for needle in [
+            ".require(",
+            ".scope()",
+            ".sees(",
+            "Role::Provider",
+            ".role ",
+        ] {
             assert!(
                 !text.contains(needle),
                 "{} decides authorisation ({needle}); do it in the domain from the principal",

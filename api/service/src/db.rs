@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "surge_alerts",
         include_str!("../migrations/0005_surge_alerts.sql"),
     ),
+    (
+        6,
+        "one_device_table",
+        include_str!("../migrations/0006_one_device_table.sql"),
+    ),
 ];
 
 /// The statements of a migration file: `--` comment lines dropped, split at `;`.
@@ -136,5 +141,99 @@ impl Database {
             tx.commit().await.map_err(fail)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A store written before the one-device-table migration keeps every device, its secret
+    /// and its placement after it.
+    #[tokio::test]
+    async fn the_one_device_table_migration_keeps_every_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::query(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL,
+                 applied_at TEXT NOT NULL)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            for &(version, name, sql) in &MIGRATIONS[..5] {
+                for s in statements(sql) {
+                    sqlx::query(&s).execute(&pool).await.unwrap();
+                }
+                sqlx::query("INSERT INTO schema_migrations VALUES ($1, $2, 'then')")
+                    .bind(version)
+                    .bind(name)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            for s in [
+                "INSERT INTO devices VALUES ('mqtt-only', 's1', 'h1', 'M', 'SN1', 'B', 'hall', '2026-01-02T03:04:05.123456+00:00')",
+                "INSERT INTO devices VALUES ('both', 's2', 'h2', NULL, NULL, NULL, NULL, '2026-01-02T03:04:05Z')",
+                "INSERT INTO customers (customer_id, name, tier, vip, created_at_ms) VALUES ('c', 'C', 'standard', 0, 1)",
+                "INSERT INTO sites (site_id, customer_id, name, region, lat, lon) VALUES ('s', 'c', 'S', 'north', 1.0, 2.0)",
+                "INSERT INTO service_devices VALUES ('both', 's', 'SN2', 'P100', 'B2', '1.0', NULL, NULL, 3, 1, 7)",
+                "INSERT INTO service_devices VALUES ('placed-only', 's', 'SN3', 'P100', NULL, NULL, NULL, NULL, 2, 0, 8)",
+            ] {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+        }
+        let db = Database::open_file(&path).await.unwrap();
+        let rows: Vec<(
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+            i64,
+        )> = sqlx::query_as(
+            "SELECT device_id, site_id, site_label, model, criticality, created_at_ms
+                   FROM devices ORDER BY device_id",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(rows[0].0, "both");
+        assert_eq!(
+            (rows[0].1.as_deref(), rows[0].3.as_deref(), rows[0].4),
+            (Some("s"), Some("P100"), 3)
+        );
+        assert_eq!(rows[1].0, "mqtt-only");
+        assert_eq!(
+            (rows[1].1.as_deref(), rows[1].2.as_deref()),
+            (None, Some("hall"))
+        );
+        assert_eq!(rows[1].5, 1_767_323_045_000);
+        assert_eq!(rows[2].0, "placed-only");
+        let secrets: Vec<(String, String)> = sqlx::query_as(
+            "SELECT device_id, secret_hash FROM device_credentials ORDER BY device_id",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            secrets,
+            vec![
+                ("both".into(), "h2".into()),
+                ("mqtt-only".into(), "h1".into())
+            ]
+        );
     }
 }

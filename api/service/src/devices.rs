@@ -1,4 +1,5 @@
-//! The device registry: which devices exist and the secrets they authenticate with.
+//! The device registry: which devices may connect over MQTT and the secrets they authenticate
+//! with (`device_credentials`, beside the one asset record per device in `devices`).
 //!
 //! A secret is 256 random bits issued once and never stored: only a salted SHA-256 of it is.
 //! A slow password hash (argon2) protects low-entropy human passwords against guessing; for a
@@ -69,35 +70,58 @@ impl DeviceRegistry {
         let secret = hex::encode(random_bytes::<32>()?);
         let salt = hex::encode(random_bytes::<16>()?);
         let hash = secret_hash(&salt, &secret);
+        let now = chrono::Utc::now();
+        let mut tx = self.db.pool().begin().await?;
         let result = sqlx::query(
-            "INSERT INTO devices (device_id, secret_salt, secret_hash, model, serial, batch, site, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO device_credentials (device_id, secret_salt, secret_hash, created_at)
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(&new.device_id)
         .bind(&salt)
         .bind(&hash)
-        .bind(&new.model)
-        .bind(&new.serial)
-        .bind(&new.batch)
-        .bind(&new.site)
-        .bind(chrono::Utc::now().to_rfc3339())
-        .execute(self.db.pool())
+        .bind(now.to_rfc3339())
+        .execute(&mut *tx)
         .await;
         match result {
-            Ok(_) => Ok(IssuedDevice {
-                device_id: new.device_id.clone(),
-                secret,
-            }),
+            Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(RegistryError::Duplicate(new.device_id.clone()))
+                return Err(RegistryError::Duplicate(new.device_id.clone()));
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        // The asset record: created here, or completed where the service network already
+        // placed the device (what it already knows wins).
+        sqlx::query(
+            "INSERT INTO devices (device_id, site_label, serial, model, batch, criticality, vip,
+                                  created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, 2, 0, $6)
+             ON CONFLICT (device_id) DO UPDATE SET
+                site_label = COALESCE(devices.site_label, excluded.site_label),
+                serial = COALESCE(devices.serial, excluded.serial),
+                model = COALESCE(devices.model, excluded.model),
+                batch = COALESCE(devices.batch, excluded.batch)",
+        )
+        .bind(&new.device_id)
+        .bind(&new.site)
+        .bind(&new.serial)
+        .bind(&new.model)
+        .bind(&new.batch)
+        .bind(now.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(IssuedDevice {
+            device_id: new.device_id.clone(),
+            secret,
+        })
     }
 
     pub async fn list(&self) -> Result<Vec<Device>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT device_id, model, serial, batch, site, created_at FROM devices ORDER BY device_id",
+            "SELECT c.device_id, d.model, d.serial, d.batch, COALESCE(d.site_label, d.site_id),
+                    c.created_at
+               FROM device_credentials c LEFT JOIN devices d ON d.device_id = c.device_id
+              ORDER BY c.device_id",
         )
         .fetch_all(self.db.pool())
         .await?;
@@ -117,10 +141,12 @@ impl DeviceRegistry {
     /// True when `secret` is the one issued to `device_id`. Unknown devices and store errors
     /// answer false (and the error is logged): authentication fails closed.
     pub async fn verify_secret(&self, device_id: &str, secret: &str) -> bool {
-        let row = sqlx::query("SELECT secret_salt, secret_hash FROM devices WHERE device_id = $1")
-            .bind(device_id)
-            .fetch_optional(self.db.pool())
-            .await;
+        let row = sqlx::query(
+            "SELECT secret_salt, secret_hash FROM device_credentials WHERE device_id = $1",
+        )
+        .bind(device_id)
+        .fetch_optional(self.db.pool())
+        .await;
         match row {
             Ok(Some(row)) => {
                 let salt: String = row.get(0);

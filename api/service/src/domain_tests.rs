@@ -1435,3 +1435,66 @@ async fn scale_numbers() {
     );
     assert_eq!(r.assignments.len() + r.unassigned.len(), 1000);
 }
+
+/// One asset row per device: the MQTT credential and the placement in the service network
+/// are two facts about the same row, whichever comes first.
+#[tokio::test]
+async fn one_device_row_for_the_credential_and_the_placement() {
+    use crate::devices::{DeviceRegistry, NewDevice};
+    let (_d, svc, _c) = service().await;
+    network(&svc).await;
+    let registry = DeviceRegistry::new(svc.db.clone());
+    // Placed first (dev-1), credential second: the network's record wins.
+    let issued = registry
+        .add(&NewDevice {
+            device_id: "dev-1".into(),
+            model: Some("other".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(registry.verify_secret("dev-1", &issued.secret).await);
+    assert!(!registry.verify_secret("dev-1", "wrong").await);
+    // Credential first, placed second.
+    registry
+        .add(&NewDevice {
+            device_id: "mqtt-1".into(),
+            serial: Some("S-9".into()),
+            site: Some("hall 3".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let place = NewServiceDevice {
+        device_id: "mqtt-1".into(),
+        site_id: "site-n".into(),
+        serial: "S-9".into(),
+        model: "P100".into(),
+        batch: None,
+        firmware: None,
+        install_date: None,
+        warranty_end: None,
+        criticality: 2,
+        vip: false,
+    };
+    svc.create_device(&admin(), &place).await.unwrap();
+    assert!(matches!(
+        svc.create_device(&admin(), &place).await,
+        Err(ServiceError::Conflict(_))
+    ));
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT device_id, model, site_id FROM devices WHERE device_id IN ('dev-1', 'mqtt-1') ORDER BY device_id")
+            .fetch_all(svc.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("dev-1".into(), Some("P100".into()), Some("site-n".into())),
+            ("mqtt-1".into(), Some("P100".into()), Some("site-n".into())),
+        ]
+    );
+    let listed = registry.list().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].site.as_deref(), Some("hall 3"));
+}

@@ -114,7 +114,7 @@ impl History {
         let rows = sqlx::query(
             "SELECT d.device_id, d.serial, d.model, d.batch, d.firmware, s.region, d.site_id,
                     s.customer_id, d.install_date, d.created_at_ms
-               FROM service_devices d JOIN sites s ON s.site_id = d.site_id
+               FROM devices d JOIN sites s ON s.site_id = d.site_id
               ORDER BY d.device_id",
         )
         .fetch_all(db.pool())

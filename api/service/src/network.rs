@@ -591,10 +591,18 @@ impl Service {
         self.site(&new.site_id)
             .await
             .map_err(|_| ServiceError::invalid("site_id", "unknown site"))?;
-        sqlx::query(
-            "INSERT INTO service_devices (device_id, site_id, serial, model, batch, firmware,
+        // One asset row per device: a device registered for MQTT only is placed here; one
+        // already placed in the network is a duplicate.
+        let placed = sqlx::query(
+            "INSERT INTO devices (device_id, site_id, serial, model, batch, firmware,
                 install_date, warranty_end, criticality, vip, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (device_id) DO UPDATE SET
+                site_id = excluded.site_id, serial = excluded.serial, model = excluded.model,
+                batch = excluded.batch, firmware = excluded.firmware,
+                install_date = excluded.install_date, warranty_end = excluded.warranty_end,
+                criticality = excluded.criticality, vip = excluded.vip
+             WHERE devices.site_id IS NULL",
         )
         .bind(&new.device_id)
         .bind(&new.site_id)
@@ -610,6 +618,12 @@ impl Service {
         .execute(self.pool())
         .await
         .map_err(duplicate("device", &new.device_id))?;
+        if placed.rows_affected() == 0 {
+            return Err(ServiceError::Conflict(format!(
+                "device {:?} already exists",
+                new.device_id
+            )));
+        }
         Ok(self.device_context(who, &new.device_id).await?.device)
     }
 
@@ -620,7 +634,7 @@ impl Service {
                     d.install_date, d.warranty_end, d.criticality, d.vip,
                     s.customer_id, s.name, s.region, s.lat, s.lon, s.address,
                     c.name, c.tier, c.vip, c.contact_email
-             FROM service_devices d
+             FROM devices d
              JOIN sites s ON s.site_id = d.site_id
              JOIN customers c ON c.customer_id = s.customer_id
              WHERE d.device_id = $1",
