@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         monitor.set_criticality(&d.id, c);
         if set_models {
-            set_model(&mut monitor, &d.id, d.model);
+            monitor.set_device_model(&d.id, d.model);
         }
     }
     let start_ms = fleet.now_ms();
@@ -95,5 +95,3 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{}", serde_json::to_string(&r.counts)?);
     Ok(())
 }
-
-fn set_model(_m: &mut FleetMonitor, _id: &str, _model: &str) {}
