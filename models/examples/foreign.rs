@@ -1,5 +1,5 @@
 //! Zero-configuration monitoring of machines the monitor has no profile for:
-//! `cargo run --release -p prognos-models --example foreign -- [devices] [days] [seed] [verbose]`
+//! `cargo run --release -p prognos-models --example foreign -- [devices] [days] [seed] [verbose] [interval_min]`
 //! (defaults 40 devices — half lathes, half chillers, half of each degrading
 //! — 30 days of 1-minute samples, seed 1). Prints recall, median lead time
 //! (days before failure) and false alerts per 100 device-days, with the
@@ -21,6 +21,7 @@ fn main() {
         devices: arg(1, 40.0) as usize,
         days: arg(2, 30.0),
         seed: arg(3, 1.0) as u64,
+        sample_interval_ms: (arg(5, 1.0) * 60_000.0) as i64,
         ..ForeignConfig::default()
     };
     let verbose = arg(4, 0.0) != 0.0;
@@ -38,7 +39,19 @@ fn main() {
         .collect();
     let (start, end) = (fleet.start_ms(), fleet.end_ms());
     let devices: Vec<_> = fleet.devices().to_vec();
-    let mut monitor = FleetMonitor::new(MonitorConfig::default());
+    // Tuning knobs (environment): LEARNED_THRESHOLD, LEARNED_LAMBDA, LEARNED_DRIFT.
+    let mut mcfg = MonitorConfig::default();
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(v) = env("LEARNED_THRESHOLD") {
+        mcfg.learned.threshold = v;
+    }
+    if let Some(v) = env("LEARNED_LAMBDA") {
+        mcfg.learned.ewma_lambda = v;
+    }
+    if let Some(v) = env("LEARNED_DRIFT") {
+        mcfg.learned.drift_lambda = v;
+    }
+    let mut monitor = FleetMonitor::new(mcfg);
     for d in &devices {
         monitor.set_device_model(&d.id, d.model);
     }

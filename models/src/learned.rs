@@ -71,6 +71,16 @@ pub const MAX_METRICS: usize = 12;
 /// Rows of the baseline buffer.
 pub const BUFFER_ROWS: usize = 400;
 const MAX_COV: usize = 2;
+/// Name fragments of metrics that are usually operating points.
+const COVARIATE_HINTS: [&str; 7] = [
+    "load",
+    "speed",
+    "rpm",
+    "setpoint",
+    "pct",
+    "demand",
+    "throughput",
+];
 const MAX_K: usize = 4;
 /// Regression coefficients at most: 1 + 4 per covariate + (k − 1) + 2.
 const P: usize = 1 + 4 * MAX_COV + (MAX_K - 1) + 2;
@@ -86,7 +96,7 @@ pub struct LearnedConfig {
     /// Baseline period (default 3 days).
     pub baseline_ms: i64,
     /// Baseline is extended (up to `max_baseline_ms`) until the buffer holds
-    /// this many running rows (default 150).
+    /// this many running rows (default 100).
     pub min_running_rows: usize,
     /// Longest baseline (default 10 days).
     pub max_baseline_ms: i64,
@@ -102,7 +112,7 @@ pub struct LearnedConfig {
     pub min_bucket_samples: u32,
     /// EWMA factor per bucket (default 0.05).
     pub ewma_lambda: f64,
-    /// Baseline drift-following factor per bucket (default 1/96).
+    /// Baseline drift-following factor per bucket (default 1/48).
     pub drift_lambda: f64,
     /// Alarm level of the smoothed deviation (baseline sigmas; default 3.5).
     pub threshold: f64,
@@ -119,7 +129,7 @@ impl Default for LearnedConfig {
         Self {
             restart_gap_ms: 2 * 3_600_000,
             baseline_ms: 3 * DAY_MS,
-            min_running_rows: 150,
+            min_running_rows: 100,
             max_baseline_ms: 10 * DAY_MS,
             calibration_buckets: 48,
             warmup_after_start_ms: 3_600_000,
@@ -127,7 +137,7 @@ impl Default for LearnedConfig {
             bucket_ms: 3_600_000,
             min_bucket_samples: 3,
             ewma_lambda: 0.05,
-            drift_lambda: 1.0 / 96.0,
+            drift_lambda: 1.0 / 48.0,
             threshold: 3.5,
             clear_fraction: 0.5,
             failure_ratio: 4.0,
@@ -539,8 +549,7 @@ impl LearnedDevice {
                 let span = ts_ms - *start;
                 if span >= cfg.baseline_ms && ts_ms.saturating_sub(*tried) >= 3_600_000 {
                     *tried = ts_ms;
-                    let n = self.names.len();
-                    let fit = analyse(rows, n, cfg);
+                    let fit = analyse(rows, &self.names, cfg);
                     let enough = fit
                         .as_ref()
                         .is_some_and(|(_, running)| *running >= cfg.min_running_rows);
@@ -1022,7 +1031,8 @@ fn corr(a: &[f64], b: &[f64]) -> f64 {
 /// Learns the device's structure from the baseline buffer; returns the model
 /// and the number of usable running rows.
 #[allow(clippy::needless_range_loop)]
-fn analyse(rows: &[Row], n: usize, cfg: &LearnedConfig) -> Option<(Fitted, usize)> {
+fn analyse(rows: &[Row], names: &[String], cfg: &LearnedConfig) -> Option<(Fitted, usize)> {
+    let n = names.len();
     let col = |k: usize, i: usize| -> Vec<f64> {
         rows.iter()
             .map(|r| f64::from(r.v[k][i]))
@@ -1135,10 +1145,16 @@ fn analyse(rows: &[Row], n: usize, cfg: &LearnedConfig) -> Option<(Fitted, usize
                 .sum::<f64>()
         };
         // The run metric (what drops to zero when the machine stops) is the
-        // operating point if it varies while running; otherwise the metric
-        // explaining most of the others' variance.
-        let (c1, s1) = match run {
-            Some((m, _)) if varying.contains(&m) => (m, score(m)),
+        // operating point if it varies while running; else a metric whose
+        // name says load or speed; else the metric explaining most of the
+        // others' variance.
+        let hinted = varying.iter().copied().find(|&j| {
+            let n = names[j].to_ascii_lowercase();
+            COVARIATE_HINTS.iter().any(|h| n.contains(h))
+        });
+        let (c1, s1) = match (run, hinted) {
+            (Some((m, _)), _) if varying.contains(&m) => (m, score(m)),
+            (_, Some(h)) => (h, score(h)),
             _ => varying
                 .iter()
                 .map(|&j| (j, score(j)))
