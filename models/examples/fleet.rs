@@ -3,7 +3,8 @@
 //! `cargo run --release -p prognos-models --example fleet -- [devices] [days] [seed] [models]`
 //! (defaults 200, 90, 7; `models` = `1` tells the monitor each device's model,
 //! as the binary will once it loads the registry; default `0` = unknown
-//! models, routed by their metric names).
+//! models, routed by their metric names; `2` = no profiles, every device on
+//! the zero-configuration learned detector).
 use prognos_models::alert::Criticality;
 use prognos_models::monitor::{
     AlertSpan, DegradationWindow, FleetMonitor, MonitorConfig, Outcome, evaluate_alerts,
@@ -20,7 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let devices = arg(1, 200.0) as usize;
     let days = arg(2, 90.0);
     let seed = arg(3, 7.0) as u64;
-    let set_models = arg(4, 0.0) != 0.0;
+    let mode = arg(4, 0.0);
+    let set_models = mode != 0.0;
     let mut fleet = Fleet::new(FleetConfig {
         devices,
         seed,
@@ -28,6 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..FleetConfig::default()
     })?;
     let mut monitor = FleetMonitor::new(MonitorConfig::default());
+    if mode == 2.0 {
+        // No profiles at all: every device goes to the learned detector.
+        monitor.set_profiles(Vec::new());
+    }
     let ids: Vec<String> = fleet.devices().iter().map(|d| d.id.clone()).collect();
     for d in fleet.devices() {
         let c = match d.criticality {

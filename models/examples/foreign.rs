@@ -1,5 +1,5 @@
 //! Zero-configuration monitoring of machines the monitor has no profile for:
-//! `cargo run --release -p prognos-models --example foreign -- [devices] [days] [seed] [verbose] [interval_min]`
+//! `cargo run --release -p prognos-models --example foreign -- [devices] [days] [seed] [verbose] [interval_min] [degrading_fraction]`
 //! (defaults 40 devices — half lathes, half chillers, half of each degrading
 //! — 30 days of 1-minute samples, seed 1). Prints recall, median lead time
 //! (days before failure) and false alerts per 100 device-days, with the
@@ -22,6 +22,7 @@ fn main() {
         days: arg(2, 30.0),
         seed: arg(3, 1.0) as u64,
         sample_interval_ms: (arg(5, 1.0) * 60_000.0) as i64,
+        degrading_fraction: arg(6, 0.5),
         ..ForeignConfig::default()
     };
     let verbose = arg(4, 0.0) != 0.0;
@@ -58,7 +59,11 @@ fn main() {
     let mut events = Vec::new();
     let mut samples = 0u64;
     let t0 = std::time::Instant::now();
-    for (id, _model, ts, metrics) in fleet {
+    // FOREIGN_DROP=metric removes a metric from every sample (e.g. a lathe
+    // that does not publish its spindle speed).
+    let drop = std::env::var("FOREIGN_DROP").unwrap_or_default();
+    for (id, _model, ts, mut metrics) in fleet {
+        metrics.retain(|m| m.0 != drop);
         events.extend(monitor.observe(&id, ts, &metrics));
         samples += 1;
     }

@@ -72,7 +72,7 @@ pub const MAX_METRICS: usize = 12;
 pub const BUFFER_ROWS: usize = 400;
 const MAX_COV: usize = 2;
 /// Name fragments of metrics that are usually operating points.
-const COVARIATE_HINTS: [&str; 7] = [
+const COVARIATE_HINTS: [&str; 11] = [
     "load",
     "speed",
     "rpm",
@@ -80,6 +80,10 @@ const COVARIATE_HINTS: [&str; 7] = [
     "pct",
     "demand",
     "throughput",
+    "amps",
+    "current",
+    "power",
+    "kw",
 ];
 const MAX_K: usize = 4;
 /// Regression coefficients at most: 1 + 4 per covariate + (k − 1) + 2.
@@ -151,8 +155,10 @@ impl Default for LearnedConfig {
 pub struct LearnedSummary {
     /// Metric that tells running from idle.
     pub run_metric: Option<String>,
-    /// Covariates.
+    /// Covariates (the operating point).
     pub covariates: Vec<String>,
+    /// Metric the operating point itself is judged against, if it is judged.
+    pub reference: Option<String>,
     /// Responses (judged metrics).
     pub responses: Vec<String>,
     /// Operating regimes found by k-means.
@@ -277,7 +283,7 @@ impl Fitted {
             x[3 + 4 * j] = s(f);
             x[4 + 4 * j] = s(l);
         }
-        let k = nearest(&self.centroids, &z[..self.cov.len()]);
+        let k = nearest(&self.centroids, &z[..self.cov.len().min(1)]);
         if k > 0 {
             x[1 + 4 * MAX_COV + k - 1] = 1.0;
         }
@@ -287,7 +293,28 @@ impl Fitted {
         Some(x)
     }
 
+    /// Features response `r` may use: the operating point (slot 0) and the
+    /// regimes for every response except the operating point itself, which
+    /// is judged against the metric tracking it (slot 1) only.
+    fn mask(&self, r: usize, x: &mut [f64; P]) {
+        let own = self.cov.first() == Some(&self.responses[r]);
+        if own {
+            for v in &mut x[1..5] {
+                *v = 0.0;
+            }
+            for v in &mut x[1 + 4 * MAX_COV..P - 2] {
+                *v = 0.0;
+            }
+        } else {
+            for v in &mut x[5..1 + 4 * MAX_COV] {
+                *v = 0.0;
+            }
+        }
+    }
+
     fn predict(&self, r: usize, x: &[f64; P]) -> f64 {
+        let mut x = *x;
+        self.mask(r, &mut x);
         let c = &self.coefs[r];
         let mut s = 0.0;
         for i in 0..P {
@@ -424,7 +451,13 @@ impl LearnedDevice {
     fn summary(&self, f: &Fitted) -> LearnedSummary {
         LearnedSummary {
             run_metric: f.run.map(|(m, _)| self.names[m].clone()),
-            covariates: f.cov.iter().map(|&c| self.names[c].clone()).collect(),
+            covariates: f
+                .cov
+                .iter()
+                .take(1)
+                .map(|&c| self.names[c].clone())
+                .collect(),
+            reference: f.cov.get(1).map(|&c| self.names[c].clone()),
             responses: f.responses.iter().map(|&c| self.names[c].clone()).collect(),
             regimes: f.centroids.len().max(1),
             hour_of_day: f
@@ -549,7 +582,7 @@ impl LearnedDevice {
                 let span = ts_ms - *start;
                 if span >= cfg.baseline_ms && ts_ms.saturating_sub(*tried) >= 3_600_000 {
                     *tried = ts_ms;
-                    let fit = analyse(rows, &self.names, cfg);
+                    let fit = analyse(rows, &self.names, naming.roles.as_deref(), cfg);
                     let enough = fit
                         .as_ref()
                         .is_some_and(|(_, running)| *running >= cfg.min_running_rows);
@@ -1031,8 +1064,15 @@ fn corr(a: &[f64], b: &[f64]) -> f64 {
 /// Learns the device's structure from the baseline buffer; returns the model
 /// and the number of usable running rows.
 #[allow(clippy::needless_range_loop)]
-fn analyse(rows: &[Row], names: &[String], cfg: &LearnedConfig) -> Option<(Fitted, usize)> {
+fn analyse(
+    rows: &[Row],
+    names: &[String],
+    roles: Option<&[(String, MetricRole)]>,
+    cfg: &LearnedConfig,
+) -> Option<(Fitted, usize)> {
     let n = names.len();
+    let role =
+        |i: usize| roles.and_then(|r| r.iter().find(|(m, _)| *m == names[i]).map(|(_, x)| *x));
     let col = |k: usize, i: usize| -> Vec<f64> {
         rows.iter()
             .map(|r| f64::from(r.v[k][i]))
@@ -1110,7 +1150,9 @@ fn analyse(rows: &[Row], names: &[String], cfg: &LearnedConfig) -> Option<(Fitte
                 .filter(|v| v.is_finite())
                 .collect();
             let (m, s) = mean_std(&v);
-            v.len() * 2 >= running && s > 1e-9 * m.abs().max(1e-12)
+            v.len() * 2 >= running
+                && s > 1e-9 * m.abs().max(1e-12)
+                && role(i) != Some(MetricRole::Ignore)
         })
         .collect();
     if varying.is_empty() {
@@ -1144,64 +1186,54 @@ fn analyse(rows: &[Row], names: &[String], cfg: &LearnedConfig) -> Option<(Fitte
                 .map(|&i| r2(i, j))
                 .sum::<f64>()
         };
-        // The run metric (what drops to zero when the machine stops) is the
-        // operating point if it varies while running; else a metric whose
-        // name says load or speed; else the metric explaining most of the
+        // The operating point: a metric the profile declares a covariate;
+        // else one whose name says load, speed, current or power; else the
+        // run metric (what drops to zero when the machine stops) if it
+        // varies while running; else the metric explaining most of the
         // others' variance.
         let hinted = varying.iter().copied().find(|&j| {
             let n = names[j].to_ascii_lowercase();
             COVARIATE_HINTS.iter().any(|h| n.contains(h))
         });
+        let c1_declared = varying
+            .iter()
+            .copied()
+            .find(|&j| role(j) == Some(MetricRole::Covariate));
         let (c1, s1) = match (run, hinted) {
-            (Some((m, _)), _) if varying.contains(&m) => (m, score(m)),
             (_, Some(h)) => (h, score(h)),
+            (Some((m, _)), _) if varying.contains(&m) => (m, score(m)),
             _ => varying
                 .iter()
                 .map(|&j| (j, score(j)))
                 .max_by(|a, b| a.1.total_cmp(&b.1))?,
         };
-        if s1 / (nv - 1) as f64 >= 0.1 {
+        let declared = c1_declared.is_some() || hinted.is_some();
+        let c1 = c1_declared.unwrap_or(c1);
+        if declared || s1 / (nv - 1) as f64 >= 0.1 {
             cov.push(c1);
-            if nv >= 5 {
-                // Residualise on c1, then the best second explainer.
-                let resid = |i: usize| -> Vec<f64> {
-                    let (mx, sx) = mean_std(&series[c1]);
-                    let (my, _) = mean_std(&series[i]);
-                    let b = corr(&series[c1], &series[i]) * mean_std(&series[i]).1 / sx.max(1e-300);
-                    series[i]
-                        .iter()
-                        .zip(&series[c1])
-                        .map(|(y, x)| y - my - b * (x - mx))
-                        .collect()
-                };
-                let res: Vec<(usize, Vec<f64>)> = varying
-                    .iter()
-                    .filter(|&&i| i != c1)
-                    .map(|&i| (i, resid(i)))
-                    .collect();
-                let best2 = res
-                    .iter()
-                    .map(|(j, rj)| {
-                        let s: f64 = res
-                            .iter()
-                            .filter(|(i, _)| i != j)
-                            .map(|(_, ri)| corr(ri, rj).powi(2))
-                            .sum();
-                        (*j, s / (res.len() - 1) as f64)
-                    })
-                    .max_by(|a, b| a.1.total_cmp(&b.1));
-                if let Some((c2, s2)) = best2
-                    && s2 >= 0.6
-                {
-                    cov.push(c2);
-                }
+            // An operating point found only from the data (run metric,
+            // variance share) may itself be what degrades (vibration telling
+            // running from idle): it is judged too, against the metric that
+            // tracks it best.
+            let alt = varying
+                .iter()
+                .copied()
+                .filter(|&j| j != c1)
+                .map(|j| (j, r2(c1, j)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if !declared
+                && let Some((a, r)) = alt
+                && r >= 0.3
+            {
+                cov.push(a);
             }
         }
     }
     let responses: Vec<usize> = varying
         .iter()
         .copied()
-        .filter(|i| !cov.contains(i))
+        .filter(|&i| cov.len() == 2 || !cov.contains(&i))
+        .filter(|&i| role(i) != Some(MetricRole::Covariate))
         .collect();
     Some((fit_model(&complete, run, cov, responses, n), running))
 }
@@ -1241,6 +1273,7 @@ fn fit_model(
             .map(|r| {
                 fit.cov
                     .iter()
+                    .take(1)
                     .enumerate()
                     .map(|(j, &c)| (get(r, 0, c) - fit.cov_mean[j]) / fit.cov_std[j])
                     .collect()
@@ -1279,8 +1312,16 @@ fn fit_model(
             fit.features(&raw, &f, &s, h).unwrap_or([0.0; P])
         })
         .collect();
-    for &m in &fit.responses.clone() {
+    for (ri, &m) in fit.responses.clone().iter().enumerate() {
         let ys: Vec<f64> = rows.iter().map(|r| get(r, 0, m)).collect();
+        let xs: Vec<[f64; P]> = xs
+            .iter()
+            .map(|x| {
+                let mut x = *x;
+                fit.mask(ri, &mut x);
+                x
+            })
+            .collect();
         // Without hour terms, the last two features are left out by
         // zeroing them in a copy.
         let no_hour: Vec<[f64; P]> = xs
