@@ -93,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spans = AlertSpan::from_events(&events);
     let r = evaluate_alerts(&spans, &truth, start_ms, end_ms, devices as f64 * days);
     println!(
-        "fleet {devices} devices {days} days seed {seed} models_set {set_models}: recall {:.3} median lead {:.2} days, false alerts/100 device-days {:.3}",
+        "fleet {devices} devices {days} days seed {seed} mode {mode} (0 unknown models, 1 models set, 2 no profiles): recall {:.3} median lead {:.2} days, false alerts/100 device-days {:.3}",
         r.overall.recall,
         r.overall.median_lead_days.unwrap_or(f64::NAN),
         r.overall.false_alerts_per_100_device_days

@@ -40,7 +40,8 @@ fn main() {
         .collect();
     let (start, end) = (fleet.start_ms(), fleet.end_ms());
     let devices: Vec<_> = fleet.devices().to_vec();
-    // Tuning knobs (environment): LEARNED_THRESHOLD, LEARNED_LAMBDA, LEARNED_DRIFT.
+    // Tuning knobs (environment): LEARNED_THRESHOLD, LEARNED_LAMBDA, LEARNED_DRIFT,
+    // LEARNED_GATE, LEARNED_CALIBRATION.
     let mut mcfg = MonitorConfig::default();
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
     if let Some(v) = env("LEARNED_THRESHOLD") {
@@ -51,6 +52,12 @@ fn main() {
     }
     if let Some(v) = env("LEARNED_DRIFT") {
         mcfg.learned.drift_lambda = v;
+    }
+    if let Some(v) = env("LEARNED_GATE") {
+        mcfg.learned.drift_gate = v;
+    }
+    if let Some(v) = env("LEARNED_CALIBRATION") {
+        mcfg.learned.calibration_buckets = v as usize;
     }
     let mut monitor = FleetMonitor::new(mcfg);
     for d in &devices {
@@ -65,6 +72,14 @@ fn main() {
     for (id, _model, ts, mut metrics) in fleet {
         metrics.retain(|m| m.0 != drop);
         events.extend(monitor.observe(&id, ts, &metrics));
+        // TRACE_DEVICE=id prints that device's health every 6 hours.
+        if std::env::var("TRACE_DEVICE").is_ok_and(|t| t == id) && ts % 21_600_000 == 0 {
+            println!(
+                "trace day {:.2} {:?}",
+                (ts - start) as f64 / 86_400_000.0,
+                monitor.device_health(&id)
+            );
+        }
         samples += 1;
     }
     let secs = t0.elapsed().as_secs_f64();

@@ -118,6 +118,9 @@ pub struct LearnedConfig {
     pub ewma_lambda: f64,
     /// Baseline drift-following factor per bucket (default 1/48).
     pub drift_lambda: f64,
+    /// The baseline follows drift only while |deviation| is below this
+    /// fraction of the threshold (default 0.5).
+    pub drift_gate: f64,
     /// Alarm level of the smoothed deviation (baseline sigmas; default 3.5).
     pub threshold: f64,
     /// A mode clears below this fraction of its threshold (default 0.5).
@@ -142,6 +145,7 @@ impl Default for LearnedConfig {
             min_bucket_samples: 3,
             ewma_lambda: 0.05,
             drift_lambda: 1.0 / 48.0,
+            drift_gate: 0.5,
             threshold: 3.5,
             clear_fraction: 0.5,
             failure_ratio: 4.0,
@@ -751,7 +755,7 @@ impl LearnedDevice {
             let st = self.ewma[r];
             self.stat[r] = Some(st);
             let t = thr[mode_of[r]];
-            if st.abs() < 0.5 * t {
+            if st.abs() < cfg.drift_gate * t {
                 self.base[r] += cfg.drift_lambda * (mean - self.base[r]);
                 self.since[r] = None;
             } else if self.since[r].is_none() {
