@@ -71,6 +71,9 @@ pub const MAX_METRICS: usize = 12;
 /// Rows of the baseline buffer.
 pub const BUFFER_ROWS: usize = 400;
 const MAX_COV: usize = 2;
+/// Margin (standard deviations) beyond the baseline range of a covariate
+/// within which samples are still judged.
+const RANGE_MARGIN: f64 = 0.25;
 /// Name fragments of metrics that are usually operating points.
 const COVARIATE_HINTS: [&str; 11] = [
     "load",
@@ -121,7 +124,7 @@ pub struct LearnedConfig {
     /// The baseline follows drift only while |deviation| is below this
     /// fraction of the threshold (default 0.5).
     pub drift_gate: f64,
-    /// Alarm level of the smoothed deviation (baseline sigmas; default 3.5).
+    /// Alarm level of the smoothed deviation (baseline sigmas; default 4).
     pub threshold: f64,
     /// A mode clears below this fraction of its threshold (default 0.5).
     pub clear_fraction: f64,
@@ -146,7 +149,7 @@ impl Default for LearnedConfig {
             ewma_lambda: 0.05,
             drift_lambda: 1.0 / 48.0,
             drift_gate: 0.5,
-            threshold: 3.5,
+            threshold: 4.0,
             clear_fraction: 0.5,
             failure_ratio: 4.0,
             rul_window_buckets: 72,
@@ -260,6 +263,10 @@ struct Fitted {
     cov: Vec<usize>,
     cov_mean: Vec<f64>,
     cov_std: Vec<f64>,
+    /// Standardised range of each covariate over the baseline: operating
+    /// points outside it (by more than [`RANGE_MARGIN`]) are not judged,
+    /// since the regression would extrapolate.
+    cov_range: Vec<(f64, f64)>,
     centroids: Vec<Vec<f64>>,
     responses: Vec<usize>,
     coefs: Vec<[f64; P]>,
@@ -282,6 +289,14 @@ impl Fitted {
                 return None;
             }
             z[j] = s(r);
+            let (lo, hi) = self
+                .cov_range
+                .get(j)
+                .copied()
+                .unwrap_or((f64::MIN, f64::MAX));
+            if z[j] < lo - RANGE_MARGIN || z[j] > hi + RANGE_MARGIN {
+                return None;
+            }
             x[1 + 4 * j] = z[j];
             x[2 + 4 * j] = z[j] * z[j];
             x[3 + 4 * j] = s(f);
@@ -1253,15 +1268,21 @@ fn fit_model(
     let get = |r: &Row, k: usize, i: usize| f64::from(r.v[k][i]);
     let mut cov_mean = Vec::new();
     let mut cov_std = Vec::new();
+    let mut cov_range = Vec::new();
     for &c in &cov {
         let v: Vec<f64> = rows.iter().map(|r| get(r, 0, c)).collect();
         let (m, s) = mean_std(&v);
+        let s = s.max(1e-9);
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         cov_mean.push(m);
-        cov_std.push(s.max(1e-9));
+        cov_std.push(s);
+        cov_range.push(((lo - m) / s, (hi - m) / s));
     }
     let mut fit = Fitted {
         run,
         cov,
+        cov_range,
         cov_mean,
         cov_std,
         centroids: Vec::new(),
