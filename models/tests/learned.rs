@@ -364,3 +364,35 @@ indicator = { kind = "residual", metrics = ["spindle_temp", "vibration"], direct
     assert_eq!(doc.engine, Engine::Learned);
     assert_eq!(doc.failure_modes[0].threshold, Some(4.0));
 }
+
+#[test]
+fn degenerate_inputs_do_not_panic() {
+    let mut m = FleetMonitor::new(MonitorConfig::default());
+    let mut x = prognos_models::stats::XorShift::new(9);
+    for i in 0..6 * 288 {
+        let ts = i * 300_000;
+        let r = x.next_f64();
+        // One metric only; a constant metric; NaN and infinities; a metric
+        // appearing late; an empty reading; a duplicate timestamp.
+        m.observe("one", ts, &[("t", 20.0 + r)]);
+        m.observe("const", ts, &[("a", 1.0), ("b", 2.0)]);
+        m.observe(
+            "junk",
+            ts,
+            &[("a", f64::NAN), ("b", f64::INFINITY), ("c", r)],
+        );
+        let late = [("a", r), ("late", 3.0 * r)];
+        m.observe("late", ts, if i > 1000 { &late[..] } else { &late[..1] });
+        m.observe("empty", ts, &[]);
+        m.observe("one", ts, &[("t", 1e9)]);
+    }
+    for id in ["one", "const", "junk", "late"] {
+        match m.device_health(id) {
+            Some(AnyHealth::Learned(h)) => {
+                assert!(h.indicators.values().all(|v| v.is_finite()), "{id}")
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert!(m.active_alerts().is_empty());
+}
