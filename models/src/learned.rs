@@ -16,11 +16,14 @@
 //!      (different mean by > 2 running standard deviations or halves) is
 //!      the run indicator; idle samples only advance the filters, and
 //!      samples within `warmup_after_start_ms` of a start are not judged.
-//!    - *Covariates* (load, setpoints): the metric whose variation explains
-//!      most of the others' (largest sum of squared correlations), plus a
-//!      second one if it explains ≥ 30 % of what is left of the rest
-//!      (partial correlations). The remaining metrics are *responses*. A
-//!      profile can name covariates and health metrics instead.
+//!    - *Covariates* (load, setpoints): a metric the profile declares; else
+//!      one whose name says load/speed/current/power (two such metrics are
+//!      both covariates); else the run metric; else the metric whose
+//!      variation explains most of the others' (largest sum of squared
+//!      correlations). An operating point found only from the data is also
+//!      judged, against the metric that tracks it best. The remaining
+//!      metrics are *responses*. Operating points outside the baseline's
+//!      range are not judged (no extrapolation).
 //!    - *Regimes*: k-means (k ≤ 4, chosen by the within-cluster
 //!      sum-of-squares elbow) on the standardised covariates; regimes enter
 //!      the regression as dummies.
@@ -32,10 +35,13 @@
 //!    give each response's bucket-mean residual bias and standard deviation
 //!    (the baseline residual scale σ).
 //! 4. **Indicators.** Per running bucket, z = (mean residual − baseline) /
-//!    σ, smoothed by an EWMA (λ per bucket); S = EWMA / its iid standard
-//!    deviation. The baseline follows slow drift (season) with a slow EWMA,
-//!    frozen while |S| is above half the threshold, so a degradation is not
-//!    learned away. Multivariate: T² = Σ S² over a mode's metrics.
+//!    σ, smoothed by an EWMA (λ per bucket): S, the smoothed deviation in
+//!    baseline sigmas (thresholded directly, not divided by the EWMA's iid
+//!    spread: residual errors are autocorrelated, and a sustained several-σ
+//!    shift is what matters). The baseline follows slow drift (season) with
+//!    a slow EWMA, frozen while |S| is above `drift_gate` × the threshold,
+//!    so a degradation is not learned away. Multivariate: T² = Σ S² over a
+//!    mode's metrics.
 //! 5. **Decision.** A metric belongs to the profile failure mode naming it
 //!    (direction-consistent), else to the generic [`GENERIC_MODE`]. A mode is
 //!    anomalous when max |S| over its metrics exceeds its threshold (× the
@@ -124,7 +130,7 @@ pub struct LearnedConfig {
     /// The baseline follows drift only while |deviation| is below this
     /// fraction of the threshold (default 0.5).
     pub drift_gate: f64,
-    /// Alarm level of the smoothed deviation (baseline sigmas; default 4).
+    /// Alarm level of the smoothed deviation (baseline sigmas; default 4.5).
     pub threshold: f64,
     /// A mode clears below this fraction of its threshold (default 0.5).
     pub clear_fraction: f64,
@@ -149,7 +155,7 @@ impl Default for LearnedConfig {
             ewma_lambda: 0.05,
             drift_lambda: 1.0 / 48.0,
             drift_gate: 0.5,
-            threshold: 4.0,
+            threshold: 4.5,
             clear_fraction: 0.5,
             failure_ratio: 4.0,
             rul_window_buckets: 72,
@@ -269,6 +275,9 @@ struct Fitted {
     cov_range: Vec<(f64, f64)>,
     centroids: Vec<Vec<f64>>,
     responses: Vec<usize>,
+    /// Both covariate slots are operating points (two name-hinted metrics,
+    /// e.g. speed and current) rather than operating point and reference.
+    joint: bool,
     coefs: Vec<[f64; P]>,
     hour: Vec<bool>,
     /// Lower bound of each response's residual scale (2 % of its running
@@ -316,6 +325,9 @@ impl Fitted {
     /// regimes for every response except the operating point itself, which
     /// is judged against the metric tracking it (slot 1) only.
     fn mask(&self, r: usize, x: &mut [f64; P]) {
+        if self.joint {
+            return;
+        }
         let own = self.cov.first() == Some(&self.responses[r]);
         if own {
             for v in &mut x[1..5] {
@@ -473,10 +485,14 @@ impl LearnedDevice {
             covariates: f
                 .cov
                 .iter()
-                .take(1)
+                .take(if f.joint { 2 } else { 1 })
                 .map(|&c| self.names[c].clone())
                 .collect(),
-            reference: f.cov.get(1).map(|&c| self.names[c].clone()),
+            reference: f
+                .cov
+                .get(1)
+                .filter(|_| !f.joint)
+                .map(|&c| self.names[c].clone()),
             responses: f.responses.iter().map(|&c| self.names[c].clone()).collect(),
             regimes: f.centroids.len().max(1),
             hour_of_day: f
@@ -1195,6 +1211,7 @@ fn analyse(
         .collect();
     // Covariates: profile roles, else by explained variance.
     let mut cov: Vec<usize> = Vec::new();
+    let mut joint = false;
     let nv = varying.len();
     if nv >= 2 {
         let r2 = |a: usize, b: usize| corr(&series[a], &series[b]).powi(2);
@@ -1240,7 +1257,19 @@ fn analyse(
                 .filter(|&j| j != c1)
                 .map(|j| (j, r2(c1, j)))
                 .max_by(|a, b| a.1.total_cmp(&b.1));
-            if !declared
+            let second_hint = varying.iter().copied().find(|&j| {
+                let n = names[j].to_ascii_lowercase();
+                j != c1 && c1_declared.is_none() && COVARIATE_HINTS.iter().any(|h| n.contains(h))
+            });
+            if let Some(h) = second_hint
+                && hinted.is_some()
+                && nv >= 3
+            {
+                // Two metrics whose names say operating point (speed and
+                // current): both explain the rest.
+                cov.push(h);
+                joint = true;
+            } else if !declared
                 && let Some((a, r)) = alt
                 && r >= 0.3
             {
@@ -1251,10 +1280,12 @@ fn analyse(
     let responses: Vec<usize> = varying
         .iter()
         .copied()
-        .filter(|&i| cov.len() == 2 || !cov.contains(&i))
+        .filter(|&i| (cov.len() == 2 && !joint) || !cov.contains(&i))
         .filter(|&i| role(i) != Some(MetricRole::Covariate))
         .collect();
-    Some((fit_model(&complete, run, cov, responses, n), running))
+    let mut fit = fit_model(&complete, run, cov, responses, joint);
+    fit.joint = joint;
+    Some((fit, running))
 }
 
 /// Fits regimes and regressions for chosen covariates and responses.
@@ -1263,7 +1294,7 @@ fn fit_model(
     run: Option<(usize, f64)>,
     cov: Vec<usize>,
     responses: Vec<usize>,
-    _n: usize,
+    joint: bool,
 ) -> Fitted {
     let get = |r: &Row, k: usize, i: usize| f64::from(r.v[k][i]);
     let mut cov_mean = Vec::new();
@@ -1287,6 +1318,7 @@ fn fit_model(
         cov_std,
         centroids: Vec::new(),
         responses,
+        joint,
         coefs: Vec::new(),
         hour: Vec::new(),
         floor: Vec::new(),
