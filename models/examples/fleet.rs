@@ -29,7 +29,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sample_interval_ms: 600_000,
         ..FleetConfig::default()
     })?;
-    let mut monitor = FleetMonitor::new(MonitorConfig::default());
+    // Learned-detector knobs (environment): LEARNED_THRESHOLD, LEARNED_JOINT (0/1).
+    let mut mcfg = MonitorConfig::default();
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(v) = env("LEARNED_THRESHOLD") {
+        mcfg.learned.threshold = v;
+    }
+    if let Some(v) = env("LEARNED_JOINT") {
+        mcfg.learned.joint_covariates = v != 0.0;
+    }
+    let mut monitor = FleetMonitor::new(mcfg);
     if mode == 2.0 {
         // No profiles at all: every device goes to the learned detector.
         monitor.set_profiles(Vec::new());

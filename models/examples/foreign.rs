@@ -53,6 +53,9 @@ fn main() {
     if let Some(v) = env("LEARNED_DRIFT") {
         mcfg.learned.drift_lambda = v;
     }
+    if let Some(v) = env("LEARNED_JOINT") {
+        mcfg.learned.joint_covariates = v != 0.0;
+    }
     if let Some(v) = env("LEARNED_GATE") {
         mcfg.learned.drift_gate = v;
     }

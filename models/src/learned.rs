@@ -17,8 +17,9 @@
 //!      the run indicator; idle samples only advance the filters, and
 //!      samples within `warmup_after_start_ms` of a start are not judged.
 //!    - *Covariates* (load, setpoints): a metric the profile declares; else
-//!      one whose name says load/speed/current/power (two such metrics are
-//!      both covariates); else the run metric; else the metric whose
+//!      one whose name says load/speed/current/power (with
+//!      `joint_covariates`, two such metrics are both covariates); else the
+//!      run metric; else the metric whose
 //!      variation explains most of the others' (largest sum of squared
 //!      correlations). An operating point found only from the data is also
 //!      judged, against the metric that tracks it best. The remaining
@@ -130,6 +131,11 @@ pub struct LearnedConfig {
     /// The baseline follows drift only while |deviation| is below this
     /// fraction of the threshold (default 0.5).
     pub drift_gate: f64,
+    /// Two name-hinted metrics (speed and current) are both covariates
+    /// (default false: on the simulated fleet run without profiles, speed
+    /// and current together raised false alerts above 1 per 100
+    /// device-days); otherwise only the first is.
+    pub joint_covariates: bool,
     /// Alarm level of the smoothed deviation (baseline sigmas; default 4.5).
     pub threshold: f64,
     /// A mode clears below this fraction of its threshold (default 0.5).
@@ -155,6 +161,7 @@ impl Default for LearnedConfig {
             ewma_lambda: 0.05,
             drift_lambda: 1.0 / 48.0,
             drift_gate: 0.5,
+            joint_covariates: false,
             threshold: 4.5,
             clear_fraction: 0.5,
             failure_ratio: 4.0,
@@ -1262,6 +1269,7 @@ fn analyse(
                 j != c1 && c1_declared.is_none() && COVARIATE_HINTS.iter().any(|h| n.contains(h))
             });
             if let Some(h) = second_hint
+                && cfg.joint_covariates
                 && hinted.is_some()
                 && nv >= 3
             {

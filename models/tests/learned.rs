@@ -294,7 +294,7 @@ fn causal_and_finite() {
             let s = h.summary.expect("learned");
             if id.starts_with("lathe") {
                 assert_eq!(s.run_metric.as_deref(), Some("spindle_speed"));
-                assert_eq!(s.covariates, vec!["spindle_speed", "amps"]);
+                assert_eq!(s.covariates, vec!["spindle_speed"]);
             } else {
                 assert!(s.responses.contains(&"oil_temp".to_string()), "{s:?}");
             }
