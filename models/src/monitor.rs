@@ -1,6 +1,20 @@
 //! Online fleet monitor: per-device, causal health indicators for the three
 //! simulated failure modes, drift detection, RUL and de-duplicated alerts.
 //!
+//! # Routing
+//! Each device is routed once (on its first reading): a device whose model
+//! ([`FleetMonitor::set_device_model`]) has an [`AssetProfile`]
+//! ([`FleetMonitor::set_profiles`]; default: the built-in
+//! [`builtin_rotating`] profile of the simulator's machines) runs that
+//! profile's engine; a device with no known model whose metrics match a
+//! profile's (every covariate, half of the health metrics) uses it too;
+//! every other device gets the zero-configuration detector of
+//! [`crate::learned`] (failure mode [`crate::learned::GENERIC_MODE`] unless a profile names
+//! it). The physics below is the `rotating_machine` engine: its metric names,
+//! mode names and thresholds come from the profile. Repair feedback
+//! ([`FleetMonitor::feedback`]) scales a (device model, failure mode)'s
+//! thresholds.
+//!
 //! # Method
 //! For every device the monitor keeps a small state (a few hundred floats,
 //! independent of how long the device has been observed):
@@ -71,6 +85,8 @@ use crate::alert::{
     Alert, AlertConfig, AlertEvent, AlertEventKind, AlertManager, Criticality, Evidence,
     Observation,
 };
+use crate::learned::{LearnedConfig, LearnedDevice, LearnedHealth, Naming};
+use crate::profile::{AssetProfile, Engine, Indicator, SLOTS, builtin_rotating};
 use crate::rul::{TrendKind, extrapolate_trend};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -134,6 +150,9 @@ pub struct MonitorConfig {
     pub rul_window_buckets: usize,
     /// Alert time hysteresis (default open after 6 h, resolve after 24 h).
     pub alert: AlertConfig,
+    /// Settings of the zero-configuration detector (devices without a
+    /// profile).
+    pub learned: LearnedConfig,
 }
 
 impl Default for MonitorConfig {
@@ -155,8 +174,69 @@ impl Default for MonitorConfig {
                 open_after_ms: 6 * 3_600_000,
                 resolve_after_ms: 24 * 3_600_000,
             },
+            learned: LearnedConfig::default(),
         }
     }
+}
+
+/// Bounds of the feedback threshold multiplier.
+pub const FEEDBACK_BOUNDS: (f64, f64) = (0.9, 4.0);
+
+/// The rotating-machine engine's parameters for one device, from its profile.
+#[derive(Debug, Clone, PartialEq)]
+struct PhysicsParams {
+    /// Metric names feeding the slots, in [`SLOTS`] order.
+    slots: [String; 7],
+    /// Mode names (indicators in [`MODES`] order).
+    names: [String; 3],
+    /// Effective thresholds (profile or config, × feedback).
+    thresholds: [f64; 3],
+    /// Failure levels.
+    failure_levels: [f64; 3],
+    /// Modes the profile defines.
+    enabled: [bool; 3],
+}
+
+impl PhysicsParams {
+    fn new(cfg: &MonitorConfig, p: &AssetProfile) -> Self {
+        let slots = SLOTS.map(|s| p.slot_metric(s).unwrap_or("").to_string());
+        let mut names = MODES.map(String::from);
+        let mut thresholds = cfg.thresholds;
+        let mut failure_levels = cfg.failure_levels;
+        let mut enabled = [false; 3];
+        for f in &p.failure_modes {
+            let m = match f.indicator {
+                Indicator::VibrationResidual => 0,
+                Indicator::PressureFlowDeficit => 1,
+                Indicator::TemperatureRise => 2,
+                Indicator::Residual { .. } => continue,
+            };
+            enabled[m] = true;
+            names[m] = f.name.clone();
+            if let Some(t) = f.threshold {
+                thresholds[m] = t;
+            }
+            if let Some(l) = f.failure_level {
+                failure_levels[m] = l;
+            }
+        }
+        Self {
+            slots,
+            names,
+            thresholds,
+            failure_levels,
+            enabled,
+        }
+    }
+}
+
+/// Which engine a device runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Rotating-machine physics with profile `usize`.
+    Physics(usize),
+    /// Learned detector, with an optional (learned-engine) profile.
+    Learned(Option<usize>),
 }
 
 /// Normal equations of one ridge regression (upper triangle used).
@@ -278,6 +358,8 @@ pub struct DeviceHealth {
 #[derive(Debug, Clone)]
 struct DeviceState {
     criticality: Criticality,
+    params: Box<PhysicsParams>,
+    base_thresholds: [f64; 3],
     last_ts: Option<i64>,
     running_since: Option<i64>,
     /// Speed and current scales (first running sample), `None` until seen.
@@ -300,9 +382,11 @@ struct DeviceState {
 }
 
 impl DeviceState {
-    fn new(criticality: Criticality) -> Self {
+    fn new(criticality: Criticality, params: PhysicsParams) -> Self {
         Self {
             criticality,
+            base_thresholds: params.thresholds,
+            params: Box::new(params),
             last_ts: None,
             running_since: None,
             scale: None,
@@ -331,7 +415,10 @@ impl DeviceState {
     /// bookkeeping is handled by the caller.
     fn restart(&mut self) {
         let c = self.criticality;
-        *self = Self::new(c);
+        let p = (*self.params).clone();
+        let base = self.base_thresholds;
+        *self = Self::new(c, p);
+        self.base_thresholds = base;
     }
 }
 
@@ -341,6 +428,22 @@ pub struct FleetMonitor {
     cfg: MonitorConfig,
     devices: HashMap<String, DeviceState>,
     alerts: AlertManager,
+    profiles: Vec<AssetProfile>,
+    models: HashMap<String, String>,
+    criticality: HashMap<String, Criticality>,
+    routes: HashMap<String, Route>,
+    learned: HashMap<String, (LearnedDevice, Naming)>,
+    feedback: BTreeMap<(String, String), f64>,
+}
+
+/// Live health of a device under either engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "engine", rename_all = "snake_case")]
+pub enum AnyHealth {
+    /// Rotating-machine physics.
+    RotatingMachine(DeviceHealth),
+    /// Zero-configuration detector.
+    Learned(LearnedHealth),
 }
 
 /// Values of the metrics the monitor uses, from one reading.
@@ -356,40 +459,43 @@ struct Sample {
 }
 
 impl Sample {
-    fn from_metrics(metrics: &[(&str, f64)]) -> Self {
+    /// Reads the slots (names in [`SLOTS`] order) from a reading.
+    fn from_metrics(metrics: &[(&str, f64)], slots: &[String; 7]) -> Self {
         let mut s = Self::default();
         for &(name, v) in metrics {
             if !v.is_finite() {
                 continue;
             }
-            match name {
-                "vibration_rms" => s.vib = Some(v),
-                "bearing_temp" => s.bearing = Some(v),
-                "motor_temp" => s.motor = Some(v),
-                "current" => s.current = Some(v),
-                "pressure" => s.pressure = Some(v),
-                "flow" => s.flow = Some(v),
-                "speed" => s.speed = Some(v),
-                _ => {}
-            }
+            let Some(i) = slots.iter().position(|n| n == name) else {
+                continue;
+            };
+            let slot = match i {
+                0 => &mut s.vib,
+                1 => &mut s.bearing,
+                2 => &mut s.motor,
+                3 => &mut s.current,
+                4 => &mut s.pressure,
+                5 => &mut s.flow,
+                _ => &mut s.speed,
+            };
+            *slot = Some(v);
         }
         s
     }
-}
 
-impl Sample {
-    fn to_map(self) -> BTreeMap<String, f64> {
+    fn to_map(self, slots: &[String; 7]) -> BTreeMap<String, f64> {
         [
-            ("vibration_rms", self.vib),
-            ("bearing_temp", self.bearing),
-            ("motor_temp", self.motor),
-            ("current", self.current),
-            ("pressure", self.pressure),
-            ("flow", self.flow),
-            ("speed", self.speed),
+            self.vib,
+            self.bearing,
+            self.motor,
+            self.current,
+            self.pressure,
+            self.flow,
+            self.speed,
         ]
         .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+        .zip(slots)
+        .filter_map(|(v, k)| v.map(|v| (k.clone(), v)))
         .collect()
     }
 }
@@ -402,7 +508,166 @@ impl FleetMonitor {
             cfg,
             devices: HashMap::new(),
             alerts,
+            profiles: vec![builtin_rotating()],
+            models: HashMap::new(),
+            criticality: HashMap::new(),
+            routes: HashMap::new(),
+            learned: HashMap::new(),
+            feedback: BTreeMap::new(),
         }
+    }
+
+    /// Replaces the asset profiles (default: [`builtin_rotating`] only).
+    /// Devices are routed again on their next reading; a device whose engine
+    /// or profile changes starts learning again.
+    pub fn set_profiles(&mut self, profiles: Vec<AssetProfile>) {
+        self.profiles = profiles;
+        self.routes.clear();
+    }
+
+    /// The asset profiles in use.
+    pub fn profiles(&self) -> &[AssetProfile] {
+        &self.profiles
+    }
+
+    /// Records a device's model (from the registry). Call before its first
+    /// reading; a later change re-routes the device on its next reading.
+    pub fn set_device_model(&mut self, device_id: &str, model: &str) {
+        let old = self.models.insert(device_id.to_string(), model.to_string());
+        if old.as_deref() != Some(model) {
+            self.routes.remove(device_id);
+        }
+    }
+
+    /// Repair feedback for a (device model, failure mode): `close_code`
+    /// `"false_alarm"` raises that pair's thresholds by 1.5× (at most
+    /// [`FEEDBACK_BOUNDS`].1 ×), `"confirmed"` lowers them by 5 % (at least
+    /// [`FEEDBACK_BOUNDS`].0 ×); other codes change nothing. Devices whose
+    /// model is unknown are addressed with `device_model` `""`. Applies to
+    /// devices of that model at once. Returns the multiplier now in force.
+    pub fn feedback(&mut self, device_model: &str, failure_mode: &str, close_code: &str) -> f64 {
+        let key = (device_model.to_string(), failure_mode.to_string());
+        let old = self.feedback.get(&key).copied().unwrap_or(1.0);
+        let new = match close_code {
+            "false_alarm" => (old * 1.5).min(FEEDBACK_BOUNDS.1),
+            "confirmed" => (old * 0.95).max(FEEDBACK_BOUNDS.0),
+            _ => old,
+        };
+        self.feedback.insert(key, new);
+        let ids: Vec<String> = self
+            .routes
+            .keys()
+            .filter(|id| self.model_key(id) == device_model)
+            .cloned()
+            .collect();
+        for id in ids {
+            self.apply_feedback(&id);
+        }
+        new
+    }
+
+    /// Threshold multiplier in force for a (device model, failure mode).
+    pub fn feedback_multiplier(&self, device_model: &str, failure_mode: &str) -> f64 {
+        self.feedback
+            .get(&(device_model.to_string(), failure_mode.to_string()))
+            .copied()
+            .unwrap_or(1.0)
+    }
+
+    fn model_key(&self, device_id: &str) -> &str {
+        self.models.get(device_id).map_or("", String::as_str)
+    }
+
+    fn apply_feedback(&mut self, device_id: &str) {
+        let model = self.model_key(device_id).to_string();
+        let mult = |mode: &str| {
+            self.feedback
+                .get(&(model.clone(), mode.to_string()))
+                .copied()
+                .unwrap_or(1.0)
+        };
+        if let Some(d) = self.devices.get_mut(device_id) {
+            let names = d.params.names.clone();
+            for (m, name) in names.iter().enumerate() {
+                d.params.thresholds[m] = d.base_thresholds[m] * mult(name);
+            }
+        }
+        if let Some((_, n)) = self.learned.get_mut(device_id) {
+            n.multipliers = n.modes.iter().map(|m| mult(&m.name)).collect();
+        }
+    }
+
+    /// The physics profile a reading of an unknown-model device matches.
+    fn matching_physics(&self, metrics: &[(&str, f64)]) -> Option<usize> {
+        let names: Vec<&str> = metrics.iter().map(|m| m.0).collect();
+        self.profiles
+            .iter()
+            .position(|p| p.engine == Engine::RotatingMachine && p.matches_metrics(&names))
+    }
+
+    fn route_for(&self, device_id: &str, metrics: &[(&str, f64)]) -> Route {
+        if let Some(model) = self.models.get(device_id) {
+            return match self.profiles.iter().position(|p| p.models.contains(model)) {
+                Some(i) if self.profiles[i].engine == Engine::RotatingMachine => Route::Physics(i),
+                Some(i) => Route::Learned(Some(i)),
+                None => Route::Learned(None),
+            };
+        }
+        match self.matching_physics(metrics) {
+            Some(i) => Route::Physics(i),
+            None => Route::Learned(None),
+        }
+    }
+
+    fn criticality_of(&self, device_id: &str, profile: Option<usize>) -> Criticality {
+        self.criticality
+            .get(device_id)
+            .copied()
+            .or_else(|| profile.and_then(|p| self.profiles[p].criticality))
+            .unwrap_or_default()
+    }
+
+    /// Sets up the device's state for `route`, keeping it if it already runs
+    /// the same engine and profile.
+    fn install(&mut self, device_id: &str, route: Route) {
+        self.routes.insert(device_id.to_string(), route);
+        match route {
+            Route::Physics(i) => {
+                self.learned.remove(device_id);
+                let params = PhysicsParams::new(&self.cfg, &self.profiles[i]);
+                let keep = self.devices.get(device_id).is_some_and(|d| {
+                    d.base_thresholds == params.thresholds
+                        && d.params.slots == params.slots
+                        && d.params.names == params.names
+                });
+                if !keep {
+                    let c = self.criticality_of(device_id, Some(i));
+                    self.devices
+                        .insert(device_id.to_string(), DeviceState::new(c, params));
+                }
+            }
+            Route::Learned(p) => {
+                self.devices.remove(device_id);
+                let naming = Naming::new(&self.cfg.learned, p.map(|i| &self.profiles[i]));
+                let keep = self
+                    .learned
+                    .get(device_id)
+                    .is_some_and(|(_, n)| n.modes == naming.modes && n.roles == naming.roles);
+                if !keep {
+                    self.learned
+                        .insert(device_id.to_string(), (LearnedDevice::new(), naming));
+                }
+            }
+        }
+        self.apply_feedback(device_id);
+    }
+
+    /// Health of a device under whichever engine runs it.
+    pub fn device_health(&self, device_id: &str) -> Option<AnyHealth> {
+        if let Some((d, n)) = self.learned.get(device_id) {
+            return Some(AnyHealth::Learned(d.health(n)));
+        }
+        self.health(device_id).map(AnyHealth::RotatingMachine)
     }
 
     /// The configuration in use.
@@ -413,12 +678,9 @@ impl FleetMonitor {
     /// Sets a device's criticality (used for alert severity); unknown
     /// devices get [`Criticality::Medium`].
     pub fn set_criticality(&mut self, device_id: &str, c: Criticality) {
-        match self.devices.get_mut(device_id) {
-            Some(d) => d.criticality = c,
-            None => {
-                self.devices
-                    .insert(device_id.to_string(), DeviceState::new(c));
-            }
+        self.criticality.insert(device_id.to_string(), c);
+        if let Some(d) = self.devices.get_mut(device_id) {
+            d.criticality = c;
         }
     }
 
@@ -440,18 +702,18 @@ impl FleetMonitor {
     /// Current health of a device, if it has been seen.
     pub fn health(&self, device_id: &str) -> Option<DeviceHealth> {
         let d = self.devices.get(device_id)?;
-        let ratios = std::array::from_fn(|m| d.ewma[m].map(|e| e / self.cfg.thresholds[m]));
+        let ratios = std::array::from_fn(|m| d.ewma[m].map(|e| e / d.params.thresholds[m]));
         Some(DeviceHealth {
             learning: matches!(d.phase, Phase::Learning { .. }),
             indicators: d.ewma,
             ratios,
-            alerting_mode: d.owner.map(|m| MODES[m].to_string()),
+            alerting_mode: d.owner.map(|m| d.params.names[m].clone()),
         })
     }
 
     /// Number of devices with state.
     pub fn device_count(&self) -> usize {
-        self.devices.len()
+        self.devices.len() + self.learned.len()
     }
 
     /// One reading of one device (all its metrics); returns alert events
@@ -464,12 +726,52 @@ impl FleetMonitor {
         metrics: &[(&str, f64)],
     ) -> Vec<AlertEvent> {
         let mut events = Vec::new();
-        if !self.devices.contains_key(device_id) {
-            self.devices.insert(
-                device_id.to_string(),
-                DeviceState::new(Criticality::default()),
-            );
+        let route = match self.routes.get(device_id) {
+            Some(&r) => r,
+            None => {
+                let r = self.route_for(device_id, metrics);
+                self.install(device_id, r);
+                r
+            }
+        };
+        if route == Route::Learned(None) && !self.models.contains_key(device_id) {
+            // A device of unknown model may show its physics-profile metrics
+            // only after a first partial reading.
+            let learning = self
+                .learned
+                .get(device_id)
+                .is_some_and(|(d, _)| d.is_learning());
+            if learning && let Some(i) = self.matching_physics(metrics) {
+                self.install(device_id, Route::Physics(i));
+                return self.observe_physics(device_id, ts_ms, metrics);
+            }
         }
+        if let Route::Learned(p) = route {
+            let c = self.criticality_of(device_id, p);
+            if let Some((d, naming)) = self.learned.get_mut(device_id) {
+                d.observe(
+                    &self.cfg.learned,
+                    naming,
+                    &mut self.alerts,
+                    device_id,
+                    c,
+                    ts_ms,
+                    metrics,
+                    &mut events,
+                );
+            }
+            return events;
+        }
+        self.observe_physics(device_id, ts_ms, metrics)
+    }
+
+    fn observe_physics(
+        &mut self,
+        device_id: &str,
+        ts_ms: i64,
+        metrics: &[(&str, f64)],
+    ) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
         let cfg = &self.cfg;
         let Some(d) = self.devices.get_mut(device_id) else {
             return events;
@@ -480,7 +782,7 @@ impl FleetMonitor {
                 return events;
             }
             if ts_ms - last > cfg.restart_gap_ms {
-                for (m, mode) in MODES.iter().enumerate() {
+                for (m, mode) in d.params.names.iter().enumerate() {
                     if d.active[m]
                         && let Ok(ev) = self.alerts.resolve(device_id, mode, last)
                     {
@@ -493,7 +795,7 @@ impl FleetMonitor {
         let dt = d.last_ts.map(|l| (ts_ms - l) as f64);
         d.last_ts = Some(ts_ms);
 
-        let s = Sample::from_metrics(metrics);
+        let s = Sample::from_metrics(metrics, &d.params.slots);
         let (Some(speed), Some(current)) = (s.speed, s.current) else {
             return events;
         };
@@ -611,7 +913,12 @@ fn close_bucket(
         (None, Some(f)) => Some(-f),
         (None, None) => None,
     };
-    let values = [mean(0), leak, mean(1)];
+    let mut values = [mean(0), leak, mean(1)];
+    for (v, on) in values.iter_mut().zip(d.params.enabled) {
+        if !on {
+            *v = None;
+        }
+    }
     if values.iter().all(Option::is_none) {
         return;
     }
@@ -628,7 +935,7 @@ fn close_bucket(
             h.pop_front();
         }
         h.push_back((hours, e));
-        let thr = cfg.thresholds[m];
+        let thr = d.params.thresholds[m];
         if d.anomalous[m] {
             if e < cfg.clear_fraction * thr {
                 d.anomalous[m] = false;
@@ -646,8 +953,8 @@ fn close_bucket(
     }
     if d.owner.is_none() {
         d.owner = (0..3).filter(|&m| d.anomalous[m]).max_by(|&a, &b| {
-            let ra = d.ewma[a].unwrap_or(0.0) / cfg.thresholds[a];
-            let rb = d.ewma[b].unwrap_or(0.0) / cfg.thresholds[b];
+            let ra = d.ewma[a].unwrap_or(0.0) / d.params.thresholds[a];
+            let rb = d.ewma[b].unwrap_or(0.0) / d.params.thresholds[b];
             ra.total_cmp(&rb)
         });
     }
@@ -656,17 +963,21 @@ fn close_bucket(
         if !anomalous && !d.armed[m] {
             continue;
         }
-        let ratio = d.ewma[m].unwrap_or(0.0) / cfg.thresholds[m];
+        let ratio = d.ewma[m].unwrap_or(0.0) / d.params.thresholds[m];
         let evidence = if anomalous {
-            let mut metrics = d.last.to_map();
-            for (k, name) in MODES.iter().enumerate() {
+            let mut metrics = d.last.to_map(&d.params.slots);
+            for (k, name) in d.params.names.iter().enumerate() {
                 if let Some(e) = d.ewma[k] {
                     metrics.insert(format!("indicator_{name}"), e);
                 }
             }
-            let rul = rul_hours(&d.history[m], cfg.thresholds[m], cfg.failure_levels[m]);
+            let rul = rul_hours(
+                &d.history[m],
+                d.params.thresholds[m],
+                d.params.failure_levels[m],
+            );
             Evidence {
-                detector: format!("fleet_monitor/{}", MODES[m]),
+                detector: format!("fleet_monitor/{}", d.params.names[m]),
                 metrics,
                 score: ratio.max(0.0) / (1.0 + ratio.max(0.0)),
                 ratio,
@@ -677,7 +988,7 @@ fn close_bucket(
         };
         let obs = Observation {
             device_id: device_id.to_string(),
-            failure_mode: MODES[m].to_string(),
+            failure_mode: d.params.names[m].clone(),
             ts_ms,
             anomalous,
             evidence,

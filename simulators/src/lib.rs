@@ -40,6 +40,7 @@
 
 mod calendar;
 mod fleet;
+pub mod foreign;
 mod history;
 pub mod mqtt;
 mod rng;
