@@ -121,7 +121,8 @@ pub struct KnnDetector {
 
 impl KnnDetector {
     /// Fits on `train` using only the input indices in `columns` (all when
-    /// empty). Constant columns are dropped.
+    /// empty). A column constant in training keeps a floor scale
+    /// ([`crate::stats::constant_scale_floor`]), so any later change of it is anomalous.
     pub fn fit(train: &[Vec<f64>], columns: &[usize], cfg: KnnConfig) -> Result<Self, ModelError> {
         if cfg.k == 0 || !(0.0..=1.0).contains(&cfg.quantile) || cfg.threshold <= 0.0 {
             return Err(ModelError::InvalidParameter(
@@ -165,16 +166,9 @@ impl KnnDetector {
             let c: Vec<f64> = train.iter().map(|r| r[j]).collect();
             let m = crate::stats::mean(&c);
             let s = crate::stats::std_dev(&c, 0);
-            if s > 1e-12 * m.abs().max(1.0) {
-                cols.push(j);
-                mean.push(m);
-                scale.push(s);
-            }
-        }
-        if cols.is_empty() {
-            return Err(ModelError::InvalidParameter(
-                "every column is constant in the training window".into(),
-            ));
+            cols.push(j);
+            mean.push(m);
+            scale.push(s.max(crate::stats::constant_scale_floor(m)));
         }
         let mut det = Self {
             cfg,
@@ -190,7 +184,9 @@ impl KnnDetector {
         let loo: Vec<f64> = (0..det.memory.len())
             .map(|i| det.knn_distance(&det.memory[i], Some(i)))
             .collect();
-        det.limit = crate::stats::quantile(&loo, cfg.quantile).max(1e-9);
+        // Floor: a training window of identical rows has zero LOO distances;
+        // 1e-6 standard deviations is far below any real neighbour distance.
+        det.limit = crate::stats::quantile(&loo, cfg.quantile).max(1e-6);
         Ok(det)
     }
 

@@ -246,4 +246,65 @@ mod tests {
             Err(ModelError::Parse(_))
         ));
     }
+
+    #[test]
+    fn knn_and_pca_flag_a_change_of_a_column_constant_in_training() {
+        // `a` is constant for the first 150 rows (the warm-up window), `b`
+        // is too; both move at row 200.
+        let mut text = String::from("ts,a,b\n");
+        for i in 0..300 {
+            let (a, b) = if i < 200 { (5.0, 0.0) } else { (5.01, 0.3) };
+            text.push_str(&format!("{i},{a},{b}\n"));
+        }
+        let t = parse_table(&text).unwrap();
+        for d in ["knn", "pca"] {
+            let r = score_table(&t, None, &[], Some(150), d).unwrap();
+            assert!(
+                r.is_anomaly[..200].iter().all(|a| !*a),
+                "{d} {:?}",
+                &r.anomaly_score[..5]
+            );
+            assert!(r.is_anomaly[220..].iter().all(|a| *a), "{d}");
+            assert!(r.anomaly_score.iter().all(|s| s.is_finite()), "{d}");
+        }
+    }
+
+    #[test]
+    fn missing_cells_are_skipped_not_fatal() {
+        let mut text = String::from("ts,a,b\n");
+        for i in 0..300 {
+            let a = if i % 17 == 0 {
+                String::new()
+            } else {
+                format!("{}", (i % 5) as f64 + if i >= 200 { 20.0 } else { 0.0 })
+            };
+            let b = if i % 23 == 0 {
+                "NaN".to_string()
+            } else {
+                format!("{}", (i % 3) as f64)
+            };
+            text.push_str(&format!("{i},{a},{b}\n"));
+        }
+        let t = parse_table(&text).unwrap();
+        for d in DETECTORS {
+            let r = score_table(&t, None, &[], Some(100), d).unwrap();
+            assert!(
+                r.anomaly_score.iter().all(|s| (0.0..=1.0).contains(s)),
+                "{d}"
+            );
+        }
+        let r = score_table(&t, None, &[], None, "auto").unwrap();
+        assert!(r.is_anomaly[200..205].iter().any(|a| *a));
+        assert_eq!(r.anomaly_score[0], 0.0);
+        assert!(matches!(
+            score_table(
+                &parse_table("t,v\n1,abc\n").unwrap(),
+                None,
+                &[],
+                None,
+                "auto"
+            ),
+            Err(ModelError::Parse(_))
+        ));
+    }
 }
