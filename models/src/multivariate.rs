@@ -71,6 +71,19 @@ impl Detector for PcaT2Q {
     }
 }
 
+/// Per sample, its ascending nearest-neighbour distances.
+pub(crate) type NeighbourRows = Vec<Vec<f64>>;
+
+/// Mean of the first `k` values (of fewer when shorter; 0 when empty).
+pub(crate) fn mean_of_first(v: &[f64], k: usize) -> f64 {
+    let n = v.len().min(k);
+    if n == 0 {
+        0.0
+    } else {
+        v[..n].iter().sum::<f64>() / n as f64
+    }
+}
+
 /// Options for [`KnnDetector`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KnnConfig {
@@ -198,8 +211,9 @@ impl KnnDetector {
             .collect()
     }
 
-    fn knn_distance(&self, z: &[f64], skip: Option<usize>) -> f64 {
-        let k = self.cfg.k;
+    /// The `k` smallest Euclidean distances from standardised `z` to the
+    /// memory (skipping index `skip`), ascending.
+    fn k_smallest(&self, z: &[f64], skip: Option<usize>, k: usize) -> Vec<f64> {
         // Keep the k smallest squared distances in a small sorted buffer.
         let mut best: Vec<f64> = Vec::with_capacity(k + 1);
         for (i, m) in self.memory.iter().enumerate() {
@@ -213,10 +227,40 @@ impl KnnDetector {
                 best.truncate(k);
             }
         }
-        if best.is_empty() {
-            return 0.0;
+        best.iter_mut().for_each(|v| *v = v.sqrt());
+        best
+    }
+
+    fn knn_distance(&self, z: &[f64], skip: Option<usize>) -> f64 {
+        mean_of_first(&self.k_smallest(z, skip, self.cfg.k), self.cfg.k)
+    }
+
+    /// For tuning: the `k` smallest distances of every sample of `rows` to
+    /// the memory (ascending), and the same leave-one-out for every training
+    /// sample, so that any `k' <= k` and any quantile can be evaluated
+    /// without refitting.
+    pub(crate) fn neighbour_table(
+        &self,
+        rows: &[Vec<f64>],
+        k: usize,
+    ) -> Result<(NeighbourRows, NeighbourRows), ModelError> {
+        let mut test = Vec::with_capacity(rows.len());
+        for x in rows {
+            if x.len() != self.n_inputs {
+                return Err(ModelError::Dimension {
+                    expected: self.n_inputs,
+                    got: x.len(),
+                });
+            }
+            if x.iter().any(|v| !v.is_finite()) {
+                return Err(ModelError::NonFinite);
+            }
+            test.push(self.k_smallest(&self.standardise(x), None, k));
         }
-        best.iter().map(|v| v.sqrt()).sum::<f64>() / best.len() as f64
+        let loo = (0..self.memory.len())
+            .map(|i| self.k_smallest(&self.memory[i], Some(i), k))
+            .collect();
+        Ok((test, loo))
     }
 
     /// The raw (unsmoothed) distance ratio of one sample.
