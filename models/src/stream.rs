@@ -49,8 +49,23 @@ const BINS: usize = 256;
 const BIN_W: f64 = 0.1;
 /// Smallest p-value reported (keeps `−log10 p` finite).
 const P_MIN: f64 = 1e-300;
+/// Fraction of the slow average scale below which no scale may fall.
+const FLOOR_OF_SLOW_SCALE: f64 = 0.5;
+/// Per-statistic p-value below which an observation enters the calibration
+/// histogram with [`TAIL_LEARNING_WEIGHT`] only.
+const TAIL_LEARNING_P: f64 = 0.01;
+/// Weight of such an observation.
+const TAIL_LEARNING_WEIGHT: f64 = 1.0;
+/// Index of the drift statistic.
+const DRIFT: usize = 2;
+/// The drift statistic is smooth (a median of a window against a slow
+/// average), so consecutive values are nearly equal: learning every one of
+/// them would calibrate a creeping drift away as fast as it grows. It is
+/// learned on every 32nd sample only (with a memory 32 times shorter in
+/// samples learned, i.e. the same span of stream).
+const DRIFT_SUBSAMPLE: u64 = 32;
 /// Number of statistics combined per stream.
-const N_STATS: usize = 4;
+pub const N_STATS: usize = 4;
 
 /// Parameters of [`StreamScorer`]: one set for every stream.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -179,11 +194,13 @@ impl TailCalibrator {
         }
     }
 
-    fn add(&mut self, z: f64) {
+    /// Adds one observation with relative weight `w` (1 = a full sample);
+    /// every call advances the forgetting by one sample.
+    fn add(&mut self, z: f64, w: f64) {
         self.inc *= self.growth;
         let (b, _) = bin_of(z);
-        self.counts[b] += self.inc;
-        self.total += self.inc;
+        self.counts[b] += w * self.inc;
+        self.total += w * self.inc;
         if self.inc > 1e150 {
             let k = 1.0 / self.inc;
             self.counts.iter_mut().for_each(|c| *c *= k);
@@ -285,11 +302,13 @@ pub struct StreamScorer {
     values: VecDeque<f64>,
     steps: VecDeque<f64>,
     last: Option<f64>,
+    seen: u64,
     run: usize,
     drift_ref: Option<f64>,
     drift_scale: Option<f64>,
     calib: Vec<TailCalibrator>,
     cooldown_left: usize,
+    last_p: [f64; N_STATS],
     #[serde(skip)]
     scratch: Vec<f64>,
 }
@@ -303,13 +322,22 @@ impl StreamScorer {
             values: VecDeque::with_capacity(cfg.window),
             steps: VecDeque::with_capacity(cfg.window),
             last: None,
+            seen: 0,
             run: 0,
             drift_ref: None,
             drift_scale: None,
             calib: (0..N_STATS)
-                .map(|_| TailCalibrator::new(cfg.prior_weight, cfg.memory))
+                .map(|i| {
+                    let memory = if i == DRIFT {
+                        (cfg.memory / DRIFT_SUBSAMPLE as f64).max(10.0)
+                    } else {
+                        cfg.memory
+                    };
+                    TailCalibrator::new(cfg.prior_weight, memory)
+                })
                 .collect(),
             cooldown_left: 0,
+            last_p: [1.0; N_STATS],
             scratch: Vec::with_capacity(cfg.window),
         })
     }
@@ -319,14 +347,25 @@ impl StreamScorer {
         &self.cfg
     }
 
-    /// Scale floor: a tiny fraction of the level, or a tenth of the slow
+    /// Scale floor: a tiny fraction of the level, or half the slow
     /// average scale (so deviations on a mostly-flat, quantised signal are
     /// measured on one consistent scale); it decays towards the level floor
     /// while the signal stays flat, so a change out of a long flat line is
     /// always very surprising.
+    /// Per-statistic p-values (level, step, drift, stuck) of the last scored
+    /// sample, before combination and suppression: which kind of change fired.
+    pub fn last_p_values(&self) -> [f64; N_STATS] {
+        self.last_p
+    }
+
+    /// Two values closer than this are "unchanged" for the stuck statistic.
+    fn unchanged_tolerance(&self, level: f64) -> f64 {
+        self.cfg.rel_floor * level.abs().max(1e-6)
+    }
+
     fn floor(&self, level: f64) -> f64 {
         let rel = self.cfg.rel_floor * level.abs().max(1e-6);
-        rel.max(0.1 * self.drift_scale.unwrap_or(0.0))
+        rel.max(FLOOR_OF_SLOW_SCALE * self.drift_scale.unwrap_or(0.0))
     }
 
     /// Scores one value. `None` (missing: NaN or infinite) returns p = 1,
@@ -358,16 +397,22 @@ impl StreamScorer {
             }
             self.scratch = scratch;
             if let Some(last) = self.last {
-                stats[3] = if (x - last).abs() <= fl {
+                stats[3] = if (x - last).abs() <= self.unchanged_tolerance(x) {
                     (self.run + 1) as f64
                 } else {
                     0.0
                 };
             }
-            let a = self.cfg.drift_alpha;
+            // Expanding mean at the start, so the reference is accurate
+            // before 1/alpha samples have been seen.
+            let a = self.cfg.drift_alpha.max(1.0 / self.seen.max(1) as f64);
             match (self.drift_ref, self.drift_scale) {
                 (Some(r), Some(s)) => {
-                    stats[2] = (m - r).abs() / s.max(fl);
+                    // In units of the standard error of a window median
+                    // (1.2533·σ/√n for white noise), so that on white noise
+                    // the statistic is on the prior's unit scale.
+                    let se = 1.2533 * s.max(fl) / (self.values.len() as f64).sqrt();
+                    stats[DRIFT] = (m - r).abs() / se;
                     self.drift_ref = Some(r + a * (m - r));
                     self.drift_scale = Some(s + a * (sigma - s));
                 }
@@ -376,11 +421,10 @@ impl StreamScorer {
                     self.drift_scale = Some(sigma);
                 }
             }
-            let p_min = stats
-                .iter()
-                .zip(&self.calib)
-                .map(|(z, c)| c.p_value(*z))
-                .fold(1.0, f64::min);
+            for ((lp, z), c) in self.last_p.iter_mut().zip(stats).zip(&self.calib) {
+                *lp = c.p_value(z);
+            }
+            let p_min = self.last_p.iter().copied().fold(1.0, f64::min);
             p = (N_STATS as f64 * p_min).min(1.0);
         }
         let suppressed = self.cooldown_left > 0;
@@ -400,16 +444,39 @@ impl StreamScorer {
         // The firing sample itself is part of the calibration (so a
         // recurring pattern becomes normal); the cooldown samples, dominated
         // by the transient of the change, are not.
-        if ready && !suppressed {
-            for (c, z) in self.calib.iter_mut().zip(stats) {
-                c.add(z);
+        // Statistics of the first window (partial windows, a young drift
+        // reference) are not representative of the stream: not learned.
+        let warm = self.seen >= w as u64;
+        if ready && warm && !suppressed {
+            let drift_turn = self.seen.is_multiple_of(DRIFT_SUBSAMPLE);
+            for (i, ((c, z), lp)) in self
+                .calib
+                .iter_mut()
+                .zip(stats)
+                .zip(self.last_p)
+                .enumerate()
+            {
+                if i == DRIFT && !drift_turn {
+                    continue;
+                }
+                // Values already in the 1 % tail are learned slowly, so a
+                // statistic that creeps up (a drift) is not calibrated away
+                // as fast as it grows.
+                c.add(
+                    z,
+                    if lp < TAIL_LEARNING_P {
+                        TAIL_LEARNING_WEIGHT
+                    } else {
+                        1.0
+                    },
+                );
             }
         }
         if is_anomaly {
             self.cooldown_left = self.cfg.cooldown;
         }
         if let Some(last) = self.last {
-            self.run = if (x - last).abs() <= self.floor(x) {
+            self.run = if (x - last).abs() <= self.unchanged_tolerance(x) {
                 self.run + 1
             } else {
                 0
@@ -424,6 +491,7 @@ impl StreamScorer {
         }
         self.values.push_back(x);
         self.last = Some(x);
+        self.seen += 1;
         StreamScore {
             p_value: p,
             score,
