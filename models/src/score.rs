@@ -307,4 +307,27 @@ mod tests {
             Err(ModelError::Parse(_))
         ));
     }
+
+    #[test]
+    fn the_binary_tests_series_is_flagged_after_the_shift_only() {
+        // Same series as tests/score.rs (LCG noise ±0.3 around 10, +5 at 200).
+        let mut text = String::from("timestamp,value\n");
+        let mut x: u64 = 12345;
+        for i in 0..300 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let noise = ((x >> 33) % 1000) as f64 / 1000.0 * 0.6 - 0.3;
+            let v = 10.0 + noise + if i >= 200 { 5.0 } else { 0.0 };
+            text.push_str(&format!(
+                "2026-01-01T00:{:02}:{:02}Z,{v:.3}\n",
+                i / 60,
+                i % 60
+            ));
+        }
+        let r = score_table(&parse_table(&text).unwrap(), None, &[], None, "auto").unwrap();
+        let before = r.is_anomaly[..200].iter().filter(|a| **a).count();
+        assert!(before <= 3, "{before}");
+        assert!(r.is_anomaly[200..220].iter().any(|a| *a));
+    }
 }
