@@ -101,6 +101,26 @@ fn main() {
                 );
             }
         }
+        // Onset detection per anomaly kind (stream scorer's own alarm flag):
+        // first alarm inside the window, delay counted from the onset.
+        let all: Vec<Vec<(f64, bool)>> = corpus.iter().map(|l| stream_scores(&l.values)).collect();
+        let mut per_kind: std::collections::BTreeMap<String, (usize, usize, Vec<i64>)> =
+            std::collections::BTreeMap::new();
+        for (l, s) in corpus.iter().zip(&all) {
+            for ((&o, k), &(ws, we)) in l.onsets.iter().zip(&l.kinds).zip(&l.windows) {
+                let e = per_kind.entry(format!("{k:?}")).or_default();
+                e.0 += 1;
+                if let Some(f) = (ws..=we).find(|&i| s[i].1) {
+                    e.1 += 1;
+                    e.2.push(f as i64 - o as i64);
+                }
+            }
+        }
+        for (k, (n, d, mut delays)) in per_kind {
+            delays.sort_unstable();
+            let med = delays.get(delays.len() / 2).copied().unwrap_or(0);
+            println!("    {k:<15} windows detected {d}/{n}  median delay {med} rows");
+        }
         let never: Vec<Vec<(f64, bool)>> = corpus
             .iter()
             .map(|l| vec![(0.0, false); l.values.len()])
