@@ -34,8 +34,9 @@
 //!
 //! Onset rather than duration: when a stream fires, its scores are capped
 //! below the alarm for `cooldown` samples (about the time the trailing
-//! median needs to move to a new level), the firing samples are kept out of
-//! the calibration histograms, and the drift reference is re-anchored once
+//! median needs to move to a new level; extended up to 4 times while the
+//! stream is still abnormal, p < 0.01, at the end of a cooldown), the
+//! cooldown samples are kept out of the calibration histograms, and the drift reference is re-anchored once
 //! the cooldown ends, so a level shift that becomes the new normal goes back
 //! to low scores.
 //!
@@ -61,6 +62,11 @@ const FLOOR_OF_SLOW_SCALE: f64 = 0.5;
 const TAIL_LEARNING_P: f64 = 0.01;
 /// Weight of such an observation.
 const TAIL_LEARNING_WEIGHT: f64 = 1.0;
+/// A cooldown is extended (at most [`MAX_EXTENSIONS`] times) when the
+/// combined p-value at its last sample is still below this.
+const EXTEND_P: f64 = 1e-2;
+/// Maximum number of cooldown extensions per fire.
+const MAX_EXTENSIONS: usize = 4;
 /// Index of the drift statistic.
 const DRIFT: usize = 2;
 /// Index of the scale-change statistic.
@@ -341,6 +347,7 @@ pub struct StreamScorer {
     drift_scale: Option<f64>,
     calib: Vec<TailCalibrator>,
     cooldown_left: usize,
+    extensions: usize,
     last_p: [f64; N_STATS],
     #[serde(skip)]
     scratch: Vec<f64>,
@@ -373,6 +380,7 @@ impl StreamScorer {
                 })
                 .collect(),
             cooldown_left: 0,
+            extensions: 0,
             last_p: [1.0; N_STATS],
             scratch: Vec::with_capacity(cfg.window),
         })
@@ -476,9 +484,15 @@ impl StreamScorer {
         }
         let suppressed = self.cooldown_left > 0;
         if suppressed {
+            let raw_p = p;
             p = p.max(self.cfg.p_of_score(self.cfg.alarm / 2.0));
             self.cooldown_left -= 1;
-            if self.cooldown_left == 0 {
+            if self.cooldown_left == 0 && raw_p < EXTEND_P && self.extensions < MAX_EXTENSIONS {
+                // Still abnormal at the end of the cooldown: the same event
+                // is going on, so keep it quiet a while longer.
+                self.extensions += 1;
+                self.cooldown_left = self.cfg.cooldown;
+            } else if self.cooldown_left == 0 {
                 // The new level (if any) is now the normal: re-anchor drift.
                 let mut scratch = std::mem::take(&mut self.scratch);
                 let (m, _) = med_mad(&self.values, &mut scratch);
@@ -521,6 +535,7 @@ impl StreamScorer {
         }
         if is_anomaly {
             self.cooldown_left = self.cfg.cooldown;
+            self.extensions = 0;
         }
         if let Some(last) = self.last {
             self.longest_run *= 1.0 - 1.0 / self.cfg.memory;
