@@ -3,7 +3,9 @@
 //! lives here.
 
 use anyhow::{Context, bail};
-use prognos_models::eval::{SkabMethod, SkabReport, evaluate_skab};
+use prognos_models::eval::{
+    SkabLogoReport, SkabMethod, SkabReport, evaluate_skab, evaluate_skab_logo, skab_grid,
+};
 use prognos_models::parse::{SkabFile, parse_cmapss, parse_rul, parse_skab_csv, parse_table};
 use prognos_models::rul::{RulConfig, evaluate_cmapss};
 use prognos_models::score::score_table;
@@ -47,7 +49,7 @@ pub struct ScoreArgs {
     /// The first N rows are a healthy window to fit on.
     #[arg(long)]
     pub train_rows: Option<usize>,
-    /// auto, knn, pca, robust_z, ewma or cusum.
+    /// auto (= stream: calibrated per-column streaming scorer), stream, knn, pca, robust_z, ewma or cusum.
     #[arg(long, default_value = "auto")]
     pub detector: String,
 }
@@ -122,6 +124,7 @@ pub fn run_skab(args: &SkabArgs) -> anyhow::Result<()> {
     let files = load_skab(&dir)?;
     let main = evaluate_skab(&files, SkabMethod::Knn)?;
     let reference = evaluate_skab(&files, SkabMethod::PcaT2Q)?;
+    let logo = evaluate_skab_logo(&files, &skab_grid())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
@@ -132,6 +135,7 @@ pub fn run_skab(args: &SkabArgs) -> anyhow::Result<()> {
             "overall": main.overall,
             "files": main.files,
             "reference_pca_t2q": { "overall": reference.overall, "files": reference.files },
+            "leave_one_group_out": logo,
         });
         writeln!(out, "{}", serde_json::to_string(&v)?)?;
         return Ok(());
@@ -152,7 +156,40 @@ pub fn run_skab(args: &SkabArgs) -> anyhow::Result<()> {
         out,
         "leaderboard: Conv-AE 0.78, MSET 0.78, T-squared+Q 0.76 (F1, test parts of all 34 files)"
     )?;
+    writeln!(out)?;
+    print_skab_logo(&mut out, &logo)?;
     Ok(())
+}
+
+fn print_skab_logo(out: &mut impl Write, r: &SkabLogoReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "leave-one-group-out (knn settings chosen on two groups from {} candidates, F1 on the third):",
+        r.grid_size
+    )?;
+    for f in &r.folds {
+        let (m, c) = (&f.held_out_metrics, &f.chosen);
+        writeln!(
+            out,
+            "  held out {:<7} chosen k={} q={} x{} median {} on {} sensors (tuning F1 {:.4})  held-out F1 {:.4}  FAR {:.2}%  MAR {:.2}%",
+            f.held_out,
+            c.knn.k,
+            c.knn.quantile,
+            c.knn.threshold,
+            c.knn.median_window,
+            c.columns.len(),
+            f.tuning_f1,
+            m.f1,
+            m.far,
+            m.mar
+        )?;
+    }
+    let p = &r.pooled_held_out;
+    writeln!(
+        out,
+        "  pooled held-out        F1 {:.4}  FAR {:.2}%  MAR {:.2}%   (all-files in-sample best: F1 {:.4})",
+        p.f1, p.far, p.mar, r.all_files_f1
+    )
 }
 
 /// `prognos evaluate cmapss` (FD001).

@@ -33,6 +33,23 @@ impl Score {
             is_anomaly,
         }
     }
+
+    /// Builds a score from an already calibrated value in [0, 1] (a
+    /// probability-like score such as [`crate::stream::StreamScorer`]'s); the
+    /// ratio is its inverse image `s / (1 − s)`, so `anomaly_score == s`.
+    pub fn calibrated(score: f64, is_anomaly: bool) -> Self {
+        let s = if score.is_nan() {
+            0.0
+        } else {
+            score.clamp(0.0, 1.0)
+        };
+        let ratio = if s >= 1.0 { f64::MAX } else { s / (1.0 - s) };
+        Self {
+            ratio,
+            anomaly_score: s,
+            is_anomaly,
+        }
+    }
 }
 
 /// A causal, online detector over fixed-width samples: the score for a

@@ -22,6 +22,8 @@ pub mod rul;
 pub mod score;
 pub mod special;
 pub mod stats;
+pub mod stream;
+pub mod synth;
 pub mod univariate;
 
 pub use error::{ModelError, ParseError};

@@ -156,6 +156,122 @@ pub fn nab_standard(
     100.0 * (score - null) / (perfect - null)
 }
 
+/// NAB application profile: reward for a detected window, cost per false
+/// positive, cost per missed window (all as positive weights).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NabProfile {
+    /// Weight of a true positive (the first detection in a window).
+    pub tp: f64,
+    /// Weight of a false positive (a detection outside every window).
+    pub fp: f64,
+    /// Weight of a missed window.
+    pub fn_: f64,
+}
+
+impl NabProfile {
+    /// NAB's "standard" profile: A_tp = 1, A_fp = 0.11, A_fn = 1.
+    pub const STANDARD: Self = Self {
+        tp: 1.0,
+        fp: 0.11,
+        fn_: 1.0,
+    };
+}
+
+/// NAB's scaled sigmoid: ≈ 1 at the start of a window (y = −1), 0 at its end
+/// (y = 0), tending to −1 long after it; −1 beyond y = 3.
+pub fn nab_scaled_sigmoid(y: f64) -> f64 {
+    if y > 3.0 {
+        -1.0
+    } else {
+        2.0 / (1.0 + (5.0 * y).exp()) - 1.0
+    }
+}
+
+/// Raw NAB score of one stream, with the counts behind it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NabRaw {
+    /// Weighted score (TP rewards − FP costs − FN costs).
+    pub score: f64,
+    /// Windows in the stream.
+    pub windows: usize,
+    /// Windows with at least one detection.
+    pub detected: usize,
+    /// Detections outside every window.
+    pub false_positives: usize,
+}
+
+/// NAB scoring of one stream: `detections[i]` is a detection at row i,
+/// `windows` are inclusive, sorted, non-overlapping `(start, end)` row
+/// ranges around the labelled anomalies.
+///
+/// As in NAB's sweeper: the first detection in a window earns
+/// `tp · σ(y) / σ(−1)` with y = −(end − i + 1) / width (earlier is better);
+/// later detections in the same window count nothing; a detection outside
+/// the windows costs `fp` when no window precedes it, else adds
+/// `fp · σ((i − prev_end) / (prev_width − 1))`, which is ≤ 0 (a detection
+/// just after a window costs almost nothing, one long after it costs `fp`);
+/// each window without a detection costs `fn_`.
+pub fn nab_score_stream(
+    detections: &[bool],
+    windows: &[(usize, usize)],
+    profile: NabProfile,
+) -> NabRaw {
+    let max_tp = nab_scaled_sigmoid(-1.0);
+    let mut raw = NabRaw {
+        windows: windows.len(),
+        ..NabRaw::default()
+    };
+    let mut hit = vec![false; windows.len()];
+    let mut w = 0; // first window not entirely before i
+    let mut prev: Option<(usize, usize)> = None;
+    for (i, &d) in detections.iter().enumerate() {
+        while w < windows.len() && windows[w].1 < i {
+            prev = Some(windows[w]);
+            w += 1;
+        }
+        if !d {
+            continue;
+        }
+        match windows.get(w) {
+            Some(&(start, end)) if start <= i => {
+                if !hit[w] {
+                    hit[w] = true;
+                    raw.detected += 1;
+                    let width = (end - start + 1) as f64;
+                    let y = -((end - i + 1) as f64) / width;
+                    raw.score += profile.tp * nab_scaled_sigmoid(y) / max_tp;
+                }
+            }
+            _ => {
+                raw.false_positives += 1;
+                raw.score += match prev {
+                    None => -profile.fp,
+                    Some((ps, pe)) => {
+                        let width = ((pe - ps + 1) as f64 - 1.0).max(1.0);
+                        profile.fp * nab_scaled_sigmoid((i - pe) as f64 / width)
+                    }
+                };
+            }
+        }
+    }
+    raw.score -= profile.fn_ * (windows.len() - raw.detected) as f64;
+    raw
+}
+
+/// Normalised NAB score over a corpus: 100 · (S − S_null) / (S_perfect −
+/// S_null), where the null detector (never fires) scores 0 and the perfect
+/// one (detects every window at its start, no false positive) 100.
+pub fn nab_normalised(parts: &[NabRaw], profile: NabProfile) -> f64 {
+    let windows: usize = parts.iter().map(|p| p.windows).sum();
+    let score: f64 = parts.iter().map(|p| p.score).sum();
+    let null = -profile.fn_ * windows as f64;
+    let perfect = profile.tp * windows as f64;
+    if (perfect - null).abs() < 1e-12 {
+        return 0.0;
+    }
+    100.0 * (score - null) / (perfect - null)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +294,41 @@ mod tests {
         assert_eq!(rmse(&[1.0, 3.0], &[1.0, 1.0]), 2.0_f64.sqrt());
         let s = phm08_score(&[10.0, 0.0], &[0.0, 13.0]);
         assert!((s - ((1.0f64).exp() - 1.0) * 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn nab_stream_scoring_follows_the_sweeper() {
+        let p = NabProfile::STANDARD;
+        let windows = [(10, 19), (50, 59)];
+        let none = nab_score_stream(&[false; 80], &windows, p);
+        assert_eq!(none.score, -2.0);
+        assert!(nab_normalised(&[none], p).abs() < 1e-12);
+        // Detecting both windows at their first row is (almost) perfect.
+        let mut d = vec![false; 80];
+        d[10] = true;
+        d[50] = true;
+        d[11] = true; // a second detection in a window counts nothing
+        let r = nab_score_stream(&d, &windows, p);
+        assert_eq!((r.detected, r.false_positives), (2, 0));
+        assert!((nab_normalised(&[r], p) - 100.0).abs() < 1e-9);
+        // Late in a window earns less; a false positive before any window costs fp.
+        let mut d = vec![false; 80];
+        d[18] = true;
+        d[2] = true;
+        let r = nab_score_stream(&d, &windows, p);
+        assert_eq!((r.detected, r.false_positives), (1, 1));
+        assert!(r.score < -1.0 - 0.11 + 0.5 && r.score > -1.11 - 1e-9);
+        // Just after a window a false positive is nearly free; long after it costs fp.
+        let mut near = vec![false; 80];
+        near[20] = true;
+        let mut far = vec![false; 80];
+        far[45] = true;
+        let (n, f) = (
+            nab_score_stream(&near, &windows, p),
+            nab_score_stream(&far, &windows, p),
+        );
+        assert!(n.score > f.score && f.score >= -2.11 - 1e-9);
+        assert!(nab_scaled_sigmoid(-1.0) > 0.98 && nab_scaled_sigmoid(4.0) == -1.0);
     }
 
     #[test]

@@ -71,6 +71,19 @@ impl Detector for PcaT2Q {
     }
 }
 
+/// Per sample, its ascending nearest-neighbour distances.
+pub(crate) type NeighbourRows = Vec<Vec<f64>>;
+
+/// Mean of the first `k` values (of fewer when shorter; 0 when empty).
+pub(crate) fn mean_of_first(v: &[f64], k: usize) -> f64 {
+    let n = v.len().min(k);
+    if n == 0 {
+        0.0
+    } else {
+        v[..n].iter().sum::<f64>() / n as f64
+    }
+}
+
 /// Options for [`KnnDetector`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KnnConfig {
@@ -121,7 +134,8 @@ pub struct KnnDetector {
 
 impl KnnDetector {
     /// Fits on `train` using only the input indices in `columns` (all when
-    /// empty). Constant columns are dropped.
+    /// empty). A column constant in training keeps a floor scale
+    /// ([`crate::stats::constant_scale_floor`]), so any later change of it is anomalous.
     pub fn fit(train: &[Vec<f64>], columns: &[usize], cfg: KnnConfig) -> Result<Self, ModelError> {
         if cfg.k == 0 || !(0.0..=1.0).contains(&cfg.quantile) || cfg.threshold <= 0.0 {
             return Err(ModelError::InvalidParameter(
@@ -165,16 +179,9 @@ impl KnnDetector {
             let c: Vec<f64> = train.iter().map(|r| r[j]).collect();
             let m = crate::stats::mean(&c);
             let s = crate::stats::std_dev(&c, 0);
-            if s > 1e-12 * m.abs().max(1.0) {
-                cols.push(j);
-                mean.push(m);
-                scale.push(s);
-            }
-        }
-        if cols.is_empty() {
-            return Err(ModelError::InvalidParameter(
-                "every column is constant in the training window".into(),
-            ));
+            cols.push(j);
+            mean.push(m);
+            scale.push(s.max(crate::stats::constant_scale_floor(m)));
         }
         let mut det = Self {
             cfg,
@@ -190,7 +197,9 @@ impl KnnDetector {
         let loo: Vec<f64> = (0..det.memory.len())
             .map(|i| det.knn_distance(&det.memory[i], Some(i)))
             .collect();
-        det.limit = crate::stats::quantile(&loo, cfg.quantile).max(1e-9);
+        // Floor: a training window of identical rows has zero LOO distances;
+        // 1e-6 standard deviations is far below any real neighbour distance.
+        det.limit = crate::stats::quantile(&loo, cfg.quantile).max(1e-6);
         Ok(det)
     }
 
@@ -202,8 +211,9 @@ impl KnnDetector {
             .collect()
     }
 
-    fn knn_distance(&self, z: &[f64], skip: Option<usize>) -> f64 {
-        let k = self.cfg.k;
+    /// The `k` smallest Euclidean distances from standardised `z` to the
+    /// memory (skipping index `skip`), ascending.
+    fn k_smallest(&self, z: &[f64], skip: Option<usize>, k: usize) -> Vec<f64> {
         // Keep the k smallest squared distances in a small sorted buffer.
         let mut best: Vec<f64> = Vec::with_capacity(k + 1);
         for (i, m) in self.memory.iter().enumerate() {
@@ -217,10 +227,40 @@ impl KnnDetector {
                 best.truncate(k);
             }
         }
-        if best.is_empty() {
-            return 0.0;
+        best.iter_mut().for_each(|v| *v = v.sqrt());
+        best
+    }
+
+    fn knn_distance(&self, z: &[f64], skip: Option<usize>) -> f64 {
+        mean_of_first(&self.k_smallest(z, skip, self.cfg.k), self.cfg.k)
+    }
+
+    /// For tuning: the `k` smallest distances of every sample of `rows` to
+    /// the memory (ascending), and the same leave-one-out for every training
+    /// sample, so that any `k' <= k` and any quantile can be evaluated
+    /// without refitting.
+    pub(crate) fn neighbour_table(
+        &self,
+        rows: &[Vec<f64>],
+        k: usize,
+    ) -> Result<(NeighbourRows, NeighbourRows), ModelError> {
+        let mut test = Vec::with_capacity(rows.len());
+        for x in rows {
+            if x.len() != self.n_inputs {
+                return Err(ModelError::Dimension {
+                    expected: self.n_inputs,
+                    got: x.len(),
+                });
+            }
+            if x.iter().any(|v| !v.is_finite()) {
+                return Err(ModelError::NonFinite);
+            }
+            test.push(self.k_smallest(&self.standardise(x), None, k));
         }
-        best.iter().map(|v| v.sqrt()).sum::<f64>() / best.len() as f64
+        let loo = (0..self.memory.len())
+            .map(|i| self.k_smallest(&self.memory[i], Some(i), k))
+            .collect();
+        Ok((test, loo))
     }
 
     /// The raw (unsmoothed) distance ratio of one sample.

@@ -44,6 +44,33 @@ impl Table {
             .map(|(r, &line)| parse_number(&r[i], line, &self.headers[i]))
             .collect()
     }
+
+    /// A column as numbers where missing cells (empty, `NaN`, `NA`, `null`,
+    /// `None`, case-insensitive) become NaN; any other non-number is still
+    /// reported with its line.
+    pub fn numeric_column_with_missing(&self, name: &str) -> Result<Vec<f64>, ParseError> {
+        let i = self.column_index(name)?;
+        self.rows
+            .iter()
+            .zip(&self.line_numbers)
+            .map(|(r, &line)| {
+                let t = r[i].trim();
+                if is_missing(t) {
+                    Ok(f64::NAN)
+                } else {
+                    parse_number(t, line, &self.headers[i])
+                }
+            })
+            .collect()
+    }
+}
+
+/// Whether a cell denotes a missing value.
+fn is_missing(t: &str) -> bool {
+    t.is_empty()
+        || ["nan", "na", "null", "none", "-nan"]
+            .iter()
+            .any(|m| t.eq_ignore_ascii_case(m))
 }
 
 fn parse_number(cell: &str, line: usize, column: &str) -> Result<f64, ParseError> {

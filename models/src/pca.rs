@@ -1,13 +1,14 @@
 //! PCA with Hotelling T² and SPE (Q) control limits, fitted on a healthy
 //! window.
 //!
-//! This follows the SKAB reference (`core/t2.py`): drop columns constant in
-//! training, standardise, keep the components that explain 85 % of the
-//! variance, and set limits at p = 0.999 — T² from the F distribution and Q
+//! This follows the SKAB reference (`core/t2.py`): standardise, keep the
+//! components that explain 85 % of the variance, and set limits at p = 0.999 — T² from the F distribution and Q
 //! from Jackson & Mudholkar. One deliberate deviation: the reference computes
 //! θᵢ as (Σλ)^i, a bug; we use θᵢ = Σ λⱼ^i over the residual eigenvalues as in
 //! the original paper, because the buggy limit is not a control limit at any
-//! stated p.
+//! stated p. A second one: columns constant in training are kept at a floor
+//! scale instead of dropped (they add a zero eigenvalue, so the fit and the
+//! limits do not change), so that any later change of them is anomalous.
 
 use crate::error::ModelError;
 use crate::stats::{f_quantile, normal_quantile, symmetric_eigen};
@@ -49,8 +50,8 @@ pub struct PcaModel {
 }
 
 impl PcaModel {
-    /// Fits on `rows` (samples × inputs). Needs at least 3 rows and one
-    /// non-constant column.
+    /// Fits on `rows` (samples × inputs). Needs at least 3 rows. Columns
+    /// constant in `rows` are kept at a floor scale (the reference drops them).
     pub fn fit(rows: &[Vec<f64>], cfg: &PcaConfig) -> Result<Self, ModelError> {
         if !(0.0..=1.0).contains(&cfg.explained_variance) || !(0.5..1.0).contains(&cfg.p_value) {
             return Err(ModelError::InvalidParameter(
@@ -81,17 +82,16 @@ impl PcaModel {
             let m = crate::stats::mean(&col);
             // StandardScaler uses the population standard deviation.
             let s = crate::stats::std_dev(&col, 0);
-            if s > 1e-12 * m.abs().max(1.0) {
-                keep.push(j);
-                mean.push(m);
-                scale.push(s);
-            }
+            // The reference drops constant columns; we keep them at a floor
+            // scale (zero variance in training, so the fit and the limits are
+            // unchanged) so that any later change of them shows in T² or Q.
+            keep.push(j);
+            mean.push(m);
+            scale.push(s.max(crate::stats::constant_scale_floor(m)));
         }
         let p = keep.len();
         if p == 0 {
-            return Err(ModelError::InvalidParameter(
-                "every column is constant in the training window".into(),
-            ));
+            return Err(ModelError::NotEnoughData { need: 1, got: 0 });
         }
         let z: Vec<Vec<f64>> = rows
             .iter()

@@ -5,11 +5,12 @@ use crate::error::ModelError;
 use crate::multivariate::{KnnConfig, KnnDetector, PcaT2Q};
 use crate::parse::Table;
 use crate::pca::PcaConfig;
+use crate::stream::{StreamConfig, StreamDetector};
 use crate::univariate::{Cusum, Ewma, PerColumn, RobustZ, UnivariateDetector};
 use serde::{Deserialize, Serialize};
 
 /// Detector names accepted by [`score_table`].
-pub const DETECTORS: &[&str] = &["auto", "knn", "pca", "robust_z", "ewma", "cusum"];
+pub const DETECTORS: &[&str] = &["auto", "stream", "knn", "pca", "robust_z", "ewma", "cusum"];
 
 /// Rows used as a healthy window by multivariate detectors when the caller
 /// gives no `train_rows`. Fixed (not a fraction of the file) so that
@@ -30,7 +31,9 @@ pub struct ScoredTable {
     pub columns: Vec<String>,
     /// Detector actually used (resolves `auto`).
     pub detector: String,
-    /// Score in [0, 1]; 0.5 is the alarm limit.
+    /// Score in [0, 1]. For `stream` (the default) it is calibrated:
+    /// `−log10(p) / 5` under each column's own past, alarm at 0.9; for the
+    /// other detectors it is `ratio / (1 + ratio)` with the limit at 0.5.
     pub anomaly_score: Vec<f64>,
     /// Detector decision per row.
     pub is_anomaly: Vec<bool>,
@@ -62,9 +65,14 @@ fn univariate(name: &str, ncols: usize) -> Result<PerColumn, ModelError> {
 /// - `train_rows`: the first rows form a healthy window to fit on (scored
 ///   in-sample). Without it, univariate detectors calibrate from the stream
 ///   start and multivariate ones use the first [`DEFAULT_WARMUP_ROWS`] rows,
-///   which score 0.
-/// - `detector`: one of [`DETECTORS`]; `auto` = `knn` for ≥ 2 columns,
-///   `robust_z` for one.
+///   which score 0. The `stream` scorer is adaptive and ignores it (it is
+///   causal from the first row).
+/// - `detector`: one of [`DETECTORS`]; `auto` = `stream` (calibrated
+///   per-column streaming scorer, [`crate::stream`]) for any column count.
+///
+/// Missing cells (empty, `NaN`, `NA`, `null`) are skipped: the stream scorer
+/// skips them per column; the other detectors skip rows with a missing cell
+/// (score 0, state unchanged; excluded from the training window).
 pub fn score_table(
     table: &Table,
     time_column: Option<&str>,
@@ -97,15 +105,14 @@ pub fn score_table(
     }
     let cols: Vec<Vec<f64>> = columns
         .iter()
-        .map(|c| table.numeric_column(c))
+        .map(|c| table.numeric_column_with_missing(c))
         .collect::<Result<_, _>>()?;
     let n = table.rows.len();
     let rows: Vec<Vec<f64>> = (0..n)
         .map(|i| cols.iter().map(|c| c[i]).collect())
         .collect();
     let name = match detector {
-        "auto" if columns.len() >= 2 => "knn",
-        "auto" => "robust_z",
+        "auto" => "stream",
         other => other,
     };
     if let Some(t) = train_rows
@@ -116,10 +123,20 @@ pub fn score_table(
         )));
     }
     // Multivariate detectors need a fitted window; rows before `start` score 0.
+    let complete = |r: &Vec<f64>| r.iter().all(|v| v.is_finite());
     let (mut det, start): (Box<dyn Detector>, usize) = match name {
+        "stream" => (
+            Box::new(StreamDetector::new(columns.len(), StreamConfig::default())?),
+            0,
+        ),
         "knn" | "pca" => {
             let fit_rows = train_rows.unwrap_or(DEFAULT_WARMUP_ROWS.min(n));
-            let train = &rows[..fit_rows];
+            let train: Vec<Vec<f64>> = rows[..fit_rows]
+                .iter()
+                .filter(|r| complete(r))
+                .cloned()
+                .collect();
+            let train = &train[..];
             let d: Box<dyn Detector> = if name == "knn" {
                 Box::new(KnnDetector::fit(train, &[], KnnConfig::default())?)
             } else {
@@ -130,14 +147,20 @@ pub fn score_table(
         _ => {
             let mut d = univariate(name, columns.len())?;
             if let Some(t) = train_rows {
-                d.fit(&rows[..t])?;
+                let train: Vec<Vec<f64>> =
+                    rows[..t].iter().filter(|r| complete(r)).cloned().collect();
+                d.fit(&train)?;
             }
             (Box::new(d), 0)
         }
     };
     let mut anomaly_score = vec![0.0; n];
     let mut is_anomaly = vec![false; n];
+    let skips_missing = name == "stream";
     for i in start..n {
+        if !skips_missing && !complete(&rows[i]) {
+            continue;
+        }
         let s = det.update(&rows[i])?;
         anomaly_score[i] = s.anomaly_score;
         is_anomaly[i] = s.is_anomaly;
@@ -193,7 +216,7 @@ mod tests {
     fn single_column_auto_detects_step() {
         let t = parse_table(&csv(300, 200)).unwrap();
         let r = score_table(&t, None, &[], None, "auto").unwrap();
-        assert_eq!(r.detector, "robust_z");
+        assert_eq!(r.detector, "stream");
         assert_eq!(r.time_column, "ts");
         assert!(r.is_anomaly[200]);
         assert!(r.is_anomaly[..200].iter().filter(|a| **a).count() <= 2);
@@ -207,7 +230,12 @@ mod tests {
         for d in DETECTORS {
             let r = score_table(&t, Some("ts"), &["value".into()], Some(150), d).unwrap();
             assert_eq!(r.anomaly_score.len(), 300, "{d}");
-            assert!(r.is_anomaly[250], "{d}");
+            if r.detector == "stream" {
+                // The stream scorer fires at the onset, then adapts.
+                assert!(r.is_anomaly[200..205].iter().any(|a| *a), "{d}");
+            } else {
+                assert!(r.is_anomaly[250], "{d}");
+            }
         }
         assert!(matches!(
             score_table(&t, None, &[], None, "nope"),
@@ -217,5 +245,89 @@ mod tests {
             score_table(&t, Some("x"), &[], None, "auto"),
             Err(ModelError::Parse(_))
         ));
+    }
+
+    #[test]
+    fn knn_and_pca_flag_a_change_of_a_column_constant_in_training() {
+        // `a` is constant for the first 150 rows (the warm-up window), `b`
+        // is too; both move at row 200.
+        let mut text = String::from("ts,a,b\n");
+        for i in 0..300 {
+            let (a, b) = if i < 200 { (5.0, 0.0) } else { (5.01, 0.3) };
+            text.push_str(&format!("{i},{a},{b}\n"));
+        }
+        let t = parse_table(&text).unwrap();
+        for d in ["knn", "pca"] {
+            let r = score_table(&t, None, &[], Some(150), d).unwrap();
+            assert!(
+                r.is_anomaly[..200].iter().all(|a| !*a),
+                "{d} {:?}",
+                &r.anomaly_score[..5]
+            );
+            assert!(r.is_anomaly[220..].iter().all(|a| *a), "{d}");
+            assert!(r.anomaly_score.iter().all(|s| s.is_finite()), "{d}");
+        }
+    }
+
+    #[test]
+    fn missing_cells_are_skipped_not_fatal() {
+        let mut text = String::from("ts,a,b\n");
+        for i in 0..300 {
+            let a = if i % 17 == 0 {
+                String::new()
+            } else {
+                format!("{}", (i % 5) as f64 + if i >= 200 { 20.0 } else { 0.0 })
+            };
+            let b = if i % 23 == 0 {
+                "NaN".to_string()
+            } else {
+                format!("{}", (i % 3) as f64)
+            };
+            text.push_str(&format!("{i},{a},{b}\n"));
+        }
+        let t = parse_table(&text).unwrap();
+        for d in DETECTORS {
+            let r = score_table(&t, None, &[], Some(100), d).unwrap();
+            assert!(
+                r.anomaly_score.iter().all(|s| (0.0..=1.0).contains(s)),
+                "{d}"
+            );
+        }
+        let r = score_table(&t, None, &[], None, "auto").unwrap();
+        assert!(r.is_anomaly[200..205].iter().any(|a| *a));
+        assert_eq!(r.anomaly_score[0], 0.0);
+        assert!(matches!(
+            score_table(
+                &parse_table("t,v\n1,abc\n").unwrap(),
+                None,
+                &[],
+                None,
+                "auto"
+            ),
+            Err(ModelError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn the_binary_tests_series_is_flagged_after_the_shift_only() {
+        // Same series as tests/score.rs (LCG noise ±0.3 around 10, +5 at 200).
+        let mut text = String::from("timestamp,value\n");
+        let mut x: u64 = 12345;
+        for i in 0..300 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let noise = ((x >> 33) % 1000) as f64 / 1000.0 * 0.6 - 0.3;
+            let v = 10.0 + noise + if i >= 200 { 5.0 } else { 0.0 };
+            text.push_str(&format!(
+                "2026-01-01T00:{:02}:{:02}Z,{v:.3}\n",
+                i / 60,
+                i % 60
+            ));
+        }
+        let r = score_table(&parse_table(&text).unwrap(), None, &[], None, "auto").unwrap();
+        let before = r.is_anomaly[..200].iter().filter(|a| **a).count();
+        assert!(before <= 3, "{before}");
+        assert!(r.is_anomaly[200..220].iter().any(|a| *a));
     }
 }

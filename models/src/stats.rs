@@ -40,6 +40,14 @@ pub fn median(x: &[f64]) -> f64 {
     }
 }
 
+/// Scale given to a column that is constant in a training window: 10⁻⁶ of
+/// its level (10⁻⁹ at level 0). Why not drop it: a sensor that never moved
+/// while healthy and then moves is exactly what should be flagged; dividing by
+/// a floor instead of by zero keeps that information finite.
+pub fn constant_scale_floor(level: f64) -> f64 {
+    (1e-6 * level.abs()).max(1e-9)
+}
+
 /// Median absolute deviation (unscaled).
 pub fn mad(x: &[f64]) -> f64 {
     let m = median(x);
