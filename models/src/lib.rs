@@ -15,6 +15,7 @@ pub mod monitor;
 pub mod multivariate;
 pub mod parse;
 pub mod pca;
+pub mod regime;
 pub mod reliability;
 pub mod rul;
 pub mod score;
