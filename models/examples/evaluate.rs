@@ -16,7 +16,7 @@ type Subset = (String, Vec<CmapssRow>, Vec<CmapssRow>, Vec<f64>);
 fn grid() -> Vec<(String, RulConfig)> {
     let d = RulConfig::default();
     let mut v = vec![("default".to_string(), d)];
-    for cap in [150.0, 200.0, 1000.0] {
+    for cap in [115.0, 135.0, 150.0] {
         v.push((format!("max_rul {cap}"), RulConfig { max_rul: cap, ..d }));
     }
     for (lw, a) in [(20, 0.1), (40, 0.05)] {

@@ -328,26 +328,30 @@ impl RegimeNormalizer {
             .collect();
         let tm = crate::stats::mean(target);
         let tv: f64 = target.iter().map(|t| (t - tm) * (t - tm)).sum();
-        let keep: Vec<usize> = (0..nc)
-            .filter(|&c| {
-                let col: Vec<f64> = z.iter().map(|r| r[c]).collect();
-                let m = crate::stats::mean(&col);
-                let v: f64 = col.iter().map(|x| (x - m) * (x - m)).sum();
-                if v <= 1e-12 * col.len() as f64 {
-                    return false;
-                }
-                if tv <= 0.0 {
-                    return min_abs_corr <= 0.0;
-                }
-                let cov: f64 = col
-                    .iter()
+        let (mut keep, mut corr) = (Vec::new(), Vec::new());
+        for c in 0..nc {
+            let col: Vec<f64> = z.iter().map(|r| r[c]).collect();
+            let m = crate::stats::mean(&col);
+            let v: f64 = col.iter().map(|x| (x - m) * (x - m)).sum();
+            if v <= 1e-12 * col.len() as f64 {
+                continue;
+            }
+            let r = if tv > 0.0 {
+                col.iter()
                     .zip(target)
                     .map(|(x, t)| (x - m) * (t - tm))
-                    .sum();
-                (cov / (v * tv).sqrt()).abs() >= min_abs_corr
-            })
-            .collect();
+                    .sum::<f64>()
+                    / (v * tv).sqrt()
+            } else {
+                0.0
+            };
+            if r.abs() >= min_abs_corr {
+                keep.push(c);
+                corr.push(r);
+            }
+        }
         this.keep = keep;
+        this.corr = corr;
         Ok(this)
     }
 
