@@ -16,10 +16,12 @@ type Subset = (String, Vec<CmapssRow>, Vec<CmapssRow>, Vec<f64>);
 fn grid() -> Vec<(String, RulConfig)> {
     let d = RulConfig::default();
     let mut v = vec![("default".to_string(), d)];
-    for cap in [115.0, 135.0, 150.0] {
+    // One factor at a time around the default (the first grid), then the
+    // combinations of the winners.
+    for cap in [115.0, 125.0, 135.0, 150.0] {
         v.push((format!("max_rul {cap}"), RulConfig { max_rul: cap, ..d }));
     }
-    for (lw, a) in [(20, 0.1), (40, 0.05)] {
+    for (lw, a) in [(20, 0.1), (30, 0.1), (40, 0.05)] {
         v.push((
             format!("long_window {lw} ewma {a}"),
             RulConfig {
@@ -32,14 +34,12 @@ fn grid() -> Vec<(String, RulConfig)> {
             },
         ));
     }
-    for (depth, trees, lr) in [(4, 400, 0.05), (6, 300, 0.05)] {
+    for depth in [4, 5, 6] {
         v.push((
-            format!("depth {depth} trees {trees} lr {lr}"),
+            format!("depth {depth}"),
             RulConfig {
                 gbm: GbmConfig {
                     max_depth: depth,
-                    n_trees: trees,
-                    learning_rate: lr,
                     ..d.gbm
                 },
                 ..d

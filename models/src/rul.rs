@@ -144,7 +144,7 @@ impl Default for FeatureConfig {
     fn default() -> Self {
         Self {
             short_window: 5,
-            long_window: 30,
+            long_window: 20,
             ewma_alpha: 0.1,
             baseline_window: 20,
         }
@@ -277,12 +277,18 @@ pub struct RulConfig {
     pub interval: IntervalConfig,
 }
 
+/// The defaults (cap 135, long window 20, depth 4) were chosen by 5-fold CV
+/// over training units of FD001 and FD002 (mean CV RMSE of the two, the same
+/// values for every subset); see `models/examples/evaluate.rs --tune`.
 impl Default for RulConfig {
     fn default() -> Self {
         Self {
-            max_rul: 125.0,
+            max_rul: 135.0,
             features: FeatureConfig::default(),
-            gbm: GbmConfig::default(),
+            gbm: GbmConfig {
+                max_depth: 4,
+                ..GbmConfig::default()
+            },
             stride: 2,
             regimes: RegimeConfig::default(),
             min_abs_corr: 0.1,
