@@ -26,9 +26,12 @@ pub struct SkabArgs {
 /// Arguments of `prognos evaluate cmapss`.
 #[derive(clap::Args, Debug)]
 pub struct CmapssArgs {
-    /// C-MAPSS directory holding train_FD001.txt, test_FD001.txt, RUL_FD001.txt, or its parent.
+    /// C-MAPSS directory holding train_FDxxx.txt, test_FDxxx.txt, RUL_FDxxx.txt, or its parent.
     #[arg(long)]
     pub data: PathBuf,
+    /// Sub-dataset: FD001, FD002, FD003 or FD004.
+    #[arg(long, default_value = "FD001", value_parser = ["FD001", "FD002", "FD003", "FD004"])]
+    pub subset: String,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -192,20 +195,29 @@ fn print_skab_logo(out: &mut impl Write, r: &SkabLogoReport) -> std::io::Result<
     )
 }
 
-/// `prognos evaluate cmapss` (FD001).
+/// `prognos evaluate cmapss --subset FDxxx` (default FD001).
 pub fn run_cmapss(args: &CmapssArgs) -> anyhow::Result<()> {
-    let dir = sub_dir(&args.data, "cmapss", "train_FD001.txt");
-    let train = parse_cmapss(&read(&dir.join("train_FD001.txt"))?).context("train_FD001.txt")?;
-    let test = parse_cmapss(&read(&dir.join("test_FD001.txt"))?).context("test_FD001.txt")?;
-    let truth = parse_rul(&read(&dir.join("RUL_FD001.txt"))?).context("RUL_FD001.txt")?;
+    let fd = args.subset.as_str();
+    let (train_f, test_f, rul_f) = (
+        format!("train_{fd}.txt"),
+        format!("test_{fd}.txt"),
+        format!("RUL_{fd}.txt"),
+    );
+    let dir = sub_dir(&args.data, "cmapss", &train_f);
+    let train = parse_cmapss(&read(&dir.join(&train_f))?).context(train_f)?;
+    let test = parse_cmapss(&read(&dir.join(&test_f))?).context(test_f)?;
+    let truth = parse_rul(&read(&dir.join(&rul_f))?).context(rul_f)?;
     let report = evaluate_cmapss(&train, &test, &truth, RulConfig::default())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
         let v = serde_json::json!({
-            "benchmark": "cmapss_fd001",
-            "method": "gradient_boosting_window_features",
+            "benchmark": format!("cmapss_{}", fd.to_lowercase()),
+            "method": "gradient_boosting_regime_normalised_window_features",
             "overall": report.overall,
+            "cv": report.cv,
+            "regimes": report.regimes,
+            "sensors_kept": report.sensors_kept,
             "units": report.units,
             "config": report.config,
         });
@@ -214,25 +226,43 @@ pub fn run_cmapss(args: &CmapssArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:>4} {:>9} {:>6} {:>7}",
-        "unit", "predicted", "true", "error"
+        "{:>4} {:>9} {:>6} {:>7} {:>15}",
+        "unit", "predicted", "true", "error", "interval"
     )?;
     for u in &report.units {
         writeln!(
             out,
-            "{:>4} {:>9.1} {:>6.0} {:>7.1}",
+            "{:>4} {:>9.1} {:>6.0} {:>7.1} {:>7.1}-{:<7.1}",
             u.unit,
             u.predicted,
             u.truth,
-            u.predicted - u.truth
+            u.predicted - u.truth,
+            u.lower,
+            u.upper
         )?;
     }
+    let o = &report.overall;
     writeln!(
         out,
-        "\nFD001 ({} units): RMSE {:.3}  PHM08 score {:.1}",
-        report.overall.units, report.overall.rmse, report.overall.score
+        "\n{fd} ({} units, {} operating regimes found): RMSE {:.3}  PHM08 score {:.1}",
+        o.units, report.regimes, o.rmse, o.score
     )?;
-    writeln!(out, "published: CNN 18.45, LSTM 16.14, DCNN 12.61 (RMSE)")?;
+    writeln!(
+        out,
+        "interval: nominal {:.0}%  covered {:.1}%  mean width {:.1} cycles",
+        100.0 * o.interval_nominal,
+        100.0 * o.interval_coverage,
+        o.interval_mean_width
+    )?;
+    writeln!(
+        out,
+        "CV over training units ({} folds, held-out cycles with true RUL <= {}): RMSE {:.3}",
+        report.cv.folds, report.config.interval.cv_max_rul, report.cv.rmse
+    )?;
+    writeln!(
+        out,
+        "published: FD001 CNN 18.45, LSTM 16.14, DCNN 12.61; FD002 DCNN 22.36, FFVE 12.55 (RMSE)"
+    )?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub mod multivariate;
 pub mod parse;
 pub mod pca;
 pub mod profile;
+pub mod regime;
 pub mod reliability;
 pub mod rul;
 pub mod score;

@@ -195,14 +195,15 @@ mod tests {
             }
         }
         let db = Database::open_file(&path).await.unwrap();
-        let rows: Vec<(
+        type Row6 = (
             String,
             Option<String>,
             Option<String>,
             Option<String>,
             i64,
             i64,
-        )> = sqlx::query_as(
+        );
+        let rows: Vec<Row6> = sqlx::query_as(
             "SELECT device_id, site_id, site_label, model, criticality, created_at_ms
                    FROM devices ORDER BY device_id",
         )
