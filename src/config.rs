@@ -39,6 +39,10 @@ pub struct ServiceFile {
 pub struct ModelsFile {
     /// Run the online detectors on the stream (default true).
     pub enabled: Option<bool>,
+    /// Asset profile files (TOML), one profile each: metrics and roles, named failure modes,
+    /// thresholds, per device model. A device model without one is learned from the data.
+    #[serde(default)]
+    pub profiles: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,12 +90,54 @@ pub struct Settings {
     pub max_future_us: i64,
     pub max_past_us: i64,
     pub models_enabled: bool,
+    pub profiles: Vec<prognos_models::profile::AssetProfile>,
     pub sla_check_interval: Duration,
     pub webhook_ca_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+/// Reads the asset profile files named in the config; relative paths are relative to the
+/// config file. A file that is missing or not a valid profile is an error naming it.
+fn load_profiles(
+    files: &[PathBuf],
+    config_path: Option<&Path>,
+) -> anyhow::Result<Vec<prognos_models::profile::AssetProfile>> {
+    const MAX_PROFILE_BYTES: u64 = 1024 * 1024;
+    let base = config_path.and_then(Path::parent).unwrap_or(Path::new("."));
+    let mut profiles = Vec::with_capacity(files.len());
+    for file in files {
+        let path = if file.is_absolute() {
+            file.clone()
+        } else {
+            base.join(file)
+        };
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("config: models.profiles: cannot read {}", path.display()))?
+            .len();
+        if size > MAX_PROFILE_BYTES {
+            bail!(
+                "config: models.profiles: {} is larger than 1 MiB",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("config: models.profiles: cannot read {}", path.display()))?;
+        let profile: prognos_models::profile::AssetProfile =
+            toml::from_str(&text).with_context(|| {
+                format!(
+                    "config: models.profiles: invalid profile {}",
+                    path.display()
+                )
+            })?;
+        if profile.name.trim().is_empty() {
+            bail!("config: models.profiles: {} has no name", path.display());
+        }
+        profiles.push(profile);
+    }
+    Ok(profiles)
+}
 
 impl Settings {
     /// Reads `path` if given; flags win over the file, the file over defaults.
@@ -152,6 +198,7 @@ impl Settings {
                 .max_past_days
                 .map_or(defaults.max_past_us, |d| d * 86_400_000_000),
             models_enabled: file.models.enabled.unwrap_or(defaults.models_enabled),
+            profiles: load_profiles(&file.models.profiles, path)?,
             sla_check_interval: file
                 .service
                 .sla_check_interval_ms
@@ -183,6 +230,7 @@ impl Settings {
             max_future_us: limits.max_future_us,
             max_past_us: limits.max_past_us,
             models_enabled: true,
+            profiles: Vec::new(),
             sla_check_interval: Duration::from_secs(10),
             webhook_ca_file: None,
         }

@@ -76,12 +76,13 @@ pub async fn start(
     let alert_store = AlertStore::new(db.clone());
     let metrics = http::metrics_handle().context("cannot install the metrics recorder")?;
     let online = if settings.models_enabled {
-        let online = OnlineScoring::start(
-            ScoringConfig::default(),
-            alert_store.clone(),
-            Service::new(db.clone()),
-        )
-        .context("cannot start the online models")?;
+        let scoring = ScoringConfig {
+            profiles: settings.profiles.clone(),
+            ..ScoringConfig::default()
+        };
+        let online = OnlineScoring::start(scoring, alert_store.clone(), Service::new(db.clone()))
+            .await
+            .context("cannot start the online models")?;
         observers.push(online.observer());
         Some(online)
     } else {

@@ -235,7 +235,14 @@ fn module_of(src: &Path, file: &Path) -> String {
 
 /// Modules a file names through `crate::…` or `super::…` paths (before its test module).
 fn imported_modules(module: &str, text: &str, modules: &[String]) -> Vec<String> {
-    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    let before_tests = text.split("#[cfg(test)]").next().unwrap_or_default();
+    // Doc links and comments name modules without importing them.
+    let code: String = before_tests
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let code = code.as_str();
     let parent = module.rsplit_once("::").map_or("", |(p, _)| p).to_owned();
     let mut out = Vec::new();
     for (prefix, base) in [("crate::", String::new()), ("super::", parent)] {

@@ -1234,10 +1234,24 @@ fn analyse(
         // run metric (what drops to zero when the machine stops) if it
         // varies while running; else the metric explaining most of the
         // others' variance.
-        let hinted = varying.iter().copied().find(|&j| {
+        // The hints are a priority list (speed before amps), so the choice does not depend
+        // on the order metrics arrive in a payload (JSON objects have none); a tie between
+        // two metrics of one hint goes to the one explaining the others best, then the name.
+        let hint_rank = |j: usize| {
             let n = names[j].to_ascii_lowercase();
-            COVARIATE_HINTS.iter().any(|h| n.contains(h))
-        });
+            COVARIATE_HINTS.iter().position(|h| n.contains(h))
+        };
+        let by_priority = |a: &usize, b: &usize| {
+            hint_rank(*a)
+                .cmp(&hint_rank(*b))
+                .then(score(*b).total_cmp(&score(*a)))
+                .then(names[*a].cmp(&names[*b]))
+        };
+        let hinted = varying
+            .iter()
+            .copied()
+            .filter(|&j| hint_rank(j).is_some())
+            .min_by(by_priority);
         let c1_declared = varying
             .iter()
             .copied()
@@ -1264,10 +1278,11 @@ fn analyse(
                 .filter(|&j| j != c1)
                 .map(|j| (j, r2(c1, j)))
                 .max_by(|a, b| a.1.total_cmp(&b.1));
-            let second_hint = varying.iter().copied().find(|&j| {
-                let n = names[j].to_ascii_lowercase();
-                j != c1 && c1_declared.is_none() && COVARIATE_HINTS.iter().any(|h| n.contains(h))
-            });
+            let second_hint = varying
+                .iter()
+                .copied()
+                .filter(|&j| j != c1 && c1_declared.is_none() && hint_rank(j).is_some())
+                .min_by(by_priority);
             if let Some(h) = second_hint
                 && cfg.joint_covariates
                 && hinted.is_some()

@@ -606,13 +606,16 @@ impl FleetMonitor {
     }
 
     fn route_for(&self, device_id: &str, metrics: &[(&str, f64)]) -> Route {
-        if let Some(model) = self.models.get(device_id) {
-            return match self.profiles.iter().position(|p| p.models.contains(model)) {
-                Some(i) if self.profiles[i].engine == Engine::RotatingMachine => Route::Physics(i),
-                Some(i) => Route::Learned(Some(i)),
-                None => Route::Learned(None),
+        if let Some(model) = self.models.get(device_id)
+            && let Some(i) = self.profiles.iter().position(|p| p.models.contains(model))
+        {
+            return match self.profiles[i].engine {
+                Engine::RotatingMachine => Route::Physics(i),
+                _ => Route::Learned(Some(i)),
             };
         }
+        // No profile names the model (or the model is unknown): a device whose metrics are a
+        // physics profile's is that kind of machine; anything else is learned from its data.
         match self.matching_physics(metrics) {
             Some(i) => Route::Physics(i),
             None => Route::Learned(None),
@@ -734,7 +737,7 @@ impl FleetMonitor {
                 r
             }
         };
-        if route == Route::Learned(None) && !self.models.contains_key(device_id) {
+        if route == Route::Learned(None) {
             // A device of unknown model may show its physics-profile metrics
             // only after a first partial reading.
             let learning = self

@@ -323,10 +323,17 @@ fn routing_by_model_and_by_metric_names() {
     // Unknown model, other names → learned.
     m.observe("l", 0, &lathe);
     assert!(matches!(m.device_health("l"), Some(AnyHealth::Learned(_))));
-    // A model without a profile → learned, whatever the names.
+    // A model no profile names, with the physics profile's metrics → that physics (the
+    // service record's model name need not be the simulator's); with other metrics → learned.
     m.set_device_model("q", "no-such-model");
     m.observe("q", 0, &pump);
-    assert!(matches!(m.device_health("q"), Some(AnyHealth::Learned(_))));
+    assert!(matches!(
+        m.device_health("q"),
+        Some(AnyHealth::RotatingMachine(_))
+    ));
+    m.set_device_model("s", "no-such-model");
+    m.observe("s", 0, &lathe);
+    assert!(matches!(m.device_health("s"), Some(AnyHealth::Learned(_))));
     // The simulator's models → physics.
     m.set_device_model("r", "cp-200");
     m.observe("r", 0, &lathe);
@@ -395,4 +402,27 @@ fn degenerate_inputs_do_not_panic() {
         }
     }
     assert!(m.active_alerts().is_empty());
+}
+
+/// The order of the metrics inside a reading carries no meaning (a JSON object has none):
+/// reversing it changes no event.
+#[test]
+fn metric_order_inside_a_reading_changes_nothing() {
+    let run = |reverse: bool| {
+        let fleet = ForeignFleet::new(cfg(4, 30.0, 3));
+        let mut m = FleetMonitor::new(MonitorConfig::default());
+        let mut events = Vec::new();
+        for (device, _, ts, mut metrics) in fleet {
+            if reverse {
+                metrics.reverse();
+            }
+            for e in m.observe(&device, ts, &metrics) {
+                events.push((device.clone(), ts, format!("{:?}", e.kind)));
+            }
+        }
+        events
+    };
+    let forward = run(false);
+    assert!(!forward.is_empty(), "the fleet raises alerts");
+    assert_eq!(forward, run(true));
 }
