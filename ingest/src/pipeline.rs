@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,10 +12,10 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::Row;
-use crate::deadletter::{DeadLetter, DeadLetterWriter};
+use crate::deadletter::{DeadLetter, DeadLetterError, DeadLetterQuota, DeadLetterWriter};
 use crate::decode::{self, Limits, Reason, TopicKind};
 use crate::store::{CompactionPolicy, Store, StoreError};
-use crate::wal::{self, Wal, WalError};
+use crate::wal::{self, CheckpointRead, Wal, WalError};
 
 /// Where and how the ingest stores data.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct IngestConfig {
     pub compact_min_files: usize,
     /// Batches the submit queue holds before `submit` blocks (back-pressure on the reader).
     pub queue_batches: usize,
+    /// Bounds on the dead-letter store.
+    pub dead_letters: DeadLetterQuota,
 }
 
 impl IngestConfig {
@@ -41,6 +44,7 @@ impl IngestConfig {
             flush_interval: Duration::from_secs(30),
             compact_min_files: 8,
             queue_batches: 256,
+            dead_letters: DeadLetterQuota::default(),
         }
     }
 }
@@ -51,8 +55,10 @@ pub enum IngestError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("dead-letter store: {0}")]
-    DeadLetter(#[source] std::io::Error),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+    #[error("the disk stayed full while shutting down: {0}")]
+    DiskFull(#[source] Box<IngestError>),
     #[error("cannot start an ingest thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("an ingest thread panicked")]
@@ -109,6 +115,30 @@ pub struct Stats {
     pub compactions: AtomicU64,
     pub duplicates_removed: AtomicU64,
     pub submit_blocked_us: AtomicU64,
+    /// The WAL cannot append for lack of space: nothing new is committed (the writer holds
+    /// its batch and retries), the queue and then the broker's ring fill up.
+    pub wal_disk_full: AtomicBool,
+    /// Parquet flushes fail for lack of space: the WAL keeps everything, the flusher retries.
+    pub store_disk_full: AtomicBool,
+    /// WAL appends that failed and were retried.
+    pub wal_append_failures: AtomicU64,
+    /// Bytes of WAL segments that held no valid record at the last start.
+    pub wal_damaged_bytes: AtomicU64,
+    /// Dead letters removed with the oldest files to keep within the quota.
+    pub dead_letters_dropped: AtomicU64,
+    /// Dead letters that could not be written or fsynced (the message is still counted under
+    /// its reason in `dead_letters`).
+    pub dead_letter_write_failures: AtomicU64,
+    pub dead_letter_bytes: AtomicU64,
+    pub last_dead_letter_failure: Mutex<Option<DeadLetterFailure>>,
+}
+
+/// The last dead letter that could not be written: what it was and why it was lost.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DeadLetterFailure {
+    pub reason: String,
+    pub topic: String,
+    pub error: String,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -129,6 +159,16 @@ pub struct StatsSnapshot {
     pub flushes: u64,
     pub compactions: u64,
     pub duplicates_removed: u64,
+    /// True while the WAL or the Parquet flush cannot write for lack of space. While the WAL
+    /// is full nothing new becomes durable: `/healthz` should report it (503) and the broker
+    /// should stop acknowledging; both clear by themselves when space returns.
+    pub disk_full: bool,
+    pub wal_append_failures: u64,
+    pub wal_damaged_bytes: u64,
+    pub dead_letters_dropped: u64,
+    pub dead_letter_write_failures: u64,
+    pub dead_letter_bytes: u64,
+    pub last_dead_letter_failure: Option<DeadLetterFailure>,
 }
 
 impl Stats {
@@ -156,6 +196,17 @@ impl Stats {
             flushes: get(&self.flushes),
             compactions: get(&self.compactions),
             duplicates_removed: get(&self.duplicates_removed),
+            disk_full: self.wal_disk_full.load(Ordering::Relaxed)
+                || self.store_disk_full.load(Ordering::Relaxed),
+            wal_append_failures: get(&self.wal_append_failures),
+            wal_damaged_bytes: get(&self.wal_damaged_bytes),
+            dead_letters_dropped: get(&self.dead_letters_dropped),
+            dead_letter_write_failures: get(&self.dead_letter_write_failures),
+            dead_letter_bytes: get(&self.dead_letter_bytes),
+            last_dead_letter_failure: self
+                .last_dead_letter_failure
+                .lock()
+                .map_or(None, |f| f.clone()),
         }
     }
 
@@ -234,6 +285,8 @@ pub struct IngestSummary {
 pub struct Ingest {
     submitter: Submitter,
     stats: Arc<Stats>,
+    /// Set by `shutdown`: retry loops (a full disk) give up after a grace period.
+    stopping: Arc<AtomicBool>,
     writer: JoinHandle<Result<(), IngestError>>,
     replayed_records: usize,
 }
@@ -253,12 +306,37 @@ impl Ingest {
     ) -> Result<Ingest, IngestError> {
         let wal_dir = config.data_dir.join("wal");
         let store = Store::open(&config.data_dir.join("telemetry"))?;
-        let dead_letters = DeadLetterWriter::new(&config.data_dir.join("deadletter"))
-            .map_err(IngestError::DeadLetter)?;
-        let (wal, replay) = Wal::open(&wal_dir)?;
-        store.remove_after(replay.checkpoint)?;
-
+        let dead_letters =
+            DeadLetterWriter::with_quota(&config.data_dir.join("deadletter"), config.dead_letters)?;
+        std::fs::create_dir_all(&wal_dir).map_err(|source| WalError::Io {
+            path: wal_dir.clone(),
+            source,
+        })?;
+        let (checkpoint, recovered) = recover_checkpoint(&wal_dir, &store)?;
+        let (wal, replay) = Wal::open_from(&wal_dir, checkpoint)?;
+        if recovered {
+            // Written only now, after the WAL opened: a crash before this repeats the same
+            // recovery, from the same files.
+            if let Err(e) = wal::write_checkpoint(&wal_dir, checkpoint) {
+                warn!(error = %e, "cannot write the recovered WAL checkpoint; recovering again next start");
+            }
+        }
+        // Only files the replay writes again may go; see `Store::remove_after`.
+        let replayed: Vec<u64> = replay.records.iter().map(|(lsn, _)| *lsn).collect();
+        store.remove_after(replay.checkpoint, |first, last| {
+            let from = replayed.partition_point(|l| *l < first);
+            let to = replayed.partition_point(|l| *l <= last);
+            (to - from) as u64 == last - first + 1
+        })?;
         let stats = Arc::new(Stats::default());
+        stats
+            .wal_damaged_bytes
+            .store(replay.damaged_bytes, Ordering::Relaxed);
+        stats
+            .dead_letter_bytes
+            .store(dead_letters.total_bytes(), Ordering::Relaxed);
+        metrics::gauge!("prognos_ingest_disk_full").set(0.0);
+        let stopping = Arc::new(AtomicBool::new(false));
         stats
             .committed_lsn
             .store(wal.next_lsn() - 1, Ordering::Relaxed);
@@ -287,9 +365,10 @@ impl Ingest {
             let stats = stats.clone();
             let wal_dir = wal_dir.clone();
             let min_files = config.compact_min_files;
+            let stopping = stopping.clone();
             std::thread::Builder::new()
                 .name("ingest-flusher".into())
-                .spawn(move || flusher_loop(seal_rx, store, wal_dir, stats, min_files))
+                .spawn(move || flusher_loop(seal_rx, store, wal_dir, stats, min_files, &stopping))
                 .map_err(IngestError::Thread)?
         };
         let writer = {
@@ -304,6 +383,8 @@ impl Ingest {
                 seal_tx: Some(seal_tx),
                 names: HashMap::new(),
                 removed_upto: 0,
+                stopping: stopping.clone(),
+                last_dead_letter_log: None,
             };
             std::thread::Builder::new()
                 .name("ingest-writer".into())
@@ -323,6 +404,7 @@ impl Ingest {
                 stats: stats.clone(),
             },
             stats,
+            stopping,
             writer,
             replayed_records,
         })
@@ -340,6 +422,7 @@ impl Ingest {
     /// Every other `Submitter` clone must be dropped first, or this waits for them.
     pub fn shutdown(self) -> Result<IngestSummary, IngestError> {
         drop(self.submitter);
+        self.stopping.store(true, Ordering::Relaxed);
         self.writer.join().map_err(|_| IngestError::Panicked)??;
         Ok(IngestSummary {
             stats: self.stats.snapshot(),
@@ -390,6 +473,9 @@ struct Writer {
     /// Interned device and metric names: rows share one allocation per name.
     names: HashMap<String, Arc<str>>,
     removed_upto: u64,
+    stopping: Arc<AtomicBool>,
+    /// When a dead-letter failure was last logged (they are logged at most once a second).
+    last_dead_letter_log: Option<Instant>,
 }
 
 /// Most messages one group commit takes, so a commit's latency stays bounded under load.
@@ -484,22 +570,36 @@ impl Writer {
                 }
                 Err(rejection) => {
                     self.stats.dead_letter(rejection.reason);
-                    let letter = DeadLetter::new(
+                    let letter = DeadLetter::capped(
                         message.received_us,
                         &message.topic,
                         &message.payload,
                         &rejection,
+                        self.config.dead_letters.max_payload_bytes,
                     );
-                    self.dead_letters
-                        .append(&letter)
-                        .map_err(IngestError::DeadLetter)?;
+                    match self.dead_letters.append(&letter) {
+                        Ok(0) => {}
+                        Ok(dropped) => {
+                            self.stats
+                                .dead_letters_dropped
+                                .fetch_add(dropped, Ordering::Relaxed);
+                            metrics::counter!("prognos_ingest_dead_letters_dropped_total")
+                                .increment(dropped);
+                        }
+                        Err(e) => self.dead_letter_failed(&letter.reason, &letter.topic, &e),
+                    }
                 }
             }
         }
-        self.dead_letters.sync().map_err(IngestError::DeadLetter)?;
+        if let Err(e) = self.dead_letters.sync() {
+            self.dead_letter_failed("", "", &e);
+        }
+        self.stats
+            .dead_letter_bytes
+            .store(self.dead_letters.total_bytes(), Ordering::Relaxed);
         let points = rows.len() as u64;
         if !rows.is_empty() || !metas.is_empty() {
-            let lsn = self.wal.append(&rows)?;
+            let lsn = self.append_until_stored(&rows)?;
             self.stats.committed_lsn.store(lsn, Ordering::Relaxed);
             for observer in &self.observers {
                 observer.committed(&CommittedBatch {
@@ -520,6 +620,70 @@ impl Writer {
         metrics::counter!("prognos_ingest_points_total").increment(points);
         metrics::counter!("prognos_ingest_bytes_total").increment(bytes);
         Ok(())
+    }
+
+    /// A dead letter is evidence, not data: losing one must not stop the telemetry. It is
+    /// counted (its reason is already counted in `dead_letters`), remembered and logged.
+    fn dead_letter_failed(&mut self, reason: &str, topic: &str, e: &DeadLetterError) {
+        let n = self
+            .stats
+            .dead_letter_write_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        metrics::counter!("prognos_ingest_dead_letter_write_failures_total").increment(1);
+        if let Ok(mut last) = self.stats.last_dead_letter_failure.lock() {
+            *last = Some(DeadLetterFailure {
+                reason: reason.to_owned(),
+                topic: topic.to_owned(),
+                error: e.to_string(),
+            });
+        }
+        if self
+            .last_dead_letter_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.last_dead_letter_log = Some(Instant::now());
+            warn!(reason, topic, error = %e, failures = n, "cannot write a dead letter; dropping it and going on");
+        }
+    }
+
+    /// Appends to the WAL; while the disk is full, holds the batch and retries with backoff
+    /// (nothing of it was acknowledged as durable, and nothing later is taken from the queue
+    /// meanwhile, so order and the "acknowledged = in the WAL" contract hold). Other errors
+    /// stop the ingest as before.
+    fn append_until_stored(&mut self, rows: &[Row]) -> Result<u64, IngestError> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.wal.append(rows) {
+                Ok(lsn) => {
+                    if backoff.attempts > 0 {
+                        self.stats.wal_disk_full.store(false, Ordering::Relaxed);
+                        publish_disk_full(&self.stats);
+                        info!(
+                            attempts = backoff.attempts,
+                            waited_ms = backoff.began.elapsed().as_millis() as u64,
+                            "disk space is back: WAL appends resumed"
+                        );
+                    }
+                    return Ok(lsn);
+                }
+                Err(e) if e.is_disk_full() => {
+                    self.stats
+                        .wal_append_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("prognos_ingest_wal_append_failures_total").increment(1);
+                    if backoff.attempts == 0 {
+                        self.stats.wal_disk_full.store(true, Ordering::Relaxed);
+                        publish_disk_full(&self.stats);
+                        error!(error = %e, "disk full: the WAL cannot append; holding the batch and retrying until space returns");
+                    }
+                    if !backoff.wait(&self.stopping) {
+                        return Err(IngestError::DiskFull(Box::new(e.into())));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn maybe_seal(&mut self, closing: bool) -> Result<(), IngestError> {
@@ -569,11 +733,42 @@ fn flusher_loop(
     wal_dir: PathBuf,
     stats: Arc<Stats>,
     compact_min_files: usize,
+    stopping: &AtomicBool,
 ) -> Result<(), IngestError> {
-    while let Ok(sealed) = rx.recv() {
+    while let Ok(mut sealed) = rx.recv() {
         let points = sealed.rows.len() as u64;
-        let files = store.write_flush(sealed.rows, sealed.first_lsn, sealed.last_lsn)?;
-        wal::write_checkpoint(&wal_dir, sealed.last_lsn)?;
+        // A full disk is waited out: the WAL holds every row of `sealed`, and writing the
+        // same rows again gives the same file names and contents.
+        let mut backoff = Backoff::new();
+        let files = loop {
+            let attempt = store
+                .write_sealed(&mut sealed.rows, sealed.first_lsn, sealed.last_lsn)
+                .map_err(IngestError::from)
+                .and_then(|files| {
+                    wal::write_checkpoint(&wal_dir, sealed.last_lsn)?;
+                    Ok(files)
+                });
+            match attempt {
+                Ok(files) => break files,
+                Err(e) if e.is_disk_full() => {
+                    if backoff.attempts == 0 {
+                        stats.store_disk_full.store(true, Ordering::Relaxed);
+                        publish_disk_full(&stats);
+                        error!(error = %e, "disk full: cannot write Parquet; the WAL keeps the rows, retrying");
+                    }
+                    if !backoff.wait(stopping) {
+                        // Safe to give up: the WAL replays these rows at the next start.
+                        return Err(IngestError::DiskFull(Box::new(e)));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if backoff.attempts > 0 {
+            stats.store_disk_full.store(false, Ordering::Relaxed);
+            publish_disk_full(&stats);
+            info!("disk space is back: Parquet flushes resumed");
+        }
         let bytes: u64 = files
             .iter()
             .filter_map(|p| std::fs::metadata(p).ok())
@@ -619,6 +814,103 @@ fn flusher_loop(
         }
     }
     Ok(())
+}
+
+impl IngestError {
+    fn is_disk_full(&self) -> bool {
+        match self {
+            IngestError::Wal(e) => e.is_disk_full(),
+            IngestError::Store(StoreError::Io { source, .. }) => wal::is_disk_full(source),
+            IngestError::Store(StoreError::Parquet {
+                source: parquet::errors::ParquetError::External(e),
+                ..
+            }) => e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(wal::is_disk_full),
+            _ => false,
+        }
+    }
+}
+
+fn publish_disk_full(stats: &Stats) {
+    let full = stats.wal_disk_full.load(Ordering::Relaxed)
+        || stats.store_disk_full.load(Ordering::Relaxed);
+    metrics::gauge!("prognos_ingest_disk_full").set(if full { 1.0 } else { 0.0 });
+}
+
+/// Retry pacing for a full disk: 50 ms doubling to 5 s. Once shutdown has begun, gives up
+/// after `SHUTDOWN_GRACE` so a disk that stays full cannot hang the process.
+struct Backoff {
+    attempts: u32,
+    began: Instant,
+    stopping_since: Option<Instant>,
+}
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            attempts: 0,
+            began: Instant::now(),
+            stopping_since: None,
+        }
+    }
+
+    /// Sleeps before the next attempt; false when it is time to give up.
+    fn wait(&mut self, stopping: &AtomicBool) -> bool {
+        if stopping.load(Ordering::Relaxed) {
+            let since = *self.stopping_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SHUTDOWN_GRACE {
+                return false;
+            }
+        }
+        let delay =
+            Duration::from_millis(50u64 << self.attempts.min(7)).min(Duration::from_secs(5));
+        self.attempts += 1;
+        std::thread::sleep(delay);
+        true
+    }
+}
+
+/// The checkpoint to replay from, and whether it was recovered rather than read.
+///
+/// A checkpoint that cannot be read is never taken as 0: that would make every data file
+/// look like an unfinished flush. Missing (with data files present) or damaged, it is
+/// recovered from the data files' names, the highest LSN they hold, since a file exists only
+/// once its rows are durable. Only an I/O error reading it, or failing to keep a copy of the
+/// damaged one, stops the start, with the file named in the error.
+fn recover_checkpoint(
+    wal_dir: &std::path::Path,
+    store: &Store,
+) -> Result<(u64, bool), IngestError> {
+    let in_files = store.max_last_lsn()?;
+    match wal::read_checkpoint(wal_dir)? {
+        CheckpointRead::Valid(lsn) => Ok((lsn, false)),
+        CheckpointRead::Missing => match in_files {
+            None => Ok((0, false)),
+            Some(lsn) => {
+                warn!(
+                    dir = %wal_dir.display(),
+                    recovered = lsn,
+                    "no WAL checkpoint but data files exist: recovered it from the data files' names"
+                );
+                Ok((lsn, true))
+            }
+        },
+        CheckpointRead::Damaged { path, detail } => {
+            let copy = wal::keep_damaged_checkpoint(wal_dir)?;
+            let lsn = in_files.unwrap_or(0);
+            warn!(
+                path = %path.display(),
+                detail,
+                copy = %copy.display(),
+                recovered = lsn,
+                "WAL checkpoint is damaged: recovered it from the data files' names"
+            );
+            Ok((lsn, true))
+        }
+    }
 }
 
 fn now_us() -> i64 {
