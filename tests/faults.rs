@@ -329,6 +329,11 @@ fn full_disk_pauses_the_ingest_and_it_resumes_by_itself() {
     assert!(
         metric_value(&server, "prognos_ingest_wal_append_failures_total").unwrap_or(0.0) >= 1.0
     );
+    // The junk's dead letter could not be written: counted, and the process went on.
+    assert_eq!(
+        metric_value(&server, "prognos_ingest_dead_letter_write_failures_total"),
+        Some(1.0)
+    );
     let health = server.http_get("/healthz");
     assert!(
         health.starts_with("HTTP/1.1 200"),

@@ -918,3 +918,86 @@ fn now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn config(dir: &std::path::Path) -> IngestConfig {
+        let mut c = IngestConfig::new(dir.to_owned());
+        c.flush_interval = Duration::from_secs(3600);
+        c
+    }
+
+    /// Two flushes' worth of files, LSNs 1..=9, and a WAL that no longer holds them.
+    fn flushed_data_set(dir: &std::path::Path) -> Store {
+        let store = Store::open(&dir.join("telemetry")).unwrap();
+        let h = 1_764_000_000_000_000;
+        store
+            .write_flush(vec![Row::new("d", "m", h, 1.0)], 1, 5)
+            .unwrap();
+        store
+            .write_flush(vec![Row::new("d", "m", h + 1, 2.0)], 6, 9)
+            .unwrap();
+        fs::create_dir_all(dir.join("wal")).unwrap();
+        store
+    }
+
+    #[test]
+    fn a_checkpoint_that_cannot_be_read_never_costs_a_data_file() {
+        let cases: [Option<&[u8]>; 4] = [
+            Some(b"garbage"),
+            Some(b""),
+            Some(b"PROGNOS-CHECKPOINT 1 9 deadbeef\n"),
+            None,
+        ];
+        for damage in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let store = flushed_data_set(dir.path());
+            let checkpoint = dir.path().join("wal/checkpoint");
+            if let Some(bytes) = damage {
+                fs::write(&checkpoint, bytes).unwrap();
+            }
+            let ingest = Ingest::start(config(dir.path()), Vec::new()).unwrap();
+            let summary = ingest.shutdown().unwrap();
+            assert_eq!(store.files().unwrap().len(), 2, "{damage:?}");
+            // Recovered from the file names and written back, verifiable.
+            assert_eq!(
+                wal::read_checkpoint(&dir.path().join("wal")).unwrap(),
+                CheckpointRead::Valid(9)
+            );
+            // New records continue after the recovered LSN, so names never collide.
+            assert_eq!(summary.stats.committed_lsn, 9);
+            if damage.is_some() {
+                assert!(dir.path().join("wal/damaged").read_dir().unwrap().count() == 1);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_checkpoint_stops_the_start_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flushed_data_set(dir.path());
+        // Not a file: reading it fails with an I/O error, not with content to judge.
+        fs::create_dir_all(dir.path().join("wal/checkpoint")).unwrap();
+        let err = Ingest::start(config(dir.path()), Vec::new())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("wal/checkpoint"), "{err}");
+        assert_eq!(store.files().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn files_beyond_a_valid_checkpoint_go_only_if_the_wal_replays_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flushed_data_set(dir.path());
+        // Checkpoint 5: the file of LSNs 6..=9 looks like an unfinished flush, but the WAL
+        // does not hold those records (lost, restored from a backup…): it stays.
+        wal::write_checkpoint(&dir.path().join("wal"), 5).unwrap();
+        let ingest = Ingest::start(config(dir.path()), Vec::new()).unwrap();
+        ingest.shutdown().unwrap();
+        assert_eq!(store.files().unwrap().len(), 2);
+    }
+}
