@@ -480,6 +480,9 @@ struct Writer {
 
 /// Most messages one group commit takes, so a commit's latency stays bounded under load.
 const MAX_COMMIT_MESSAGES: usize = 50_000;
+/// Rows per WAL record: 24 bytes each plus names, far below the WAL's 1 GiB record limit
+/// even with one message's worth of rows on top.
+const MAX_RECORD_ROWS: usize = 4_000_000;
 
 impl Writer {
     fn run(&mut self, rx: Receiver<Vec<Message>>) -> Result<(), IngestError> {
@@ -535,8 +538,15 @@ impl Writer {
         }
         let mut rows = Vec::new();
         let mut metas = Vec::new();
-        let (mut messages, mut bytes, mut status) = (0u64, 0u64, 0u64);
+        let (mut messages, mut bytes, mut status, mut points) = (0u64, 0u64, 0u64, 0u64);
         for message in batches.into_iter().flatten() {
+            // A record never outgrows the WAL's limit, whatever the commit holds: past this
+            // many rows the commit goes on in a new record (a `TooLarge` would stop the
+            // ingest).
+            if rows.len() >= MAX_RECORD_ROWS {
+                points += rows.len() as u64;
+                self.store_record(std::mem::take(&mut rows), std::mem::take(&mut metas))?;
+            }
             bytes += message.payload.len() as u64;
             let decoded = decode::parse_topic(&message.topic).and_then(|(device, kind)| {
                 let d = decode::decode_payload(
@@ -591,25 +601,11 @@ impl Writer {
                 }
             }
         }
-        if let Err(e) = self.dead_letters.sync() {
-            self.dead_letter_failed("", "", &e);
-        }
         self.stats
             .dead_letter_bytes
             .store(self.dead_letters.total_bytes(), Ordering::Relaxed);
-        let points = rows.len() as u64;
-        if !rows.is_empty() || !metas.is_empty() {
-            let lsn = self.append_until_stored(&rows)?;
-            self.stats.committed_lsn.store(lsn, Ordering::Relaxed);
-            for observer in &self.observers {
-                observer.committed(&CommittedBatch {
-                    lsn,
-                    rows: &rows,
-                    messages: &metas,
-                });
-            }
-            self.memtable.push(lsn, rows);
-        }
+        points += rows.len() as u64;
+        self.store_record(rows, metas)?;
         let s = &self.stats;
         s.messages.fetch_add(messages, Ordering::Relaxed);
         s.points.fetch_add(points, Ordering::Relaxed);
@@ -619,6 +615,28 @@ impl Writer {
         metrics::counter!("prognos_ingest_messages_total").increment(messages);
         metrics::counter!("prognos_ingest_points_total").increment(points);
         metrics::counter!("prognos_ingest_bytes_total").increment(bytes);
+        Ok(())
+    }
+
+    /// Makes one WAL record of `rows` durable (with the dead letters so far), then hands it
+    /// to the observers and the memtable.
+    fn store_record(&mut self, rows: Vec<Row>, metas: Vec<MessageMeta>) -> Result<(), IngestError> {
+        if let Err(e) = self.dead_letters.sync() {
+            self.dead_letter_failed("", "", &e);
+        }
+        if rows.is_empty() && metas.is_empty() {
+            return Ok(());
+        }
+        let lsn = self.append_until_stored(&rows)?;
+        self.stats.committed_lsn.store(lsn, Ordering::Relaxed);
+        for observer in &self.observers {
+            observer.committed(&CommittedBatch {
+                lsn,
+                rows: &rows,
+                messages: &metas,
+            });
+        }
+        self.memtable.push(lsn, rows);
         Ok(())
     }
 

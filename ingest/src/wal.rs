@@ -835,6 +835,50 @@ mod tests {
         assert!(copy.starts_with(dir.path().join("damaged")));
     }
 
+    /// How long replay takes on a healthy segment, on one with a damaged stretch, and on
+    /// pure garbage (the resync's worst case). Prints; asserts only that it finishes.
+    #[test]
+    #[ignore = "measurement: cargo test -p prognos-ingest -- --ignored scan_speed --nocapture"]
+    fn scan_speed() {
+        let mut bytes = Vec::new();
+        let mut buf = Vec::new();
+        let rows: Vec<Row> = (0..100).map(|i| row("dev", "m", i, i as f64)).collect();
+        let mut lsn = 1;
+        while bytes.len() < 64 << 20 {
+            encode_record(lsn, &rows, &mut buf);
+            bytes.extend_from_slice(&buf);
+            lsn += 1;
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut garbage = |b: &mut [u8]| {
+            for byte in b {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *byte = x as u8;
+            }
+        };
+        let time = |label: &str, bytes: &[u8]| {
+            let t = std::time::Instant::now();
+            let scan = scan_segment(bytes, 1);
+            println!(
+                "{label}: {} MiB, {} records, {} damaged bytes in {:?}",
+                bytes.len() >> 20,
+                scan.records.len(),
+                scan.damage.iter().map(|d| d.1).sum::<usize>(),
+                t.elapsed()
+            );
+        };
+        time("healthy", &bytes);
+        let mut damaged = bytes.clone();
+        let mid = damaged.len() / 2;
+        garbage(&mut damaged[mid..mid + (1 << 20)]);
+        time("1 MiB of garbage in the middle", &damaged);
+        let mut junk = vec![0u8; 64 << 20];
+        garbage(&mut junk);
+        time("all garbage", &junk);
+    }
+
     mod damage {
         use super::*;
         use proptest::prelude::*;
