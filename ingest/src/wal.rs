@@ -33,8 +33,10 @@ const MIN_PAYLOAD_BYTES: usize = 16;
 /// hold records (a rewritten segment has gaps where damaged records were), and small enough
 /// that random bytes almost never pass for an LSN, so garbage is rarely checksummed.
 const MAX_LSN_STEP: u64 = 1 << 32;
-/// Copies of damaged segments kept in `wal/damaged/`; the oldest go first.
+/// Copies of damaged segments kept in `wal/damaged/`, by count and by bytes (the newest is
+/// always kept); the oldest go first.
 const MAX_DAMAGED_COPIES: usize = 16;
+const MAX_DAMAGED_BYTES: u64 = 512 * 1024 * 1024;
 const CHECKPOINT_MAGIC: &str = "PROGNOS-CHECKPOINT 1";
 /// A checkpoint is one short line; anything longer is not one (and is not read whole).
 const MAX_CHECKPOINT_BYTES: u64 = 256;
@@ -84,6 +86,9 @@ pub struct DamagedRange {
     pub segment: PathBuf,
     pub offset: u64,
     pub bytes: u64,
+    /// Records lost in it, from the gap in LSNs around it; unknown for a segment's tail
+    /// when no later segment tells where the LSNs went on.
+    pub lost_records: Option<u64>,
 }
 
 /// What replay found.
@@ -147,7 +152,13 @@ impl Wal {
         let mut damaged_copies = Vec::new();
         let mut damaged_bytes = 0;
         let mut last_lsn = checkpoint;
-        for (first, path) in &segments {
+        let next_firsts: Vec<Option<u64>> = segments
+            .iter()
+            .skip(1)
+            .map(|(f, _)| Some(*f))
+            .chain([None])
+            .collect();
+        for ((first, path), next_first) in segments.iter().zip(next_firsts) {
             let bytes = fs::read(path).map_err(io_err(path))?;
             let scan = scan_segment(&bytes, *first);
             if !scan.damage.is_empty() {
@@ -156,10 +167,15 @@ impl Wal {
                 metrics::counter!("prognos_ingest_wal_damaged_bytes_total").increment(lost);
                 metrics::counter!("prognos_ingest_wal_damaged_segments_total").increment(1);
                 for &(offset, n) in &scan.damage {
+                    let lost_records = lost_records(&scan, *first, next_first, offset, n);
+                    if let Some(lost) = lost_records {
+                        metrics::counter!("prognos_ingest_wal_lost_records_total").increment(lost);
+                    }
                     tracing::warn!(
                         segment = %path.display(),
                         offset,
                         bytes = n,
+                        lost_records,
                         "WAL segment holds bytes that are no valid record; skipped them and \
                          resynchronised on the next valid record"
                     );
@@ -167,6 +183,7 @@ impl Wal {
                         segment: path.clone(),
                         offset: offset as u64,
                         bytes: n as u64,
+                        lost_records,
                     });
                 }
                 // Keep the evidence before touching the segment; if it cannot be kept, leave
@@ -505,6 +522,33 @@ pub(crate) fn scan_segment(bytes: &[u8], first_lsn: u64) -> SegmentScan {
     out
 }
 
+/// Records lost in the damaged run at `offset..offset + len`: the LSN gap between the valid
+/// records around it (LSNs are contiguous when written). A run at the end of a segment is
+/// bounded by the next segment's first LSN, if there is one.
+fn lost_records(
+    scan: &SegmentScan,
+    first_lsn: u64,
+    next_first: Option<u64>,
+    offset: usize,
+    len: usize,
+) -> Option<u64> {
+    let before = scan
+        .spans
+        .iter()
+        .zip(&scan.records)
+        .rev()
+        .find(|((_, end), _)| *end <= offset)
+        .map_or(first_lsn.saturating_sub(1), |(_, (lsn, _))| *lsn);
+    let after = scan
+        .spans
+        .iter()
+        .zip(&scan.records)
+        .find(|((start, _), _)| *start >= offset + len)
+        .map(|(_, (lsn, _))| *lsn)
+        .or(next_first)?;
+    Some(after.saturating_sub(before).saturating_sub(1))
+}
+
 /// Writes `bytes` (a damaged segment, or a damaged checkpoint) to
 /// `wal/damaged/{unix_secs}-{name}.damaged`, fsynced, and keeps at most
 /// `MAX_DAMAGED_COPIES` copies there.
@@ -537,8 +581,11 @@ fn keep_damaged_copy(dir: &Path, original: &Path, bytes: &[u8]) -> Result<PathBu
         .filter(|p| p.extension().is_some_and(|e| e == "damaged"))
         .collect();
     copies.sort();
-    while copies.len() > MAX_DAMAGED_COPIES {
+    let size = |p: &PathBuf| fs::metadata(p).map_or(0, |m| m.len());
+    let mut total: u64 = copies.iter().map(size).sum();
+    while copies.len() > MAX_DAMAGED_COPIES || (total > MAX_DAMAGED_BYTES && copies.len() > 1) {
         let oldest = copies.remove(0);
+        total = total.saturating_sub(size(&oldest));
         tracing::warn!(path = %oldest.display(), "removing the oldest copy of a damaged WAL file");
         fs::remove_file(&oldest).map_err(io_err(&oldest))?;
     }
@@ -723,6 +770,8 @@ mod tests {
         let (_, replay) = Wal::open(dir.path()).unwrap();
         assert_eq!(replay.records.len(), 1);
         assert!(replay.damaged_bytes > 0);
+        // Record 2 was cut off the end and no later segment says how many followed it.
+        assert_eq!(replay.damaged[0].lost_records, None);
 
         // A flipped bit fails the checksum the same way.
         let (mut wal, _) = Wal::open(dir.path()).unwrap();
@@ -764,6 +813,7 @@ mod tests {
         assert_eq!(replay.damaged_bytes, (end - start) as u64);
         assert_eq!(replay.damaged.len(), 1);
         assert_eq!(replay.damaged[0].offset, start as u64);
+        assert_eq!(replay.damaged[0].lost_records, Some(1));
         assert_eq!(wal.next_lsn(), 11);
         // The damaged original is kept byte for byte; the segment now reads cleanly.
         assert_eq!(replay.damaged_copies.len(), 1);
