@@ -371,3 +371,86 @@ fn full_disk_pauses_the_ingest_and_it_resumes_by_itself() {
     }
     drop(mount);
 }
+
+/// Publishes every line of `lines` as one message, over one connection (`mosquitto_pub -l`).
+fn publish_lines(server: &Server, id: &str, secret: &str, lines: &[String]) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt_port.to_string()])
+        .args(["-i", id, "-u", id, "-P", secret, "-q", "1", "-l"])
+        .args(["-t", &format!("prognos/v1/{id}/telemetry")])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn one_devices_junk_stays_within_the_dead_letter_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = add_device(dir.path(), "junk-1");
+    let config = write_config(
+        dir.path(),
+        "[ingest]\nmax_payload_bytes = 65536\ndead_letter_max_mib = 1\ndead_letter_file_mib = 1\n\
+         dead_letter_payload_bytes = 2000\n[models]\nenabled = false\n",
+    );
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let n = 600;
+    let junk: Vec<String> = (0..n)
+        .map(|i| format!("{{{i:05}{}", "x".repeat(8000)))
+        .collect();
+    publish_lines(&server, "junk-1", &secret, &junk);
+    let rejected = "prognos_ingest_dead_letters_total{reason=\"malformed_json\"}";
+    assert!(
+        wait_until(Duration::from_secs(20), || metric_value(&server, rejected)
+            == Some(n as f64)),
+        "not every junk message was rejected"
+    );
+    let dropped = metric_value(&server, "prognos_ingest_dead_letters_dropped_total").unwrap_or(0.0);
+    // The service goes on storing good data.
+    let t = now_ms();
+    publish(
+        &server,
+        "junk-1",
+        &secret,
+        &format!(r#"{{"ts": {t}, "metrics": {{"ok": 1}}}}"#),
+    );
+    assert!(server.terminate().0.success());
+
+    let on_disk: u64 = std::fs::read_dir(dir.path().join("deadletter"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(on_disk <= 1024 * 1024, "{on_disk} bytes of dead letters");
+    let letters = read_dead_letters(dir.path());
+    assert!(dropped > 0.0);
+    assert_eq!(
+        letters.len() + dropped as usize,
+        n,
+        "every letter kept or counted"
+    );
+    for l in &letters {
+        assert_eq!(l["payload_bytes"], 8006);
+        assert_eq!(l["payload_truncated"], true);
+    }
+    // The newest are kept: the last junk message is among them.
+    use base64::Engine;
+    let last = base64::engine::general_purpose::STANDARD
+        .decode(
+            letters
+                .iter()
+                .map(|l| l["payload_base64"].as_str().unwrap())
+                .max_by_key(|p| {
+                    base64::engine::general_purpose::STANDARD.decode(p).unwrap()[1..6].to_vec()
+                })
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(&last[..6], format!("{{{:05}", n - 1).as_bytes());
+    assert_eq!(points(&read_telemetry(dir.path()), "junk-1", "ok").len(), 1);
+}
