@@ -313,8 +313,16 @@ impl Ingest {
             source,
         })?;
         let (checkpoint, recovered) = recover_checkpoint(&wal_dir, &store)?;
-        let (wal, replay) = Wal::open_from(&wal_dir, checkpoint)?;
+        let (wal, mut replay) = if recovered {
+            Wal::open_recovering(&wal_dir, checkpoint)?
+        } else {
+            Wal::open_from(&wal_dir, checkpoint)?
+        };
         if recovered {
+            complete_interrupted_flush(
+                &store,
+                &std::mem::take(&mut replay.at_or_before_checkpoint),
+            )?;
             // Written only now, after the WAL opened: a crash before this repeats the same
             // recovery, from the same files.
             if let Err(e) = wal::write_checkpoint(&wal_dir, checkpoint) {
@@ -891,6 +899,86 @@ impl Backoff {
     }
 }
 
+/// With a recovered checkpoint (the highest LSN in any file name), a flush that was cut off
+/// after some of its partitions' files were renamed would lose the rest: their WAL records
+/// are at or below that LSN and are not replayed. So every row of the WAL records at or
+/// below the checkpoint is checked against the files of its partition, and a row no file
+/// holds is written to the file its flush would have written: the partition's
+/// `part-{first}-{last}` of the LSN range a file of another partition shows for that record.
+/// Only a range no file of that partition overlaps is written, so the LSN-range rules hold.
+fn complete_interrupted_flush(
+    store: &Store,
+    records: &[(u64, Vec<Row>)],
+) -> Result<(), IngestError> {
+    use crate::layout::{FileKind, Partition, partition_of};
+    use std::collections::BTreeMap;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let files = store.files()?;
+    let mut by_partition: BTreeMap<Partition, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut flushes: Vec<(u64, u64)> = Vec::new();
+    for f in &files {
+        by_partition
+            .entry(f.partition)
+            .or_default()
+            .push((f.first_lsn, f.last_lsn));
+        if f.kind == FileKind::Part {
+            flushes.push((f.first_lsn, f.last_lsn));
+        }
+    }
+    flushes.sort_unstable();
+    flushes.dedup();
+    // Ranges are disjoint within a partition (and among flushes) once leftovers are gone:
+    // the candidate is the last range starting at or before the LSN.
+    let holding = |ranges: &[(u64, u64)], lsn: u64| -> Option<(u64, u64)> {
+        let i = ranges.partition_point(|(first, _)| *first <= lsn);
+        ranges[..i].last().copied().filter(|(_, last)| lsn <= *last)
+    };
+    for ranges in by_partition.values_mut() {
+        ranges.sort_unstable();
+    }
+    let mut missing: BTreeMap<(Partition, u64, u64), Vec<Row>> = BTreeMap::new();
+    let mut unplaced = 0u64;
+    for (lsn, rows) in records {
+        for row in rows {
+            let p = partition_of(row.ts_us);
+            let own = by_partition.get(&p).map_or(&[][..], |r| r.as_slice());
+            if holding(own, *lsn).is_some() {
+                continue;
+            }
+            let overlaps =
+                |(first, last): (u64, u64)| own.iter().any(|(f, l)| *f <= last && first <= *l);
+            match holding(&flushes, *lsn) {
+                Some(range) if !overlaps(range) => missing
+                    .entry((p, range.0, range.1))
+                    .or_default()
+                    .push(row.clone()),
+                _ => unplaced += 1,
+            }
+        }
+    }
+    for ((partition, first, last), mut rows) in missing {
+        warn!(
+            partition,
+            first_lsn = first,
+            last_lsn = last,
+            rows = rows.len(),
+            "completing a flush that was cut off: writing the partition file it had not written"
+        );
+        store.write_sealed(&mut rows, first, last)?;
+    }
+    if unplaced > 0 {
+        // Not written: no LSN range fits them without breaking the file-name rules. They are
+        // in the WAL (and in a damaged copy, if the segment was damaged) until truncation.
+        error!(
+            rows = unplaced,
+            "WAL rows at or below the recovered checkpoint are in no data file and cannot be placed"
+        );
+    }
+    Ok(())
+}
+
 /// The checkpoint to replay from, and whether it was recovered rather than read.
 ///
 /// A checkpoint that cannot be read is never taken as 0: that would make every data file
@@ -990,6 +1078,53 @@ mod tests {
             if damage.is_some() {
                 assert!(dir.path().join("wal/damaged").read_dir().unwrap().count() == 1);
             }
+        }
+    }
+
+    #[test]
+    fn a_flush_cut_off_under_a_damaged_checkpoint_is_completed_from_the_wal() {
+        use crate::layout::{HOUR_US, partition_of};
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let h = 1_764_000_000_000_000;
+        let a = [
+            Row::new("d", "m", h, 1.0),
+            Row::new("d", "m", h + HOUR_US, 2.0),
+        ];
+        let b = [
+            Row::new("d", "m", h + 1, 3.0),
+            Row::new("d", "m", h + HOUR_US + 1, 4.0),
+        ];
+        let (mut wal, _) = Wal::open(&wal_dir).unwrap();
+        wal.append(&a).unwrap();
+        wal.append(&b).unwrap();
+        drop(wal);
+        let store = Store::open(&dir.path().join("telemetry")).unwrap();
+        // The flush of LSNs 1..=2 renamed the first hour's file, then the process died; and
+        // the checkpoint is damaged, so it is recovered as 2 from that file's name.
+        store
+            .write_flush(vec![a[0].clone(), b[0].clone()], 1, 2)
+            .unwrap();
+        fs::write(wal_dir.join("checkpoint"), "garbage").unwrap();
+        for _ in 0..2 {
+            let ingest = Ingest::start(config(dir.path()), Vec::new()).unwrap();
+            ingest.shutdown().unwrap();
+            let files = store.files().unwrap();
+            assert_eq!(files.len(), 2);
+            let second = files
+                .iter()
+                .find(|f| f.partition == partition_of(h + HOUR_US))
+                .unwrap();
+            assert_eq!((second.first_lsn, second.last_lsn), (1, 2));
+            assert_eq!(
+                crate::store::read_file(&second.path).unwrap(),
+                vec![a[1].clone(), b[1].clone()]
+            );
+            let first = files
+                .iter()
+                .find(|f| f.partition == partition_of(h))
+                .unwrap();
+            assert_eq!(crate::store::read_file(&first.path).unwrap().len(), 2);
         }
     }
 

@@ -101,6 +101,9 @@ pub struct Replay {
     pub damaged: Vec<DamagedRange>,
     /// Where the damaged segments were copied before being rewritten.
     pub damaged_copies: Vec<PathBuf>,
+    /// Records at or below the checkpoint still in the log, in LSN order; only filled by
+    /// [`Wal::open_recovering`] (checking a recovered checkpoint against the data files).
+    pub at_or_before_checkpoint: Vec<(u64, Vec<Row>)>,
 }
 
 /// The checkpoint file as found.
@@ -144,7 +147,22 @@ impl Wal {
 
     /// Opens the log in `dir`, replaying the records after `checkpoint`.
     pub fn open_from(dir: &Path, checkpoint: u64) -> Result<(Wal, Replay), WalError> {
+        Self::open_inner(dir, checkpoint, false)
+    }
+
+    /// [`Wal::open_from`] that also returns the records at or below `checkpoint` the log still
+    /// holds, for a checkpoint that was recovered rather than read.
+    pub fn open_recovering(dir: &Path, checkpoint: u64) -> Result<(Wal, Replay), WalError> {
+        Self::open_inner(dir, checkpoint, true)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        checkpoint: u64,
+        keep_before: bool,
+    ) -> Result<(Wal, Replay), WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut at_or_before_checkpoint = Vec::new();
         remove_tmp_files(dir)?;
         let mut segments = list_segments(dir)?;
         let mut records = Vec::new();
@@ -211,11 +229,15 @@ impl Wal {
                 last_lsn = last_lsn.max(lsn);
                 if lsn > checkpoint {
                     records.push((lsn, rows));
+                } else if keep_before {
+                    at_or_before_checkpoint.push((lsn, rows));
                 }
             }
         }
         records.sort_by_key(|(lsn, _)| *lsn);
         records.dedup_by_key(|(lsn, _)| *lsn);
+        at_or_before_checkpoint.sort_by_key(|(lsn, _)| *lsn);
+        at_or_before_checkpoint.dedup_by_key(|(lsn, _)| *lsn);
         let next_lsn = last_lsn + 1;
         // Always start a fresh segment: the old ones stay read-only until checkpointed away.
         let active_path = segment_path(dir, next_lsn);
@@ -247,6 +269,7 @@ impl Wal {
                 damaged_bytes,
                 damaged,
                 damaged_copies,
+                at_or_before_checkpoint,
             },
         ))
     }
