@@ -71,6 +71,12 @@ pub struct IngestFile {
     pub compact_min_files: Option<usize>,
     pub max_future_secs: Option<i64>,
     pub max_past_days: Option<i64>,
+    /// All dead-letter files together (default 256 MiB); the oldest files go first past it.
+    pub dead_letter_max_mib: Option<u64>,
+    /// One dead-letter file before it rotates (default 16 MiB).
+    pub dead_letter_file_mib: Option<u64>,
+    /// Payload bytes kept per dead letter (default 4096).
+    pub dead_letter_payload_bytes: Option<usize>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -87,6 +93,7 @@ pub struct Settings {
     pub flush_rows: usize,
     pub max_payload_bytes: usize,
     pub compact_min_files: usize,
+    pub dead_letters: prognos_ingest::deadletter::DeadLetterQuota,
     pub max_future_us: i64,
     pub max_past_us: i64,
     pub models_enabled: bool,
@@ -189,6 +196,24 @@ impl Settings {
                 .ingest
                 .compact_min_files
                 .unwrap_or(defaults.compact_min_files),
+            dead_letters: prognos_ingest::deadletter::DeadLetterQuota {
+                max_total_bytes: file
+                    .ingest
+                    .dead_letter_max_mib
+                    .map_or(defaults.dead_letters.max_total_bytes, |m| {
+                        m.saturating_mul(1024 * 1024)
+                    }),
+                max_file_bytes: file
+                    .ingest
+                    .dead_letter_file_mib
+                    .map_or(defaults.dead_letters.max_file_bytes, |m| {
+                        m.saturating_mul(1024 * 1024)
+                    }),
+                max_payload_bytes: file
+                    .ingest
+                    .dead_letter_payload_bytes
+                    .unwrap_or(defaults.dead_letters.max_payload_bytes),
+            },
             max_future_us: file
                 .ingest
                 .max_future_secs
@@ -227,6 +252,7 @@ impl Settings {
             flush_rows: 1_000_000,
             max_payload_bytes: limits.max_payload_bytes,
             compact_min_files: 8,
+            dead_letters: prognos_ingest::deadletter::DeadLetterQuota::default(),
             max_future_us: limits.max_future_us,
             max_past_us: limits.max_past_us,
             models_enabled: true,
@@ -246,6 +272,12 @@ impl Settings {
         if self.max_payload_bytes == 0 || self.max_payload_bytes > 16 * 1024 * 1024 {
             bail!("config: ingest.max_payload_bytes must be between 1 and 16 MiB");
         }
+        let dl = &self.dead_letters;
+        if dl.max_file_bytes == 0 || dl.max_total_bytes < dl.max_file_bytes {
+            bail!(
+                "config: ingest.dead_letter_file_mib must be at least 1 and at most dead_letter_max_mib"
+            );
+        }
         if self.sla_check_interval < Duration::from_millis(50) {
             bail!("config: service.sla_check_interval_ms must be at least 50");
         }
@@ -260,6 +292,7 @@ impl Settings {
         config.flush_interval = self.flush_interval;
         config.flush_rows = self.flush_rows;
         config.compact_min_files = self.compact_min_files;
+        config.dead_letters = self.dead_letters;
         config.limits = prognos_ingest::Limits {
             max_payload_bytes: self.max_payload_bytes,
             max_future_us: self.max_future_us,

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 pub use decode::{Limits, Reason};
 pub use pipeline::{
-    CommitObserver, CommittedBatch, Ingest, IngestConfig, IngestError, IngestSummary, Message,
-    MessageMeta, Stats, StatsSnapshot, Submitter,
+    CommitObserver, CommittedBatch, DeadLetterFailure, Ingest, IngestConfig, IngestError,
+    IngestSummary, Message, MessageMeta, Stats, StatsSnapshot, Submitter,
 };
 
 /// One stored sample: the long-format row of the Parquet data set.

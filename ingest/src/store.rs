@@ -97,6 +97,11 @@ pub fn sort_dedup(rows: &mut Vec<Row>) {
             .then_with(|| a.metric.cmp(&b.metric))
             .then_with(|| a.ts_us.cmp(&b.ts_us))
     });
+    dedup_sorted(rows);
+}
+
+/// Drops all but the last row of each run of equal (device, metric, ts) keys.
+fn dedup_sorted(rows: &mut Vec<Row>) {
     let mut out = 0;
     for i in 0..rows.len() {
         let is_last_of_key = rows.get(i + 1).is_none_or(|next| {
@@ -220,43 +225,86 @@ impl Store {
     }
 
     /// Removes files holding WAL records after `checkpoint`: a flush that crashed before its
-    /// checkpoint. The WAL still has all of those records and replays them.
-    pub fn remove_after(&self, checkpoint: u64) -> Result<usize, StoreError> {
+    /// checkpoint. Only a file whose every record after the checkpoint the WAL still holds
+    /// (`replayable(first, last)`) is removed, since replay writes it again; any other file
+    /// is kept (a duplicate row is de-duplicated by compaction, a deleted one is gone).
+    pub fn remove_after(
+        &self,
+        checkpoint: u64,
+        replayable: impl Fn(u64, u64) -> bool,
+    ) -> Result<usize, StoreError> {
         let mut removed = 0;
         for f in self.files()? {
-            if f.last_lsn > checkpoint {
+            if f.last_lsn <= checkpoint {
+                continue;
+            }
+            if replayable(f.first_lsn.max(checkpoint + 1), f.last_lsn) {
                 tracing::warn!(path = %f.path.display(), "removing file of an unfinished flush; the WAL replays it");
                 fs::remove_file(&f.path).map_err(io_err(&f.path))?;
                 removed += 1;
+            } else {
+                tracing::error!(
+                    path = %f.path.display(),
+                    checkpoint,
+                    "data file lies beyond the checkpoint but the WAL does not hold all its \
+                     records: keeping it"
+                );
             }
         }
         Ok(removed)
     }
 
+    /// The highest LSN any data file holds (from the file names), if there is a file.
+    pub fn max_last_lsn(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.files()?.iter().map(|f| f.last_lsn).max())
+    }
+
     /// Writes the rows of WAL records `first_lsn..=last_lsn`, one file per partition.
     pub fn write_flush(
         &self,
-        rows: Vec<Row>,
+        mut rows: Vec<Row>,
         first_lsn: u64,
         last_lsn: u64,
     ) -> Result<Vec<PathBuf>, StoreError> {
-        let mut by_partition: BTreeMap<Partition, Vec<Row>> = BTreeMap::new();
-        for row in rows {
-            by_partition
-                .entry(partition_of(row.ts_us))
-                .or_default()
-                .push(row);
+        self.write_sealed(&mut rows, first_lsn, last_lsn)
+    }
+
+    /// [`Store::write_flush`] that leaves the rows to the caller (sorted and de-duplicated),
+    /// so a flush that failed (a full disk) can be tried again with the same rows: it writes
+    /// the same file names with the same contents.
+    pub fn write_sealed(
+        &self,
+        rows: &mut Vec<Row>,
+        first_lsn: u64,
+        last_lsn: u64,
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        // Partition first: equal (device, metric, ts) keys share a partition, so one global
+        // stable sort and de-duplication, in place, gives each partition's run; repeating it
+        // on its own output changes nothing.
+        rows.sort_by(|a, b| {
+            partition_of(a.ts_us)
+                .cmp(&partition_of(b.ts_us))
+                .then_with(|| a.device.cmp(&b.device))
+                .then_with(|| a.metric.cmp(&b.metric))
+                .then_with(|| a.ts_us.cmp(&b.ts_us))
+        });
+        dedup_sorted(rows);
+        let name = DataFileName {
+            kind: FileKind::Part,
+            first_lsn,
+            last_lsn,
         }
+        .render();
         let mut written = Vec::new();
-        for (partition, mut rows) in by_partition {
-            sort_dedup(&mut rows);
-            let name = DataFileName {
-                kind: FileKind::Part,
-                first_lsn,
-                last_lsn,
-            }
-            .render();
-            written.push(self.write_file(partition, &name, &rows)?);
+        let mut start = 0;
+        while start < rows.len() {
+            let partition = partition_of(rows[start].ts_us);
+            let end = rows[start..]
+                .iter()
+                .position(|r| partition_of(r.ts_us) != partition)
+                .map_or(rows.len(), |n| start + n);
+            written.push(self.write_file(partition, &name, &rows[start..end])?);
+            start = end;
         }
         Ok(written)
     }
@@ -271,15 +319,21 @@ impl Store {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(name);
         let tmp = dir.join(format!("{name}.tmp"));
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut writer = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
-            .map_err(pq_err(&tmp))?;
-        for chunk in rows.chunks(1 << 20) {
-            writer.write(&to_batch(chunk)?).map_err(pq_err(&tmp))?;
+        let written = (|| {
+            let file = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut writer = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
+                .map_err(pq_err(&tmp))?;
+            for chunk in rows.chunks(1 << 20) {
+                writer.write(&to_batch(chunk)?).map_err(pq_err(&tmp))?;
+            }
+            let file = writer.into_inner().map_err(pq_err(&tmp))?;
+            file.sync_all().map_err(io_err(&tmp))
+        })();
+        if let Err(e) = written {
+            // A failed write (a full disk, typically) must not keep holding the space.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        let file = writer.into_inner().map_err(pq_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        drop(file);
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -541,7 +595,8 @@ mod tests {
             read_file(&compacted.path).unwrap(),
             vec![row("d", "m", h, 9.0), row("e", "m", h + 1, 3.0)]
         );
-        assert_eq!(store.remove_after(3).unwrap(), 1);
+        assert_eq!(store.remove_after(3, |_, _| false).unwrap(), 0);
+        assert_eq!(store.remove_after(3, |_, _| true).unwrap(), 1);
         assert_eq!(store.files().unwrap().len(), 1);
     }
 
