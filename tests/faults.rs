@@ -334,10 +334,11 @@ fn full_disk_pauses_the_ingest_and_it_resumes_by_itself() {
         metric_value(&server, "prognos_ingest_dead_letter_write_failures_total"),
         Some(1.0)
     );
+    // The process keeps serving and says it cannot take data now.
     let health = server.http_get("/healthz");
     assert!(
-        health.starts_with("HTTP/1.1 200"),
-        "the process keeps serving: {health}"
+        health.starts_with("HTTP/1.1 503") && health.contains("\"disk_full\":true"),
+        "a full disk shows in /healthz: {health}"
     );
 
     std::fs::remove_file(&filler).unwrap();
@@ -348,6 +349,7 @@ fn full_disk_pauses_the_ingest_and_it_resumes_by_itself() {
         ) == Some(0.0)),
         "ingest did not resume when space returned"
     );
+    assert!(server.http_get("/healthz").starts_with("HTTP/1.1 200"));
     publish(
         &server,
         "full-1",

@@ -67,9 +67,14 @@ pub async fn serve(
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let s = state.stats.snapshot();
-    let ok = state.health.ok();
+    // A full disk pauses the ingest (nothing acknowledged is lost; it resumes by itself),
+    // but the node cannot take data now: load balancers and operators must see that.
+    let ok = state.health.ok() && !s.disk_full;
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "failing" },
+        "disk_full": s.disk_full,
+        "dead_letters_dropped": s.dead_letters_dropped,
+        "dead_letter_write_failures": s.dead_letter_write_failures,
         "router": if state.health.router_lost.load(Ordering::Relaxed) { "lost" } else { "ok" },
         "committed_lsn": s.committed_lsn,
         "flushed_lsn": s.flushed_lsn,
