@@ -18,8 +18,8 @@ use arrow_array::{Array, BooleanArray, Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use prognos_models::reliability::{LifeObs, WeibullFit, fit_weibull};
 use prognos_simulators::{Fleet, FleetConfig};
+use prognos_stats::reliability::{LifeObs, WeibullFit, fit_weibull};
 use serde_json::json;
 
 #[derive(Debug, Clone, clap::Args)]

@@ -137,7 +137,7 @@ fn member_sources(member: &str) -> Vec<(PathBuf, String)> {
 #[test]
 fn the_domain_crates_hold_no_http_types() {
     // Cargo enforces the seam: without the dependency, no axum type can appear.
-    for member in ["api/service", "api/analytics", "models", "ingest"] {
+    for member in ["api/service", "api/analytics", "models", "stats", "ingest"] {
         let deps = dependencies(member);
         assert!(!deps.is_empty(), "{member} has a [dependencies] table");
         for http in ["axum", "hyper", "hyper-util", "tower", "tower-http"] {
@@ -167,23 +167,28 @@ fn only_the_broker_embeds_rumqttd() {
 
 #[test]
 fn models_depend_on_no_io_crate() {
-    // models is pure: time comes in as data, no files, sockets, threads or runtimes.
-    for dep in dependencies("models") {
-        assert!(
-            ["thiserror", "serde"].contains(&dep.as_str()),
-            "models depends on {dep}; it may use only thiserror and serde"
-        );
-    }
-    for (file, text) in member_sources("models") {
-        for needle in [
-            "std::fs",
-            "std::net",
-            "std::thread",
-            "tokio",
-            "SystemTime",
-            "Instant::now",
-        ] {
-            assert!(!text.contains(needle), "{} uses {needle}", file.display());
+    // models and stats are pure: time comes in as data, no files, sockets, threads or runtimes.
+    for (member, allowed) in [
+        ("models", &["thiserror", "serde", "prognos-stats"][..]),
+        ("stats", &["thiserror", "serde"][..]),
+    ] {
+        for dep in dependencies(member) {
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{member} depends on {dep}; it may use only {allowed:?}"
+            );
+        }
+        for (file, text) in member_sources(member) {
+            for needle in [
+                "std::fs",
+                "std::net",
+                "std::thread",
+                "tokio",
+                "SystemTime",
+                "Instant::now",
+            ] {
+                assert!(!text.contains(needle), "{} uses {needle}", file.display());
+            }
         }
     }
 }

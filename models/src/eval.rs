@@ -235,7 +235,7 @@ fn grid_counts(cache: &FileCache, grid: &[(usize, &SkabSettings)], out: &mut [Bi
                     .iter()
                     .map(|d| crate::multivariate::mean_of_first(d, k))
                     .collect();
-                crate::stats::quantile(&loo, s.knn.quantile).max(1e-6)
+                prognos_stats::sample::quantile(&loo, s.knn.quantile).max(1e-6)
             });
         let med = medians.entry((k, mw)).or_insert_with(|| {
             let raw: Vec<f64> = cache
@@ -387,7 +387,7 @@ pub fn evaluate_skab_logo(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::XorShift;
+    use prognos_stats::sample::XorShift;
 
     /// A SKAB-like file: 8 sensors of noise, a shift of `size` on sensors
     /// 0..3 from row `onset` to the end, labelled.

@@ -6,7 +6,7 @@
 //! xorshift), and fast enough to train on C-MAPSS FD001 in seconds.
 
 use crate::error::ModelError;
-use crate::stats::XorShift;
+use prognos_stats::sample::XorShift;
 use serde::{Deserialize, Serialize};
 
 /// Boosting hyperparameters.
@@ -216,7 +216,7 @@ impl Gbm {
             edges.push(e);
             bins.push(b);
         }
-        let base = crate::stats::mean(y);
+        let base = prognos_stats::sample::mean(y);
         let mut pred = vec![base; y.len()];
         let mut rng = XorShift::new(cfg.seed);
         let mut trees = Vec::with_capacity(cfg.n_trees);

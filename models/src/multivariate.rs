@@ -29,7 +29,10 @@ impl RollingMedian {
         }
         self.buf.push_back(x);
         let v: Vec<f64> = self.buf.iter().copied().collect();
-        (crate::stats::median(&v), self.buf.len() == self.window)
+        (
+            prognos_stats::sample::median(&v),
+            self.buf.len() == self.window,
+        )
     }
 }
 
@@ -135,7 +138,7 @@ pub struct KnnDetector {
 impl KnnDetector {
     /// Fits on `train` using only the input indices in `columns` (all when
     /// empty). A column constant in training keeps a floor scale
-    /// ([`crate::stats::constant_scale_floor`]), so any later change of it is anomalous.
+    /// ([`prognos_stats::sample::constant_scale_floor`]), so any later change of it is anomalous.
     pub fn fit(train: &[Vec<f64>], columns: &[usize], cfg: KnnConfig) -> Result<Self, ModelError> {
         if cfg.k == 0 || !(0.0..=1.0).contains(&cfg.quantile) || cfg.threshold <= 0.0 {
             return Err(ModelError::InvalidParameter(
@@ -177,11 +180,11 @@ impl KnnDetector {
                 });
             }
             let c: Vec<f64> = train.iter().map(|r| r[j]).collect();
-            let m = crate::stats::mean(&c);
-            let s = crate::stats::std_dev(&c, 0);
+            let m = prognos_stats::sample::mean(&c);
+            let s = prognos_stats::sample::std_dev(&c, 0);
             cols.push(j);
             mean.push(m);
-            scale.push(s.max(crate::stats::constant_scale_floor(m)));
+            scale.push(s.max(prognos_stats::sample::constant_scale_floor(m)));
         }
         let mut det = Self {
             cfg,
@@ -199,7 +202,7 @@ impl KnnDetector {
             .collect();
         // Floor: a training window of identical rows has zero LOO distances;
         // 1e-6 standard deviations is far below any real neighbour distance.
-        det.limit = crate::stats::quantile(&loo, cfg.quantile).max(1e-6);
+        det.limit = prognos_stats::sample::quantile(&loo, cfg.quantile).max(1e-6);
         Ok(det)
     }
 

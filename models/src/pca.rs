@@ -11,7 +11,7 @@
 //! limits do not change), so that any later change of them is anomalous.
 
 use crate::error::ModelError;
-use crate::stats::{f_quantile, normal_quantile, symmetric_eigen};
+use prognos_stats::sample::{f_quantile, normal_quantile, symmetric_eigen};
 use serde::{Deserialize, Serialize};
 
 /// Fitting options for [`PcaModel`].
@@ -79,15 +79,15 @@ impl PcaModel {
         let mut scale = Vec::new();
         for j in 0..p_all {
             let col: Vec<f64> = rows.iter().map(|r| r[j]).collect();
-            let m = crate::stats::mean(&col);
+            let m = prognos_stats::sample::mean(&col);
             // StandardScaler uses the population standard deviation.
-            let s = crate::stats::std_dev(&col, 0);
+            let s = prognos_stats::sample::std_dev(&col, 0);
             // The reference drops constant columns; we keep them at a floor
             // scale (zero variance in training, so the fit and the limits are
             // unchanged) so that any later change of them shows in T² or Q.
             keep.push(j);
             mean.push(m);
-            scale.push(s.max(crate::stats::constant_scale_floor(m)));
+            scale.push(s.max(prognos_stats::sample::constant_scale_floor(m)));
         }
         let p = keep.len();
         if p == 0 {
@@ -234,7 +234,7 @@ impl PcaModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::XorShift;
+    use prognos_stats::sample::XorShift;
 
     fn gaussian(rng: &mut XorShift) -> f64 {
         let u1 = rng.next_f64().max(1e-12);

@@ -14,7 +14,7 @@
 //! clusters, so one condition gives k = 1; six tight clusters give k = 6.
 
 use crate::error::ModelError;
-use crate::stats::XorShift;
+use prognos_stats::sample::XorShift;
 use serde::{Deserialize, Serialize};
 
 /// Number of setting columns.
@@ -326,12 +326,12 @@ impl RegimeNormalizer {
             .zip(values)
             .map(|(s, v)| this.normalise_all(s, v))
             .collect();
-        let tm = crate::stats::mean(target);
+        let tm = prognos_stats::sample::mean(target);
         let tv: f64 = target.iter().map(|t| (t - tm) * (t - tm)).sum();
         let (mut keep, mut corr) = (Vec::new(), Vec::new());
         for c in 0..nc {
             let col: Vec<f64> = z.iter().map(|r| r[c]).collect();
-            let m = crate::stats::mean(&col);
+            let m = prognos_stats::sample::mean(&col);
             let v: f64 = col.iter().map(|x| (x - m) * (x - m)).sum();
             if v <= 1e-12 * col.len() as f64 {
                 continue;
@@ -510,8 +510,8 @@ mod tests {
                 .filter(|(_, l)| **l == r)
                 .map(|((p, v), _)| n.normalise(p, v)[0])
                 .collect();
-            assert!(crate::stats::mean(&z).abs() < 1e-9);
-            assert!((crate::stats::std_dev(&z, 0) - 1.0).abs() < 1e-9);
+            assert!(prognos_stats::sample::mean(&z).abs() < 1e-9);
+            assert!((prognos_stats::sample::std_dev(&z, 0) - 1.0).abs() < 1e-9);
         }
         // The raw channel is dominated by the regime; the normalised one by wear.
         let z0: Vec<f64> = pts
@@ -519,8 +519,8 @@ mod tests {
             .zip(&values)
             .map(|(p, v)| n.normalise(p, v)[0])
             .collect();
-        let tm = crate::stats::mean(&target);
-        let zm = crate::stats::mean(&z0);
+        let tm = prognos_stats::sample::mean(&target);
+        let zm = prognos_stats::sample::mean(&z0);
         let cov: f64 = z0
             .iter()
             .zip(&target)

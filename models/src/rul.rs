@@ -73,8 +73,8 @@ pub fn extrapolate_trend(
             (h[..n].iter().map(|v| v.ln()).collect(), threshold.ln())
         }
     };
-    let tm = crate::stats::mean(&t[..n]);
-    let ym = crate::stats::mean(&y);
+    let tm = prognos_stats::sample::mean(&t[..n]);
+    let ym = prognos_stats::sample::mean(&y);
     let sxx: f64 = t[..n].iter().map(|v| (v - tm) * (v - tm)).sum();
     if sxx <= 0.0 {
         return Err(ModelError::InvalidParameter("all times are equal".into()));
@@ -157,7 +157,7 @@ fn slope(v: &[f64]) -> f64 {
         return 0.0;
     }
     let tm = (n as f64 - 1.0) / 2.0;
-    let ym = crate::stats::mean(v);
+    let ym = prognos_stats::sample::mean(v);
     let (mut sxy, mut sxx) = (0.0, 0.0);
     for (i, y) in v.iter().enumerate() {
         let d = i as f64 - tm;
@@ -201,9 +201,9 @@ pub fn unit_features(cycles: &[u32], z: &[Vec<f64>], cfg: &FeatureConfig) -> Vec
             for (s, e) in series.iter().zip(&ewmas) {
                 let short = &s[(t + 1).saturating_sub(cfg.short_window.max(1))..=t];
                 let long = &s[(t + 1).saturating_sub(cfg.long_window.max(2))..=t];
-                let base = crate::stats::mean(&s[..(t + 1).min(bw)]);
-                f.push(crate::stats::mean(short));
-                f.push(crate::stats::mean(long));
+                let base = prognos_stats::sample::mean(&s[..(t + 1).min(bw)]);
+                f.push(prognos_stats::sample::mean(short));
+                f.push(prognos_stats::sample::mean(long));
                 f.push(e[t]);
                 f.push(slope(long));
                 f.push(e[t] - base);
@@ -506,7 +506,7 @@ impl Calibration {
         let alpha = 1.0 - cfg.coverage;
         let preds: Vec<f64> = oof.iter().map(|(p, _)| *p).collect();
         let mut edges: Vec<f64> = (1..cfg.bins)
-            .map(|i| crate::stats::quantile(&preds, i as f64 / cfg.bins as f64))
+            .map(|i| prognos_stats::sample::quantile(&preds, i as f64 / cfg.bins as f64))
             .collect();
         edges.dedup();
         let g = |p: f64, edges: &[f64]| edges.partition_point(|e| *e < p);
@@ -584,7 +584,7 @@ fn cross_validate_inner(
     }
     // Deterministic shuffle of the units, then round-robin folds.
     let mut order: Vec<&Vec<&CmapssRow>> = units.values().collect();
-    let mut rng = crate::stats::XorShift::new(0x5EED ^ cfg.gbm.seed);
+    let mut rng = prognos_stats::sample::XorShift::new(0x5EED ^ cfg.gbm.seed);
     for i in (1..order.len()).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
@@ -776,7 +776,7 @@ mod tests {
     }
 
     fn fleet(units: u32, seed: u64) -> Vec<CmapssRow> {
-        let mut rng = crate::stats::XorShift::new(seed);
+        let mut rng = prognos_stats::sample::XorShift::new(seed);
         let mut rows = Vec::new();
         for u in 1..=units {
             let life = 40 + (rng.next_u64() % 40) as u32;
@@ -860,7 +860,7 @@ mod tests {
     #[test]
     fn conformal_interval_covers_at_nominal_rate() {
         // Residual spread grows with the prediction: groups must adapt.
-        let mut rng = crate::stats::XorShift::new(4);
+        let mut rng = prognos_stats::sample::XorShift::new(4);
         let mut draw = |n: usize| -> Vec<(f64, f64)> {
             (0..n)
                 .map(|_| {

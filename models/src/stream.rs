@@ -781,7 +781,7 @@ mod tests {
             9,
         );
         let base = run(&l.values);
-        let mut rng = crate::stats::XorShift::new(99);
+        let mut rng = prognos_stats::sample::XorShift::new(99);
         for cut in [0, 1, 700, 1200, 2498] {
             let mut v = l.values.clone();
             for x in v.iter_mut().skip(cut + 1) {

@@ -4,7 +4,7 @@
 //! with injected anomalies (spikes, level shifts, drifts, variance changes,
 //! stuck-at-constant) and missing values.
 
-use crate::stats::XorShift;
+use prognos_stats::sample::XorShift;
 use serde::{Deserialize, Serialize};
 
 /// Standard normal draw (Box–Muller) from the crate's generator.

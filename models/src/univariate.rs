@@ -7,7 +7,7 @@
 
 use crate::detector::{Detector, Score};
 use crate::error::ModelError;
-use crate::stats::{mad, mean, median, std_dev};
+use prognos_stats::sample::{mad, mean, median, std_dev};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -352,7 +352,7 @@ impl Detector for PerColumn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::XorShift;
+    use prognos_stats::sample::XorShift;
 
     fn noise(rng: &mut XorShift) -> f64 {
         rng.next_f64() - 0.5

@@ -375,7 +375,7 @@ indicator = { kind = "residual", metrics = ["spindle_temp", "vibration"], direct
 #[test]
 fn degenerate_inputs_do_not_panic() {
     let mut m = FleetMonitor::new(MonitorConfig::default());
-    let mut x = prognos_models::stats::XorShift::new(9);
+    let mut x = prognos_stats::sample::XorShift::new(9);
     for i in 0..6 * 288 {
         let ts = i * 300_000;
         let r = x.next_f64();

@@ -6,7 +6,7 @@ use prognos_models::alert::{AlertEvent, AlertEventKind};
 use prognos_models::monitor::{
     AlertSpan, DegradationWindow, FleetMonitor, MonitorConfig, Outcome, evaluate_alerts,
 };
-use prognos_models::stats::XorShift;
+use prognos_stats::sample::XorShift;
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;

@@ -7,8 +7,8 @@ use prognos_models::multivariate::{KnnConfig, KnnDetector, PcaT2Q};
 use prognos_models::parse::parse_table;
 use prognos_models::pca::PcaConfig;
 use prognos_models::score::{DETECTORS, score_table};
-use prognos_models::stats::XorShift;
 use prognos_models::univariate::{Cusum, Ewma, RobustZ, Threshold, UnivariateDetector};
+use prognos_stats::sample::XorShift;
 
 /// Values with wild magnitudes, constants, steps and spikes.
 fn series(rng: &mut XorShift, n: usize) -> Vec<f64> {

@@ -15,7 +15,7 @@ pub mod telemetry;
 /// The service history the statistics read (defined, once, by the service crate).
 pub use prognos_service::history;
 
-use prognos_models::reliability::ReliabilityError;
+use prognos_stats::reliability::ReliabilityError;
 
 /// What can go wrong in an analytics request. The HTTP layer maps `InvalidParameter` to 400
 /// naming the parameter.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use prognos_models::reliability::{
+use prognos_stats::reliability::{
     LifeObs, PlotPoint, RateComparison, WeibullComparison, WeibullFit, compare_poisson_rates,
     compare_weibull, fit_weibull, weibull_probability_plot,
 };

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use prognos_models::reliability::poisson_sf;
+use prognos_stats::reliability::poisson_sf;
 use serde::Serialize;
 use sqlx::Row;
 
