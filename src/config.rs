@@ -343,7 +343,9 @@ impl Settings {
             );
         }
         if h.max_connections == 0 || h.max_concurrent_requests == 0 {
-            bail!("config: http.max_connections and http.max_concurrent_requests must be at least 1");
+            bail!(
+                "config: http.max_connections and http.max_concurrent_requests must be at least 1"
+            );
         }
         if !(1024..=1024 * 1024 * 1024).contains(&h.max_body_bytes) {
             bail!("config: http.max_body_bytes must be between 1 KiB and 1 GiB");
@@ -355,7 +357,9 @@ impl Settings {
             bail!("config: http.max_uri_bytes must be at least 256 and at most max_header_bytes");
         }
         if self.auth_throttle.burst == 0 || self.auth_throttle.per_minute == 0 {
-            bail!("config: http.auth_failures_burst and http.auth_failures_per_minute must be at least 1");
+            bail!(
+                "config: http.auth_failures_burst and http.auth_failures_per_minute must be at least 1"
+            );
         }
         if self.ingest_buffer_bytes < 8 * 1024 {
             bail!("config: mqtt.ingest_buffer_mib must be at least 1");
@@ -405,6 +409,38 @@ mod tests {
         assert!(format!("{err:#}").contains("adress"), "{err:#}");
         std::fs::write(&path, "[mqtt]\ntls_cert = \"c.pem\"\n").unwrap();
         assert!(Settings::resolve(Some(&path), None, None, None).is_err());
+    }
+
+    #[test]
+    fn http_limits_come_from_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[http]\nheader_read_timeout_ms = 500\nmax_connections = 20\nmax_body_bytes = 4096\nauth_failures_burst = 3\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Some(&path), None, None, None).unwrap();
+        assert_eq!(
+            s.http_limits.header_read_timeout,
+            Duration::from_millis(500)
+        );
+        assert_eq!(s.http_limits.max_connections, 20);
+        assert_eq!(s.http_limits.max_body_bytes, 4096);
+        assert_eq!(s.auth_throttle.burst, 3);
+        let defaults = prognos_http::server::HttpLimits::default();
+        assert_eq!(s.http_limits.request_timeout, defaults.request_timeout);
+        for bad in [
+            "header_read_timeout_ms = 0",
+            "max_connections = 0",
+            "max_body_bytes = 10",
+            "max_header_bytes = 100",
+            "auth_failures_per_minute = 0",
+        ] {
+            std::fs::write(&path, format!("[http]\n{bad}\n")).unwrap();
+            let err = Settings::resolve(Some(&path), None, None, None).unwrap_err();
+            assert!(format!("{err:#}").contains("http."), "{bad}: {err:#}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Problem {
     pub field: Option<String>,
     pub extra: Map<String, Value>,
     /// Seconds for a `Retry-After` header (429, 503).
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
 }
 
 /// The longest `detail` a problem document carries; the attacker-provided parts in it are
@@ -63,7 +63,7 @@ impl Problem {
             "Too many requests",
             detail.into(),
         );
-        p.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        p.retry_after = Some(retry_after.as_secs_f64().ceil().clamp(1.0, 86_400.0) as u32);
         p
     }
 
@@ -325,6 +325,7 @@ impl FromRequestParts<AppState> for Auth {
         // and its failures no longer reach the log.
         if let Err(wait) = state.auth_throttle.check(client) {
             tracing::debug!(%client, "API key attempt throttled");
+            metrics::counter!("prognos_http_auth_throttled_total").increment(1);
             return Err(Problem::too_many_requests(
                 "too many failed authentications from this address; retry later",
                 wait,
@@ -341,7 +342,10 @@ impl FromRequestParts<AppState> for Auth {
         match result {
             Ok(principal) => Ok(Auth(principal)),
             Err(ServiceError::Unauthorized) => {
-                state.auth_throttle.failed(client);
+                metrics::counter!("prognos_http_auth_failures_total").increment(1);
+                if state.auth_throttle.failed(client) {
+                    tracing::warn!(%client, "failed API keys from this address are throttled");
+                }
                 // The key id (never the secret), cut and escaped: the header is the caller's.
                 let presented = String::from_utf8_lossy(header.as_bytes());
                 let key_id = presented
@@ -455,5 +459,54 @@ mod tests {
         let e = parse_body::<T>(b"[1]").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("body"));
         assert_eq!(parse_body::<T>(br#"{"to": "x"}"#).unwrap().to, "x");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        lines: Vec<Line>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        sku: String,
+        qty: i64,
+    }
+
+    #[test]
+    fn nested_errors_name_the_path() {
+        let e = parse_body::<Order>(
+            br#"{"lines": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": "x"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("lines[1].qty"));
+        let e = parse_body::<Order>(br#"{"lines": [{"qty": 1}]}"#).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.detail.as_str()),
+            (Some("lines[0].sku"), "is required")
+        );
+    }
+
+    #[test]
+    fn a_mistyped_value_is_quoted_short() {
+        let body = format!(r#"{{"to": "x", "n": "{}"}}"#, "9".repeat(100_000));
+        let e = parse_body::<T>(body.as_bytes()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("n"));
+        assert!(e.detail.len() < 400, "{}", e.detail.len());
+    }
+
+    #[test]
+    fn many_keys_cost_one_parse() {
+        // 16k junk keys and a type error: the old per-key re-parse took seconds here.
+        let mut body = String::from("{");
+        for i in 0..16_384 {
+            body.push_str(&format!("\"k{i}\":0,"));
+        }
+        body.push_str(r#""to": 5}"#);
+        let started = std::time::Instant::now();
+        let e = parse_body::<T>(body.as_bytes()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("to"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

@@ -57,7 +57,8 @@ impl AuthThrottle {
 
     fn refill(&self, bucket: &mut Bucket, now: Instant) {
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_sec()).min(f64::from(self.config.burst));
+        bucket.tokens =
+            (bucket.tokens + elapsed * self.per_sec()).min(f64::from(self.config.burst));
         bucket.updated = now;
     }
 
@@ -82,8 +83,9 @@ impl AuthThrottle {
         }
     }
 
-    /// Spends one token of `addr` for a failed authentication.
-    pub fn failed(&self, addr: IpAddr) {
+    /// Spends one token of `addr` for a failed authentication; true when that was its last
+    /// (it is throttled from now on).
+    pub fn failed(&self, addr: IpAddr) -> bool {
         let key = bucket_key(addr);
         let now = Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -97,6 +99,7 @@ impl AuthThrottle {
         });
         self.refill(bucket, now);
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        bucket.tokens < 1.0
     }
 
     /// Forgets addresses whose bucket has filled up again (they are as good as new); if none
@@ -156,13 +159,16 @@ mod tests {
             per_minute: 6,
             max_clients: 10,
         });
-        for _ in 0..3 {
+        for i in 0..3 {
             assert!(t.check(ip("10.0.0.1")).is_ok());
-            t.failed(ip("10.0.0.1"));
+            assert_eq!(t.failed(ip("10.0.0.1")), i == 2);
         }
         let wait = t.check(ip("10.0.0.1")).unwrap_err();
         // 6 a minute: one token every 10 s.
-        assert!(wait > Duration::from_secs(8) && wait <= Duration::from_secs(10), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
         assert!(t.check(ip("10.0.0.2")).is_ok());
     }
 
