@@ -60,6 +60,25 @@ pub struct MqttFile {
 #[serde(deny_unknown_fields)]
 pub struct HttpFile {
     pub addr: Option<SocketAddr>,
+    /// From accept, or the end of the previous response, to a complete request head
+    /// (default 10 000 ms); a slow or idle client is closed after it.
+    pub header_read_timeout_ms: Option<u64>,
+    /// One request, its body upload included, to its response (default 30 000 ms; 503 past it).
+    pub request_timeout_ms: Option<u64>,
+    /// Open HTTP connections (default 512); more wait to be accepted.
+    pub max_connections: Option<usize>,
+    /// Requests in handlers at once (default 64); more get 503 at once.
+    pub max_concurrent_requests: Option<usize>,
+    /// Request body (default 2 MiB; 413 past it).
+    pub max_body_bytes: Option<usize>,
+    /// Request line and headers (default 64 KiB; 431 past it).
+    pub max_header_bytes: Option<usize>,
+    /// Path and query string (default 8 KiB; 414 past it).
+    pub max_uri_bytes: Option<usize>,
+    /// Failed API-key authentications one address may make in a row (default 10)…
+    pub auth_failures_burst: Option<u32>,
+    /// …and per minute after that (default 10); then 429 with Retry-After.
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +105,8 @@ pub struct Settings {
     pub mqtt_addr: SocketAddr,
     pub mqtt5_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
+    pub http_limits: prognos_http::server::HttpLimits,
+    pub auth_throttle: prognos_http::throttle::AuthThrottleConfig,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_connections: usize,
     pub ingest_buffer_bytes: usize,
@@ -174,6 +195,36 @@ impl Settings {
             mqtt_addr: mqtt_addr.or(file.mqtt.addr).unwrap_or(defaults.mqtt_addr),
             mqtt5_addr: file.mqtt.mqtt5_addr,
             http_addr: http_addr.or(file.http.addr).unwrap_or(defaults.http_addr),
+            http_limits: {
+                let d = defaults.http_limits;
+                let h = &file.http;
+                prognos_http::server::HttpLimits {
+                    header_read_timeout: h
+                        .header_read_timeout_ms
+                        .map_or(d.header_read_timeout, Duration::from_millis),
+                    request_timeout: h
+                        .request_timeout_ms
+                        .map_or(d.request_timeout, Duration::from_millis),
+                    max_connections: h.max_connections.unwrap_or(d.max_connections),
+                    max_concurrent_requests: h
+                        .max_concurrent_requests
+                        .unwrap_or(d.max_concurrent_requests),
+                    max_body_bytes: h.max_body_bytes.unwrap_or(d.max_body_bytes),
+                    max_header_bytes: h.max_header_bytes.unwrap_or(d.max_header_bytes),
+                    max_uri_bytes: h.max_uri_bytes.unwrap_or(d.max_uri_bytes),
+                }
+            },
+            auth_throttle: prognos_http::throttle::AuthThrottleConfig {
+                burst: file
+                    .http
+                    .auth_failures_burst
+                    .unwrap_or(defaults.auth_throttle.burst),
+                per_minute: file
+                    .http
+                    .auth_failures_per_minute
+                    .unwrap_or(defaults.auth_throttle.per_minute),
+                ..defaults.auth_throttle
+            },
             tls,
             max_connections: file
                 .mqtt
@@ -245,6 +296,8 @@ impl Settings {
             http_addr: DEFAULT_HTTP_ADDR
                 .parse()
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            http_limits: prognos_http::server::HttpLimits::default(),
+            auth_throttle: prognos_http::throttle::AuthThrottleConfig::default(),
             tls: None,
             max_connections: 10_000,
             ingest_buffer_bytes: 256 * 1024 * 1024,
@@ -280,6 +333,33 @@ impl Settings {
         }
         if self.sla_check_interval < Duration::from_millis(50) {
             bail!("config: service.sla_check_interval_ms must be at least 50");
+        }
+        let h = &self.http_limits;
+        if h.header_read_timeout < Duration::from_millis(100)
+            || h.request_timeout < Duration::from_millis(100)
+        {
+            bail!(
+                "config: http.header_read_timeout_ms and http.request_timeout_ms must be at least 100"
+            );
+        }
+        if h.max_connections == 0 || h.max_concurrent_requests == 0 {
+            bail!(
+                "config: http.max_connections and http.max_concurrent_requests must be at least 1"
+            );
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&h.max_body_bytes) {
+            bail!("config: http.max_body_bytes must be between 1 KiB and 1 GiB");
+        }
+        if !(8 * 1024..=1024 * 1024).contains(&h.max_header_bytes) {
+            bail!("config: http.max_header_bytes must be between 8 KiB and 1 MiB");
+        }
+        if h.max_uri_bytes < 256 || h.max_uri_bytes > h.max_header_bytes {
+            bail!("config: http.max_uri_bytes must be at least 256 and at most max_header_bytes");
+        }
+        if self.auth_throttle.burst == 0 || self.auth_throttle.per_minute == 0 {
+            bail!(
+                "config: http.auth_failures_burst and http.auth_failures_per_minute must be at least 1"
+            );
         }
         if self.ingest_buffer_bytes < 8 * 1024 {
             bail!("config: mqtt.ingest_buffer_mib must be at least 1");
@@ -329,6 +409,38 @@ mod tests {
         assert!(format!("{err:#}").contains("adress"), "{err:#}");
         std::fs::write(&path, "[mqtt]\ntls_cert = \"c.pem\"\n").unwrap();
         assert!(Settings::resolve(Some(&path), None, None, None).is_err());
+    }
+
+    #[test]
+    fn http_limits_come_from_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[http]\nheader_read_timeout_ms = 500\nmax_connections = 20\nmax_body_bytes = 4096\nauth_failures_burst = 3\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Some(&path), None, None, None).unwrap();
+        assert_eq!(
+            s.http_limits.header_read_timeout,
+            Duration::from_millis(500)
+        );
+        assert_eq!(s.http_limits.max_connections, 20);
+        assert_eq!(s.http_limits.max_body_bytes, 4096);
+        assert_eq!(s.auth_throttle.burst, 3);
+        let defaults = prognos_http::server::HttpLimits::default();
+        assert_eq!(s.http_limits.request_timeout, defaults.request_timeout);
+        for bad in [
+            "header_read_timeout_ms = 0",
+            "max_connections = 0",
+            "max_body_bytes = 10",
+            "max_header_bytes = 100",
+            "auth_failures_per_minute = 0",
+        ] {
+            std::fs::write(&path, format!("[http]\n{bad}\n")).unwrap();
+            let err = Settings::resolve(Some(&path), None, None, None).unwrap_err();
+            assert!(format!("{err:#}").contains("http."), "{bad}: {err:#}");
+        }
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub async fn start(
     };
     let mut service_api = prognos_http::ApiContext::new(db.clone());
     service_api.telemetry_root = Some(settings.data_dir.join("telemetry"));
+    service_api.auth_throttle = settings.auth_throttle;
     let jobs_config = JobsConfig {
         sla_interval: settings.sla_check_interval,
         ..JobsConfig::default()
@@ -157,6 +158,7 @@ pub async fn start(
             health: health.clone(),
             metrics,
         },
+        settings.http_limits,
         stop.clone(),
     ));
     info!(mqtt = ?mqtt_addrs, http = %http_addr, data_dir = %settings.data_dir.display(), "Prognos serving");

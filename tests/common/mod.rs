@@ -45,6 +45,15 @@ pub fn add_device(data_dir: &Path, id: &str) -> String {
     v["secret"].as_str().unwrap().to_owned()
 }
 
+/// How [`Server::start_with`] runs the binary.
+#[derive(Debug, Default, Clone)]
+pub struct ServerOptions {
+    /// Write the server's log (its stderr) here instead of the test's stderr.
+    pub log_file: Option<PathBuf>,
+    /// RLIMIT_NOFILE of the server process.
+    pub max_open_files: Option<u32>,
+}
+
 pub struct Server {
     pub child: Child,
     pub mqtt_port: u16,
@@ -57,7 +66,25 @@ pub struct Server {
 impl Server {
     /// Starts `prognos serve` on port 0 and reads the bound ports from its first line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
+        Server::start_with(data_dir, extra, &ServerOptions::default())
+    }
+
+    /// [`Server::start`] with the log (stderr) in a file and/or a file-descriptor limit.
+    pub fn start_with(data_dir: &Path, extra: &[&str], options: &ServerOptions) -> Server {
+        // `prlimit` (util-linux) sets the limit of the process it then becomes.
+        let mut command = match options.max_open_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}")).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let stderr = match &options.log_file {
+            Some(path) => Stdio::from(File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--data-dir",
@@ -69,7 +96,7 @@ impl Server {
             ])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn prognos serve");
         let stdout = child.stdout.take().unwrap();

@@ -10,7 +10,10 @@ mod openapi;
 pub mod ops;
 pub mod problem;
 mod routes;
+pub mod server;
 mod table;
+pub mod text;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +32,8 @@ pub struct ApiContext {
     pub clock: Arc<dyn Clock>,
     /// The Parquet telemetry data set (`{data_dir}/telemetry`) the telemetry queries read.
     pub telemetry_root: Option<PathBuf>,
+    /// Failed API-key authentications allowed per client address.
+    pub auth_throttle: throttle::AuthThrottleConfig,
 }
 
 impl ApiContext {
@@ -37,6 +42,7 @@ impl ApiContext {
             db,
             clock: Arc::new(SystemClock),
             telemetry_root: None,
+            auth_throttle: throttle::AuthThrottleConfig::default(),
         }
     }
 
@@ -49,6 +55,7 @@ impl ApiContext {
 pub struct AppState {
     pub svc: Service,
     pub telemetry_root: Option<Arc<PathBuf>>,
+    pub auth_throttle: Arc<throttle::AuthThrottle>,
 }
 
 /// The service API router: `/api/v1/…`, `/track/…`, `/openapi.json`. No fallback, so it
@@ -61,6 +68,7 @@ pub fn router(ctx: ApiContext) -> Router {
     app.with_state(AppState {
         svc: ctx.service(),
         telemetry_root: ctx.telemetry_root.clone().map(Arc::new),
+        auth_throttle: Arc::new(throttle::AuthThrottle::new(ctx.auth_throttle)),
     })
 }
 

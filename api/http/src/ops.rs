@@ -1,5 +1,5 @@
-//! The operational HTTP surface: `GET /healthz` and Prometheus `GET /metrics`, and the
-//! server that merges them with the service API (`serve`).
+//! The operational HTTP surface: `GET /healthz` and Prometheus `GET /metrics`, merged with
+//! the service API and served within the limits of [`crate::server`] (`serve`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +13,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use prognos_ingest::Stats;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::server::HttpLimits;
 
 /// Liveness of the parts `/healthz` reports on.
 #[derive(Debug, Default)]
@@ -46,10 +48,12 @@ pub fn metrics_handle() -> Result<PrometheusHandle, metrics_exporter_prometheus:
     Ok(METRICS.get_or_init(|| handle).clone())
 }
 
+/// Serves `/healthz`, `/metrics` and `service_api` within `limits` (see [`crate::server`]).
 pub async fn serve(
     listener: TcpListener,
     service_api: Router,
     state: AppState,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
@@ -57,12 +61,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(service_api);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    crate::server::serve(listener, app, limits, shutdown).await;
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {

@@ -1,10 +1,14 @@
 //! RFC 9457 problem details, the JSON body extractor that names the offending field, the
-//! bearer-key extractor and query-string helpers.
+//! bearer-key extractor (with its failure throttle) and query-string helpers.
+//!
+//! Every string a client sent that appears in a problem document or a log line goes through
+//! [`printable`]: at most ~200 characters, control characters escaped.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::text::{ECHO_MAX_CHARS, printable};
 use prognos_service::ServiceError;
 use prognos_service::auth::Principal;
 
@@ -24,7 +29,13 @@ pub struct Problem {
     pub detail: String,
     pub field: Option<String>,
     pub extra: Map<String, Value>,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u32>,
 }
+
+/// The longest `detail` a problem document carries; the attacker-provided parts in it are
+/// already cut to [`ECHO_MAX_CHARS`] where they are quoted, this bounds the whole.
+const DETAIL_MAX_CHARS: usize = 2 * ECHO_MAX_CHARS;
 
 impl Problem {
     pub fn new(
@@ -40,7 +51,20 @@ impl Problem {
             detail,
             field: None,
             extra: Map::new(),
+            retry_after: None,
         }
+    }
+
+    /// 429: the caller must wait `retry_after` before trying again.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-requests",
+            "Too many requests",
+            detail.into(),
+        );
+        p.retry_after = Some(retry_after.as_secs_f64().ceil().clamp(1.0, 86_400.0) as u32);
+        p
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -87,19 +111,31 @@ impl IntoResponse for Problem {
             "type": format!("https://prognos.dev/problems/{}", self.slug),
             "title": self.title,
             "status": self.status.as_u16(),
-            "detail": self.detail,
+            "detail": printable(&self.detail, DETAIL_MAX_CHARS),
         });
         if let Some(obj) = body.as_object_mut() {
             if let Some(field) = &self.field {
-                obj.insert("field".into(), Value::String(field.clone()));
+                obj.insert(
+                    "field".into(),
+                    Value::String(printable(field, ECHO_MAX_CHARS)),
+                );
             }
-            obj.extend(self.extra);
+            // Extra members may quote an id from the request (`not-found`).
+            obj.extend(self.extra.into_iter().map(|(k, v)| match v {
+                Value::String(s) => (k, Value::String(printable(&s, ECHO_MAX_CHARS))),
+                v => (k, v),
+            }));
         }
         let mut response = (self.status, body.to_string()).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -169,38 +205,63 @@ impl From<ServiceError> for Problem {
 }
 
 /// Deserialises a JSON body; a syntax error is 400, a missing or mistyped field is 422 with
-/// the field's name.
+/// the field's path (`items[2].qty`).
+///
+/// Linear in the body whatever its shape: one parse into a tree (syntax, serde_json's nesting
+/// limit of 128), one typed pass over it that records where it failed
+/// (serde_path_to_error). Never re-parse per key: that made a 16k-key body cost seconds of
+/// CPU on a public route.
 pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = &value else {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not valid JSON: {}",
+            printable(&e.to_string(), ECHO_MAX_CHARS)
+        ))
+    })?;
+    if !value.is_object() {
         return Err(Problem::invalid("body", "expected a JSON object"));
-    };
-    match serde_json::from_value::<T>(value.clone()) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let message = e.to_string();
-            if let Some(field) = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-            {
-                return Err(Problem::invalid(field, "is required"));
-            }
-            // Find the key whose removal changes the verdict: that is the culprit.
-            for key in obj.keys() {
-                let mut without = obj.clone();
-                without.remove(key);
-                match serde_json::from_value::<T>(Value::Object(without)) {
-                    Ok(_) => return Err(Problem::invalid(key.clone(), message)),
-                    Err(e2) if e2.to_string() == format!("missing field `{key}`") => {
-                        return Err(Problem::invalid(key.clone(), message));
-                    }
-                    Err(_) => {}
-                }
-            }
-            Err(Problem::invalid("body", message))
-        }
     }
+    serde_path_to_error::deserialize::<_, T>(&value).map_err(|e| {
+        let at_root = e.path().iter().next().is_none();
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let child = |name: &str| {
+            if at_root {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
+            }
+        };
+        if let Some(name) = quoted_after(&message, "missing field `") {
+            return Problem::invalid(child(name), "is required");
+        }
+        if let Some(name) = quoted_after(&message, "unknown field `") {
+            return Problem::invalid(child(name), printable(&message, ECHO_MAX_CHARS));
+        }
+        let field = if at_root { "body".to_owned() } else { path };
+        Problem::invalid(field, printable(&message, ECHO_MAX_CHARS))
+    })
+}
+
+/// The name in serde's "missing field `x`" style messages.
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// `application/json` or any `application/…+json` (parameters such as charset allowed).
+fn is_json(content_type: &HeaderValue) -> bool {
+    let Ok(text) = content_type.to_str() else {
+        return false;
+    };
+    let mime = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 /// A JSON request body, parsed with [`parse_body`].
@@ -214,9 +275,33 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| Problem::bad_request(e.body_text()))?;
+        // A body that says it is something else is refused before it is read. No Content-Type
+        // at all is taken as JSON (minimal clients).
+        if let Some(content_type) = req.headers().get(header::CONTENT_TYPE)
+            && !is_json(content_type)
+        {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!(
+                    "the body must be JSON (Content-Type: application/json), not {}",
+                    printable(&String::from_utf8_lossy(content_type.as_bytes()), 64)
+                ),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Request body too large",
+                    "the body is larger than the server accepts ([http] max_body_bytes)".into(),
+                )
+            } else {
+                Problem::new(e.status(), "bad-request", "Bad request", e.body_text())
+            }
+        })?;
         parse_body(&bytes).map(JsonBody)
     }
 }
@@ -228,16 +313,55 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let key = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .ok_or(Problem::from(ServiceError::Unauthorized))?;
-        Ok(Auth(state.svc.authenticate(key).await?))
+        let Some(header) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ServiceError::Unauthorized.into());
+        };
+        // Without a socket (in-process callers) every request counts as one unknown client.
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        // A throttled address is refused before its key is looked at: guessing stays slow
+        // and its failures no longer reach the log.
+        if let Err(wait) = state.auth_throttle.check(client) {
+            tracing::debug!(%client, "API key attempt throttled");
+            metrics::counter!("prognos_http_auth_throttled_total").increment(1);
+            return Err(Problem::too_many_requests(
+                "too many failed authentications from this address; retry later",
+                wait,
+            ));
+        }
+        let key = header.to_str().ok().and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+        let result = match key {
+            Some(key) => state.svc.authenticate(key).await,
+            None => Err(ServiceError::Unauthorized),
+        };
+        match result {
+            Ok(principal) => Ok(Auth(principal)),
+            Err(ServiceError::Unauthorized) => {
+                metrics::counter!("prognos_http_auth_failures_total").increment(1);
+                if state.auth_throttle.failed(client) {
+                    tracing::warn!(%client, "failed API keys from this address are throttled");
+                }
+                // The key id (never the secret), cut and escaped: the header is the caller's.
+                let presented = String::from_utf8_lossy(header.as_bytes());
+                let key_id = presented
+                    .trim()
+                    .split_once("prg_")
+                    .map_or("", |(_, rest)| rest.split('_').next().unwrap_or_default());
+                tracing::warn!(
+                    %client,
+                    key_id = %printable(key_id, 64),
+                    header_bytes = header.len(),
+                    "API key rejected"
+                );
+                Err(ServiceError::Unauthorized.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -252,8 +376,15 @@ impl Params {
     pub fn i64(&self, key: &str) -> Result<Option<i64>, Problem> {
         self.str(key)
             .map(|v| {
-                v.parse()
-                    .map_err(|_| Problem::parameter(key, format!("expected an integer, got {v:?}")))
+                v.parse().map_err(|_| {
+                    Problem::parameter(
+                        key,
+                        format!(
+                            "expected an integer, got \"{}\"",
+                            printable(&v, ECHO_MAX_CHARS)
+                        ),
+                    )
+                })
             })
             .transpose()
     }
@@ -264,7 +395,15 @@ impl Params {
                 v.parse::<f64>()
                     .ok()
                     .filter(|x| x.is_finite())
-                    .ok_or_else(|| Problem::parameter(key, format!("expected a number, got {v:?}")))
+                    .ok_or_else(|| {
+                        Problem::parameter(
+                            key,
+                            format!(
+                                "expected a number, got \"{}\"",
+                                printable(&v, ECHO_MAX_CHARS)
+                            ),
+                        )
+                    })
             })
             .transpose()
     }
@@ -320,5 +459,54 @@ mod tests {
         let e = parse_body::<T>(b"[1]").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("body"));
         assert_eq!(parse_body::<T>(br#"{"to": "x"}"#).unwrap().to, "x");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        lines: Vec<Line>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        sku: String,
+        qty: i64,
+    }
+
+    #[test]
+    fn nested_errors_name_the_path() {
+        let e = parse_body::<Order>(
+            br#"{"lines": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": "x"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("lines[1].qty"));
+        let e = parse_body::<Order>(br#"{"lines": [{"qty": 1}]}"#).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.detail.as_str()),
+            (Some("lines[0].sku"), "is required")
+        );
+    }
+
+    #[test]
+    fn a_mistyped_value_is_quoted_short() {
+        let body = format!(r#"{{"to": "x", "n": "{}"}}"#, "9".repeat(100_000));
+        let e = parse_body::<T>(body.as_bytes()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("n"));
+        assert!(e.detail.len() < 400, "{}", e.detail.len());
+    }
+
+    #[test]
+    fn many_keys_cost_one_parse() {
+        // 16k junk keys and a type error: the old per-key re-parse took seconds here.
+        let mut body = String::from("{");
+        for i in 0..16_384 {
+            body.push_str(&format!("\"k{i}\":0,"));
+        }
+        body.push_str(r#""to": 5}"#);
+        let started = std::time::Instant::now();
+        let e = parse_body::<T>(body.as_bytes()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("to"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }
