@@ -11,6 +11,7 @@ pub mod ops;
 pub mod problem;
 mod routes;
 mod table;
+pub mod webhook_client;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 
 use prognos_service::db::Database;
+use prognos_service::webhooks::DestinationPolicy;
 use prognos_service::{Clock, Service, SystemClock};
 
 pub use table::RouteDoc;
@@ -29,6 +31,8 @@ pub struct ApiContext {
     pub clock: Arc<dyn Clock>,
     /// The Parquet telemetry data set (`{data_dir}/telemetry`) the telemetry queries read.
     pub telemetry_root: Option<PathBuf>,
+    /// Where webhooks may point (checked at registration; the transport checks again).
+    pub webhook_policy: DestinationPolicy,
 }
 
 impl ApiContext {
@@ -37,11 +41,13 @@ impl ApiContext {
             db,
             clock: Arc::new(SystemClock),
             telemetry_root: None,
+            webhook_policy: DestinationPolicy::strict(),
         }
     }
 
     pub fn service(&self) -> Service {
         Service::with_clock(self.db.clone(), self.clock.clone())
+            .with_webhook_policy(self.webhook_policy.clone())
     }
 }
 
