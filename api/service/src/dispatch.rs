@@ -778,6 +778,7 @@ impl Service {
         note: Option<&str>,
     ) -> Result<(Ticket, Vec<PartPlan>)> {
         who.require(Action::Dispatch)?;
+        crate::bounded("note", note, crate::MAX_TEXT)?;
         self.ticket(who, ticket_id).await?;
         let tech = self
             .technician(technician_id)

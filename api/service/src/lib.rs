@@ -220,6 +220,20 @@ impl Priority {
     }
 }
 
+/// Free text a caller writes (titles, notes, reports) is bounded: it lands in the audit
+/// trail and webhook payloads, which must not grow by megabytes a request.
+pub const MAX_TEXT: usize = 4000;
+
+/// Refuses `value` (of `field`) longer than `max` bytes.
+pub(crate) fn bounded(field: &str, value: Option<&str>, max: usize) -> Result<()> {
+    match value {
+        Some(v) if v.len() > max => {
+            Err(ServiceError::invalid(field, format!("at most {max} bytes")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A random id with a prefix: `T-` + 16 hex digits.
 pub fn new_id(prefix: &str) -> Result<String> {
     let mut buf = [0u8; 8];

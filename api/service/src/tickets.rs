@@ -7,8 +7,8 @@ use sqlx::{Row, SqliteConnection};
 
 use super::auth::{Action, Principal, Role, within};
 use super::{
-    Page, Paged, Priority, Result, Service, ServiceError, ms_to_rfc3339, new_id, random_code,
-    to_json,
+    MAX_TEXT, Page, Paged, Priority, Result, Service, ServiceError, bounded, ms_to_rfc3339, new_id,
+    random_code, to_json,
 };
 use crate::network::MAX_QUANTITY;
 use crate::ticket_log::{
@@ -226,6 +226,16 @@ impl Service {
     pub async fn create_ticket(&self, who: &Principal, new: &NewTicket) -> Result<Ticket> {
         who.require(Action::CreateTicket)?;
         let source = new.source.unwrap_or(TicketSource::Api);
+        for (field, value, max) in [
+            ("title", &new.title, 200),
+            ("description", &new.description, MAX_TEXT),
+            ("contact_name", &new.contact_name, 200),
+            ("contact_phone", &new.contact_phone, 50),
+            ("failure_mode", &new.failure_mode, 100),
+            ("skill", &new.skill, 100),
+        ] {
+            bounded(field, value.as_deref(), max)?;
+        }
         let need = |field: &str, v: &Option<String>| -> Result<()> {
             match v {
                 Some(s) if !s.trim().is_empty() => Ok(()),
@@ -513,6 +523,7 @@ impl Service {
         technician_id: Option<&str>,
     ) -> Result<Ticket> {
         who.require(Action::Transition)?;
+        bounded("note", note, MAX_TEXT)?;
         if who.role == Role::Technician && !to.technician_may_set() {
             return Err(ServiceError::Forbidden(format!(
                 "a technician may not move a ticket to {}",
@@ -801,6 +812,9 @@ impl Service {
         report: &ServiceReport,
     ) -> Result<Ticket> {
         who.require(Action::CloseTicket)?;
+        bounded("cause", Some(&report.cause), MAX_TEXT)?;
+        bounded("fix", Some(&report.fix), MAX_TEXT)?;
+        bounded("signed_off_by", Some(&report.signed_off_by), 200)?;
         if report.cause.trim().is_empty() {
             return Err(ServiceError::invalid("cause", "is required"));
         }
@@ -916,6 +930,7 @@ impl Service {
         if !(1..=5).contains(&score) {
             return Err(ServiceError::invalid("score", "must be 1..5"));
         }
+        bounded("comment", comment, MAX_TEXT)?;
         let id: String =
             sqlx::query_scalar("SELECT ticket_id FROM tickets WHERE tracking_code = $1")
                 .bind(code.to_ascii_uppercase())
