@@ -6,14 +6,15 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use prognos_service::Database;
 use prognos_service::Service;
-use prognos_service::auth::Role;
+use prognos_service::auth::{NewApiKey, Role};
 
 use crate::config::Settings;
 use crate::device::StoreArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
-    /// Issue a key; prints {"key_id", "key", "role", "provider_id"} (the key is shown only once).
+    /// Issue a key; prints {"key_id", "key", "role", "provider_id", "technician_id"} (the key
+    /// is shown only once).
     Create {
         /// admin, scheduler, engineer, technician or provider.
         #[arg(long, value_parser = ["admin", "scheduler", "engineer", "technician", "provider"])]
@@ -21,6 +22,10 @@ pub enum ApiKeyCommand {
         /// The provider a `provider` key is scoped to (it sees only that provider's subtree).
         #[arg(long)]
         provider: Option<String>,
+        /// The technician a `technician` key belongs to (required for that role): it sees and
+        /// moves only that technician's jobs.
+        #[arg(long)]
+        technician: Option<String>,
         /// A note on who holds the key.
         #[arg(long)]
         label: Option<String>,
@@ -47,19 +52,34 @@ pub async fn run(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         ApiKeyCommand::Create {
             role,
             provider,
+            technician,
             label,
             store,
         } => {
             let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
             let svc = open(&store).await?;
+            let new = NewApiKey {
+                role,
+                provider_id: provider,
+                technician_id: technician,
+                label,
+            };
             let issued = svc
-                .create_api_key(
-                    &prognos_service::auth::Principal::system("cli"),
-                    role,
-                    provider.as_deref(),
-                    label.as_deref(),
-                )
-                .await?;
+                .create_api_key(&prognos_service::auth::Principal::system("cli"), &new)
+                .await
+                .map_err(|e| match e {
+                    // Name the flag, not the JSON field.
+                    prognos_service::ServiceError::Validation { field, message } => {
+                        let flag = match field.as_str() {
+                            "provider_id" => "--provider",
+                            "technician_id" => "--technician",
+                            "label" => "--label",
+                            _ => "--role",
+                        };
+                        anyhow::anyhow!("{flag}: {message}")
+                    }
+                    e => e.into(),
+                })?;
             println!("{}", serde_json::to_string(&issued)?);
         }
         ApiKeyCommand::Revoke { key_id, store } => {

@@ -23,6 +23,23 @@ pub struct FileConfig {
     pub models: ModelsFile,
     #[serde(default)]
     pub service: ServiceFile,
+    #[serde(default)]
+    pub webhooks: WebhooksFile,
+}
+
+/// Where webhooks may point. By default only public addresses: a webhook URL (or a name it
+/// resolves to) on loopback, a private, link-local or unique-local network is refused at
+/// registration and at delivery.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksFile {
+    /// Allow loopback, private, link-local and unique-local destinations (a receiver on the
+    /// same host or the company network). Default false.
+    pub allow_private_destinations: Option<bool>,
+    /// CIDRs (`10.1.2.0/24`, `fd00:1::/64`) or addresses allowed whatever they are: the
+    /// narrower way to let one internal receiver through.
+    #[serde(default)]
+    pub allowed_destinations: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +138,7 @@ pub struct Settings {
     pub profiles: Vec<prognos_models::profile::AssetProfile>,
     pub sla_check_interval: Duration,
     pub webhook_ca_file: Option<PathBuf>,
+    pub webhook_policy: prognos_service::webhooks::DestinationPolicy,
 }
 
 pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
@@ -280,6 +298,13 @@ impl Settings {
                 .sla_check_interval_ms
                 .map_or(defaults.sla_check_interval, Duration::from_millis),
             webhook_ca_file: file.service.webhook_ca_file,
+            webhook_policy: prognos_service::webhooks::DestinationPolicy {
+                allow_private: file.webhooks.allow_private_destinations.unwrap_or(false),
+                allowed: prognos_service::webhooks::DestinationPolicy::parse_networks(
+                    &file.webhooks.allowed_destinations,
+                )
+                .map_err(|e| anyhow::anyhow!("config: webhooks.allowed_destinations: {e}"))?,
+            },
         };
         settings.validate()?;
         Ok(settings)
@@ -312,6 +337,7 @@ impl Settings {
             profiles: Vec::new(),
             sla_check_interval: Duration::from_secs(10),
             webhook_ca_file: None,
+            webhook_policy: prognos_service::webhooks::DestinationPolicy::strict(),
         }
     }
 
@@ -441,6 +467,33 @@ mod tests {
             let err = Settings::resolve(Some(&path), None, None, None).unwrap_err();
             assert!(format!("{err:#}").contains("http."), "{bad}: {err:#}");
         }
+    }
+
+    #[test]
+    fn webhook_destinations_are_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let s = Settings::resolve(None, None, None, None).unwrap();
+        assert_eq!(
+            s.webhook_policy,
+            prognos_service::webhooks::DestinationPolicy::strict()
+        );
+        std::fs::write(
+            &path,
+            "[webhooks]\nallow_private_destinations = true\nallowed_destinations = [\"10.1.2.0/24\", \"::1\"]\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Some(&path), None, None, None).unwrap();
+        assert!(s.webhook_policy.allow_private);
+        assert_eq!(s.webhook_policy.allowed.len(), 2);
+        std::fs::write(&path, "[webhooks]\nallowed_destinations = [\"intranet\"]\n").unwrap();
+        let err = Settings::resolve(Some(&path), None, None, None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("webhooks.allowed_destinations"),
+            "{err:#}"
+        );
+        std::fs::write(&path, "[webhooks]\nallow_private = true\n").unwrap();
+        assert!(Settings::resolve(Some(&path), None, None, None).is_err());
     }
 
     #[test]

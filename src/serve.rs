@@ -91,14 +91,17 @@ pub async fn start(
     let mut service_api = prognos_http::ApiContext::new(db.clone());
     service_api.telemetry_root = Some(settings.data_dir.join("telemetry"));
     service_api.auth_throttle = settings.auth_throttle;
+    service_api.webhook_policy = settings.webhook_policy.clone();
     let jobs_config = JobsConfig {
         sla_interval: settings.sla_check_interval,
         ..JobsConfig::default()
     };
-    if let Some(ca) = &settings.webhook_ca_file {
-        prognos_service::webhooks::trust_extra_ca(ca)
-            .map_err(|e| anyhow::anyhow!("config: service.webhook_ca_file: {e}"))?;
-    }
+    // The webhook transport checks each connection with the same policy registration used.
+    let webhook_transport = prognos_http::webhook_client::HyperTransport::new(
+        service_api.service().webhook_policy().clone(),
+        settings.webhook_ca_file.as_deref(),
+    )
+    .context("config: service.webhook_ca_file")?;
 
     let http_listener = TcpListener::bind(settings.http_addr)
         .await
@@ -149,7 +152,12 @@ pub async fn start(
     };
 
     let broker_task = tokio::spawn(broker.serve(stop.clone()));
-    let jobs = Jobs::start(service_api.service(), jobs_config, stop.clone());
+    let jobs = Jobs::start(
+        service_api.service(),
+        jobs_config,
+        Arc::new(webhook_transport),
+        stop.clone(),
+    );
     let http_task = tokio::spawn(http::serve(
         http_listener,
         prognos_http::router(service_api),

@@ -182,9 +182,14 @@ fn analytics_over_http_and_cli_on_demo_data() {
         401
     );
     let engineer = format!("Bearer {}", common::create_api_key(dir.path(), "engineer"));
+    // A technician key belongs to a technician of the demo network.
+    let some_technician = get("/api/v1/technicians?limit=1").body["items"][0]["technician_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let technician = format!(
         "Bearer {}",
-        common::create_api_key(dir.path(), "technician")
+        common::create_technician_key(dir.path(), &some_technician)
     );
     let as_role = |k: &str| {
         http_request(

@@ -423,7 +423,8 @@ fn concurrent_reservations_optimal_batches_and_the_role_matrix_over_http() {
     };
     let scheduler = key("scheduler", None);
     let engineer = key("engineer", None);
-    let technician = key("technician", None);
+    // A technician key belongs to its technician and sees that technician's jobs.
+    let technician = format!("Bearer {}", create_technician_key(dir.path(), "t0"));
     let north = key("provider", Some("sp-n"));
     let south = key("provider", Some("sp-s"));
     let agent = key("provider", Some("ag"));
@@ -446,6 +447,14 @@ fn concurrent_reservations_optimal_batches_and_the_role_matrix_over_http() {
         403
     );
     let ticket = format!("/api/v1/tickets/{id}");
+    // The ticket is t0's job (the stock is all reserved: it waits for parts).
+    let r = call(
+        &admin,
+        "POST",
+        &format!("{ticket}/assign"),
+        json!({"technician_id": "t0"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     let candidates = format!("{ticket}/candidates");
     let transitions = format!("{ticket}/transitions");
     let reserve = json!({"sku": "BRG", "location_id": "central", "quantity": 1, "ticket_id": id});
@@ -623,7 +632,11 @@ fn webhooks_are_delivered_over_https_to_a_trusted_ca() {
     let config = dir.path().join("prognos.toml");
     std::fs::write(
         &config,
-        format!("[service]\nwebhook_ca_file = {:?}\n", ca.to_str().unwrap()),
+        // The receiver is on loopback: the configuration must allow inside destinations.
+        format!(
+            "[service]\nwebhook_ca_file = {:?}\n[webhooks]\nallow_private_destinations = true\n",
+            ca.to_str().unwrap()
+        ),
     )
     .unwrap();
     let server = Server::start(dir.path(), &["--config", config.to_str().unwrap()]);

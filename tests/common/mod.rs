@@ -403,6 +403,23 @@ pub fn create_api_key_for(data_dir: &Path, role: &str, provider: Option<&str>) -
     v["key"].as_str().unwrap().to_owned()
 }
 
+/// Creates a `technician` API key bound to `technician` (it sees and moves only that
+/// technician's jobs); returns the key.
+pub fn create_technician_key(data_dir: &Path, technician: &str) -> String {
+    let v = prognos_json(&[
+        "apikey",
+        "create",
+        "--role",
+        "technician",
+        "--technician",
+        technician,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(v["technician_id"], technician);
+    v["key"].as_str().unwrap().to_owned()
+}
+
 /// A self-signed certificate for `localhost` and 127.0.0.1, made with the openssl CLI
 /// (installed by scripts/test.sh): (cert.pem, key.pem) in `dir`.
 pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {

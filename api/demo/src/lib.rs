@@ -393,9 +393,8 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
         out.admin_key = Some(
             svc.create_api_key(
                 &Principal::system("demo"),
-                prognos_service::auth::Role::Admin,
-                None,
-                Some("demo"),
+                &prognos_service::auth::NewApiKey::of(prognos_service::auth::Role::Admin)
+                    .label("demo"),
             )
             .await?
             .key,

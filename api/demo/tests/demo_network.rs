@@ -122,6 +122,9 @@ async fn surges_are_raised_once_with_a_webhook() {
         })
         .collect();
     demo::seed_demo_network(&svc.db, &devices).await.unwrap();
+    // The webhook points at loopback: allowed only by configuration.
+    let svc =
+        svc.with_webhook_policy(prognos_service::webhooks::DestinationPolicy::allow_private());
     svc.create_webhook(
         &admin(),
         &prognos_service::webhooks::NewWebhook {

@@ -14,6 +14,7 @@ pub mod server;
 mod table;
 pub mod text;
 pub mod throttle;
+pub mod webhook_client;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use axum::Router;
 
 use prognos_service::db::Database;
+use prognos_service::webhooks::DestinationPolicy;
 use prognos_service::{Clock, Service, SystemClock};
 
 pub use table::RouteDoc;
@@ -34,6 +36,8 @@ pub struct ApiContext {
     pub telemetry_root: Option<PathBuf>,
     /// Failed API-key authentications allowed per client address.
     pub auth_throttle: throttle::AuthThrottleConfig,
+    /// Where webhooks may point (checked at registration; the transport checks again).
+    pub webhook_policy: DestinationPolicy,
 }
 
 impl ApiContext {
@@ -43,11 +47,13 @@ impl ApiContext {
             clock: Arc::new(SystemClock),
             telemetry_root: None,
             auth_throttle: throttle::AuthThrottleConfig::default(),
+            webhook_policy: DestinationPolicy::strict(),
         }
     }
 
     pub fn service(&self) -> Service {
         Service::with_clock(self.db.clone(), self.clock.clone())
+            .with_webhook_policy(self.webhook_policy.clone())
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::problem::{Auth, JsonBody, Params, Problem};
 use crate::table::{H, Res, RouteDoc, ok, q, r};
-use prognos_service::auth::Role;
+use prognos_service::auth::{NewApiKey, Role};
 use prognos_service::dispatch::BatchRequest;
 use prognos_service::network::{
     NewCustomer, NewLocation, NewProvider, NewServiceDevice, NewSite, NewTechnician, Part,
@@ -428,7 +428,7 @@ pub(crate) fn routes() -> Vec<(RouteDoc, H)> {
         r(
             "POST",
             "/api/v1/apikeys",
-            "Issue an API key (admin)",
+            "Issue an API key (admin); a provider key names its provider, a technician key its technician",
             "keys",
             Some("NewApiKey"),
             201,
@@ -592,8 +592,7 @@ async fn ticket_reservations(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> Res {
-    s.svc.ticket(&who, &id).await?;
-    ok(s.svc.reservations_of(&id).await?)
+    ok(s.svc.ticket_reservations(&who, &id).await?)
 }
 
 async fn dispatch_batch(
@@ -780,23 +779,12 @@ async fn outbox(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
     ok(s.svc.outbox(&who, p.str("state").as_deref(), 500).await?)
 }
 
-#[derive(Deserialize)]
-struct NewApiKey {
-    role: Role,
-    provider_id: Option<String>,
-    label: Option<String>,
-}
-
 async fn create_key(
     State(s): State<AppState>,
     Auth(who): Auth,
     JsonBody(b): JsonBody<NewApiKey>,
 ) -> Res {
-    created(
-        s.svc
-            .create_api_key(&who, b.role, b.provider_id.as_deref(), b.label.as_deref())
-            .await?,
-    )
+    created(s.svc.create_api_key(&who, &b).await?)
 }
 
 /// Used by the OpenAPI generator for the request schemas.
@@ -897,7 +885,7 @@ pub(crate) fn schema(name: &str) -> Value {
         ),
         "NewApiKey" => s(
             json!({"role": {"type": "string", "enum": Role::ALL.map(|r| r.as_str())},
-                   "provider_id": string, "label": string}),
+                   "provider_id": string, "technician_id": string, "label": string}),
             &["role"],
         ),
         _ => json!({"type": "object"}),

@@ -107,9 +107,7 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
     let admin = svc
         .create_api_key(
             &prognos_service::auth::Principal::system("test"),
-            Role::Admin,
-            None,
-            None,
+            &prognos_service::auth::NewApiKey::of(Role::Admin),
         )
         .await
         .unwrap()
@@ -231,9 +229,7 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
     let eng = svc
         .create_api_key(
             &prognos_service::auth::Principal::system("test"),
-            Role::Engineer,
-            None,
-            None,
+            &prognos_service::auth::NewApiKey::of(Role::Engineer),
         )
         .await
         .unwrap()
@@ -265,9 +261,7 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
     let south = svc
         .create_api_key(
             &prognos_service::auth::Principal::system("test"),
-            Role::Provider,
-            Some("sps"),
-            None,
+            &prognos_service::auth::NewApiKey::of(Role::Provider).provider("sps"),
         )
         .await
         .unwrap()
@@ -289,9 +283,7 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
     let north = svc
         .create_api_key(
             &prognos_service::auth::Principal::system("test"),
-            Role::Provider,
-            Some("spn"),
-            None,
+            &prognos_service::auth::NewApiKey::of(Role::Provider).provider("spn"),
         )
         .await
         .unwrap()
@@ -380,5 +372,391 @@ async fn ticket_flow_over_http_with_roles_and_problems() {
             .await
             .status,
         404
+    );
+}
+
+// ---------------------------------------------------------------- webhook delivery
+//
+// The outbox's rules are the domain's (prognos_service::webhooks); the wire is this crate's
+// `webhook_client`. These tests run both together against real loopback receivers.
+
+use std::sync::Arc;
+
+use prognos_service::auth::Principal;
+use prognos_service::webhooks::{self, DestinationPolicy, NewWebhook, Outbox, WebhookTransport};
+use prognos_service::{ManualClock, Service};
+
+/// A service on a manual clock whose webhooks may reach loopback receivers.
+async fn hook_service() -> (tempfile::TempDir, Service, Arc<ManualClock>) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_file(&dir.path().join("p.db")).await.unwrap();
+    let clock = Arc::new(ManualClock::new(1_767_225_600_000));
+    let svc = Service::with_clock(db, clock.clone())
+        .with_webhook_policy(DestinationPolicy::allow_private());
+    (dir, svc, clock)
+}
+
+/// oem → agent-a → sp-north (north), oem → agent-b → sp-south (south); devices dev-1 (north)
+/// and dev-s (south).
+async fn hook_network(svc: &Service) {
+    let admin = Principal::system("test");
+    for p in [
+        json!({"provider_id": "oem", "name": "OEM", "kind": "oem", "regions": ["north", "south"]}),
+        json!({"provider_id": "agent-a", "name": "A", "kind": "agent", "parent_id": "oem", "regions": ["north"]}),
+        json!({"provider_id": "sp-north", "name": "N", "kind": "provider", "parent_id": "agent-a", "regions": ["north"]}),
+        json!({"provider_id": "agent-b", "name": "B", "kind": "agent", "parent_id": "oem", "regions": ["south"]}),
+        json!({"provider_id": "sp-south", "name": "S", "kind": "provider", "parent_id": "agent-b", "regions": ["south"]}),
+    ] {
+        svc.create_provider(&admin, &serde_json::from_value(p).unwrap())
+            .await
+            .unwrap();
+    }
+    svc.create_customer(
+        &admin,
+        &serde_json::from_value(json!({"customer_id": "cust", "name": "C"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    for (site, region, dev) in [("site-n", "north", "dev-1"), ("site-s", "south", "dev-s")] {
+        svc.create_site(&admin, &serde_json::from_value(json!({"site_id": site, "customer_id": "cust", "name": site, "region": region, "lat": 50.0, "lon": 10.0})).unwrap())
+            .await
+            .unwrap();
+        svc.create_device(
+            &admin,
+            &serde_json::from_value(
+                json!({"device_id": dev, "site_id": site, "serial": dev, "model": "P100"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn api_ticket(device: &str) -> prognos_service::tickets::NewTicket {
+    serde_json::from_value(
+        json!({"title": "Noisy bearing", "device_id": device, "failure_mode": "bearing_wear"}),
+    )
+    .unwrap()
+}
+
+/// The value of a header in a raw request head (names are case-insensitive).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Reads one request (head and Content-Length body) from a socket; `None` at EOF.
+async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let k = s.read(&mut chunk).await.ok()?;
+        buf.extend_from_slice(&chunk[..k]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(i) = text.find("\r\n\r\n") {
+            let len: usize = header(&text[..i], "content-length")?.parse().ok()?;
+            if buf.len() >= i + 4 + len {
+                return Some((text[..i].to_owned(), text[i + 4..i + 4 + len].to_owned()));
+            }
+        }
+        if k == 0 {
+            return None;
+        }
+    }
+}
+
+fn transport(policy: DestinationPolicy) -> Arc<dyn WebhookTransport> {
+    Arc::new(webhook_client::HyperTransport::new(policy, None).unwrap())
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_retried_with_backoff() {
+    let (_d, svc, clock) = hook_service().await;
+    hook_network(&svc).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    // Fails the first request with 500, accepts the rest.
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let Some((head, body)) = read_request(&mut s).await else {
+                continue;
+            };
+            let sig = header(&head, "x-prognos-signature").unwrap().to_owned();
+            tx.send((sig, body)).unwrap();
+            n += 1;
+            let status = if n == 1 {
+                "500 Internal Server Error"
+            } else {
+                "204 No Content"
+            };
+            s.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let secret = "0123456789abcdef-secret";
+    let north = Principal {
+        key_id: "k".into(),
+        role: Role::Provider,
+        provider_id: Some("agent-a".into()),
+        provider_path: Some("/oem/agent-a/".into()),
+        technician_id: None,
+    };
+    svc.create_webhook(
+        &north,
+        &NewWebhook {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            secret: secret.into(),
+            provider_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let admin = Principal::system("test");
+    // A south ticket is not agent-a's business; a north one is.
+    svc.create_ticket(&admin, &api_ticket("dev-s"))
+        .await
+        .unwrap();
+    let t = svc
+        .create_ticket(&admin, &api_ticket("dev-1"))
+        .await
+        .unwrap();
+    svc.transition(
+        &admin,
+        &t.ticket_id,
+        prognos_service::tickets::TicketState::Triaged,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(svc.outbox(&admin, None, 100).await.unwrap().len(), 2);
+    let wire = transport(DestinationPolicy::allow_private());
+    // The first event fails: the endpoint backs off, and the event behind it waits for it
+    // (per-endpoint order) instead of overtaking it.
+    let (ok, failed) = svc.deliver_webhooks(wire.clone(), 10).await.unwrap();
+    assert_eq!((ok, failed), (0, 1));
+    // The failed one waits for its backoff.
+    assert_eq!(
+        svc.deliver_webhooks(wire.clone(), 10).await.unwrap(),
+        (0, 0)
+    );
+    clock.advance_secs(2);
+    assert_eq!(
+        svc.deliver_webhooks(wire.clone(), 10).await.unwrap(),
+        (2, 0)
+    );
+    let mut bodies = Vec::new();
+    while let Ok((sig, body)) = rx.try_recv() {
+        assert_eq!(sig, webhooks::signature(secret, body.as_bytes()));
+        bodies.push(serde_json::from_str::<serde_json::Value>(&body).unwrap());
+    }
+    assert_eq!(bodies.len(), 3);
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b["type"] == "ticket.transition" && b["data"]["to"] == "triaged")
+    );
+    // In order: the creation (tried, failed, retried), then the transition.
+    let kinds: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["ticket.created", "ticket.created", "ticket.transition"]
+    );
+    let outbox = svc.outbox(&admin, Some("delivered"), 100).await.unwrap();
+    assert_eq!(outbox.len(), 2);
+}
+
+/// A webhook registered while inside destinations were allowed (or whose name resolves
+/// inside by now) is refused when the connection is made, and a URL stored before URLs were
+/// checked is never sent as it is: the receiver sees no connection at all.
+#[tokio::test]
+async fn delivery_checks_the_destination_again_when_it_connects() {
+    let (_d, svc, _clock) = hook_service().await;
+    hook_network(&svc).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let admin = Principal::system("test");
+    // Registered through a name: `localhost` resolves to loopback.
+    svc.create_webhook(
+        &admin,
+        &NewWebhook {
+            url: format!("http://localhost:{port}/hook"),
+            secret: "0123456789abcdef".into(),
+            provider_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    // A row from before URLs were checked, with a request smuggled into its path.
+    sqlx::query(
+        "INSERT INTO webhooks (webhook_id, url, secret, provider_id, created_at_ms)
+         VALUES ('WH-old', $1, '0123456789abcdef', NULL, 0)",
+    )
+    .bind(format!(
+        "http://127.0.0.1:{port}/a HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled"
+    ))
+    .execute(svc.pool())
+    .await
+    .unwrap();
+    svc.create_ticket(&admin, &api_ticket("dev-1"))
+        .await
+        .unwrap();
+    let strict = transport(DestinationPolicy::strict());
+    assert_eq!(svc.deliver_webhooks(strict, 10).await.unwrap(), (0, 2));
+    let errors: Vec<String> = svc
+        .outbox(&admin, Some("pending"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.last_error.unwrap_or_default())
+        .collect();
+    assert!(errors.iter().any(|e| e.contains("loopback")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("stored URL refused")),
+        "{errors:?}"
+    );
+    let accepted =
+        tokio::time::timeout(std::time::Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "the receiver was contacted");
+    // The same policy refuses the registration itself.
+    let strict_svc = svc.clone().with_webhook_policy(DestinationPolicy::strict());
+    let err = strict_svc
+        .create_webhook(
+            &admin,
+            &NewWebhook {
+                url: format!("http://localhost:{port}/hook"),
+                secret: "0123456789abcdef".into(),
+                provider_id: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, prognos_service::ServiceError::Validation { field, message }
+            if field == "url" && message.contains("loopback")),
+        "{err:?}"
+    );
+}
+
+/// One receiver accepts and never answers; another answers. The outbox delivers the second
+/// one's events at once, in order and one at a time, while the first one's wait.
+#[tokio::test]
+async fn a_silent_endpoint_does_not_hold_up_the_others() {
+    let (_d, svc, _clock) = hook_service().await;
+    hook_network(&svc).await;
+    let admin = Principal::system("test");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s); // never answered, never closed
+        }
+    });
+    let normal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let normal_port = normal.local_addr().unwrap().port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, usize)>();
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = normal.accept().await {
+            let (tx, in_flight) = (tx.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                while let Some((_, body)) = read_request(&mut s).await {
+                    let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    tx.send((body, now)).unwrap();
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    for port in [silent_port, normal_port] {
+        svc.create_webhook(
+            &admin,
+            &NewWebhook {
+                url: format!("http://127.0.0.1:{port}/hook"),
+                secret: "0123456789abcdef".into(),
+                provider_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            svc.create_ticket(&admin, &api_ticket("dev-1"))
+                .await
+                .unwrap()
+                .ticket_id,
+        );
+    }
+    let mut outbox = Outbox::new(
+        svc.clone(),
+        transport(DestinationPolicy::allow_private()),
+        50,
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(outbox.tick().await.unwrap(), 2, "both endpoints start");
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let (body, concurrent) = tokio::time::timeout(std::time::Duration::from_secs(3), rx.recv())
+            .await
+            .expect("the answering endpoint's events arrive while the other hangs")
+            .unwrap();
+        assert_eq!(concurrent, 1, "one request at a time per endpoint");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        got.push(v["data"]["ticket_id"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(got, ids, "in the order they were queued");
+    // The last answer is being recorded; wait for it (bounded).
+    for _ in 0..100 {
+        if svc
+            .outbox(&admin, Some("delivered"), 10)
+            .await
+            .unwrap()
+            .len()
+            == 4
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        svc.outbox(&admin, Some("delivered"), 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    // A second tick does not start the silent endpoint again while it is running.
+    assert_eq!(outbox.tick().await.unwrap(), 0);
+    outbox.shutdown().await;
+    let pending = svc.outbox(&admin, Some("pending"), 10).await.unwrap();
+    assert_eq!(
+        pending.len(),
+        4,
+        "the silent endpoint's events wait, none lost"
     );
 }

@@ -89,14 +89,29 @@ pub fn allowed(role: Role, action: Action) -> bool {
     }
 }
 
-/// Who is acting: an API key's role and, for provider keys, the subtree it may see.
+/// Who is acting: an API key's role and, for provider keys, the subtree it may see; for
+/// technician keys, the technician whose jobs it may see and move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Principal {
     pub key_id: String,
     pub role: Role,
     pub provider_id: Option<String>,
     /// `/oem/agent/provider/` of a provider key: it sees objects whose provider path starts so.
+    /// A technician key carries its technician's provider path (for the registry it may read).
     pub provider_path: Option<String>,
+    /// The technician a technician key belongs to.
+    pub technician_id: Option<String>,
+}
+
+/// A scope that no provider path can start with (paths start with `/`): a provider key
+/// without a provider, or a technician key without a technician, sees nothing.
+const NOTHING: &str = "!";
+
+/// The SQL condition "`col` lies in the subtree `param`" (`param` NULL: everywhere). An exact
+/// prefix comparison — never `LIKE`, whose `_` matches any character and which ignores ASCII
+/// case — on paths that end in `/`, so `/oem/sp-1/` never contains `/oem/sp-10/`.
+pub(crate) fn within(col: &str, param: &str) -> String {
+    format!("({param} IS NULL OR substr({col}, 1, length({param})) = {param})")
 }
 
 impl Principal {
@@ -107,6 +122,7 @@ impl Principal {
             role: Role::Admin,
             provider_id: None,
             provider_path: None,
+            technician_id: None,
         }
     }
 
@@ -133,7 +149,27 @@ impl Principal {
     /// The subtree filter for queries: `Some(path)` for provider keys.
     pub fn scope(&self) -> Option<&str> {
         match self.role {
-            Role::Provider => Some(self.provider_path.as_deref().unwrap_or("/nothing/")),
+            Role::Provider => Some(self.provider_path.as_deref().unwrap_or(NOTHING)),
+            _ => None,
+        }
+    }
+
+    /// The job filter for queries: `Some(technician id)` for technician keys (a key without
+    /// a technician gets an id no technician has).
+    pub fn technician(&self) -> Option<&str> {
+        match self.role {
+            Role::Technician => Some(self.technician_id.as_deref().unwrap_or(NOTHING)),
+            _ => None,
+        }
+    }
+
+    /// The provider subtree whose registry (providers) this key reads: a provider key's own,
+    /// a technician key's provider's.
+    pub fn registry_scope(&self) -> Option<&str> {
+        match self.role {
+            Role::Provider | Role::Technician => {
+                Some(self.provider_path.as_deref().unwrap_or(NOTHING))
+            }
             _ => None,
         }
     }
@@ -145,6 +181,57 @@ impl Principal {
             Some(scope) => path.is_some_and(|p| p.starts_with(scope)),
         }
     }
+
+    /// True when a ticket owned by the provider at `provider_path` and assigned to
+    /// `technician_id` is visible: a provider sees its subtree's tickets, a technician its
+    /// own jobs, everyone else every ticket.
+    pub fn sees_ticket(&self, provider_path: Option<&str>, technician_id: Option<&str>) -> bool {
+        if !self.sees(provider_path) {
+            return false;
+        }
+        match self.technician() {
+            None => true,
+            Some(me) => technician_id == Some(me),
+        }
+    }
+}
+
+/// A request for an API key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewApiKey {
+    pub role: Role,
+    /// The provider a `provider` key is scoped to.
+    pub provider_id: Option<String>,
+    /// The technician a `technician` key belongs to.
+    pub technician_id: Option<String>,
+    pub label: Option<String>,
+}
+
+impl NewApiKey {
+    /// A key of `role` with no provider, technician or label.
+    pub fn of(role: Role) -> NewApiKey {
+        NewApiKey {
+            role,
+            provider_id: None,
+            technician_id: None,
+            label: None,
+        }
+    }
+
+    pub fn provider(mut self, provider_id: &str) -> NewApiKey {
+        self.provider_id = Some(provider_id.to_owned());
+        self
+    }
+
+    pub fn technician(mut self, technician_id: &str) -> NewApiKey {
+        self.technician_id = Some(technician_id.to_owned());
+        self
+    }
+
+    pub fn label(mut self, label: &str) -> NewApiKey {
+        self.label = Some(label.to_owned());
+        self
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +241,7 @@ pub struct IssuedKey {
     pub key: String,
     pub role: Role,
     pub provider_id: Option<String>,
+    pub technician_id: Option<String>,
 }
 
 fn hash(secret: &str) -> String {
@@ -161,28 +249,69 @@ fn hash(secret: &str) -> String {
 }
 
 impl Service {
-    pub async fn create_api_key(
-        &self,
-        who: &Principal,
-        role: Role,
-        provider_id: Option<&str>,
-        label: Option<&str>,
-    ) -> Result<IssuedKey> {
+    /// Issues a key (admin only). A provider key needs its provider; a technician key needs
+    /// its technician (and is scoped to that technician's provider); no other role takes
+    /// either.
+    pub async fn create_api_key(&self, who: &Principal, new: &NewApiKey) -> Result<IssuedKey> {
         who.require(Action::ManageKeys)?;
-        match (role, provider_id) {
-            (Role::Provider, None) => {
-                return Err(ServiceError::invalid(
-                    "provider_id",
-                    "a provider key needs its provider",
-                ));
-            }
-            (_, Some(p)) => {
+        let role = new.role;
+        if let Some(label) = &new.label
+            && label.len() > 200
+        {
+            return Err(ServiceError::invalid("label", "at most 200 bytes"));
+        }
+        let (provider_id, technician_id) = match role {
+            Role::Provider => {
+                if new.technician_id.is_some() {
+                    return Err(ServiceError::invalid(
+                        "technician_id",
+                        "only a technician key belongs to a technician",
+                    ));
+                }
+                let p = new.provider_id.as_deref().ok_or_else(|| {
+                    ServiceError::invalid("provider_id", "a provider key needs its provider")
+                })?;
                 self.provider(p)
                     .await
                     .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
+                (Some(p.to_owned()), None)
             }
-            _ => {}
-        }
+            Role::Technician => {
+                let t = new.technician_id.as_deref().ok_or_else(|| {
+                    ServiceError::invalid("technician_id", "a technician key needs its technician")
+                })?;
+                let tech = self
+                    .technician(t)
+                    .await
+                    .map_err(|_| ServiceError::invalid("technician_id", "unknown technician"))?;
+                if new
+                    .provider_id
+                    .as_deref()
+                    .is_some_and(|p| p != tech.provider_id)
+                {
+                    return Err(ServiceError::invalid(
+                        "provider_id",
+                        "the technician works for another provider",
+                    ));
+                }
+                (Some(tech.provider_id), Some(tech.technician_id))
+            }
+            _ => {
+                if new.provider_id.is_some() {
+                    return Err(ServiceError::invalid(
+                        "provider_id",
+                        "only a provider key is scoped to a provider",
+                    ));
+                }
+                if new.technician_id.is_some() {
+                    return Err(ServiceError::invalid(
+                        "technician_id",
+                        "only a technician key belongs to a technician",
+                    ));
+                }
+                (None, None)
+            }
+        };
         let mut id = [0u8; 6];
         let mut secret = [0u8; 32];
         getrandom::fill(&mut id).map_err(|e| ServiceError::Random(e.to_string()))?;
@@ -190,14 +319,16 @@ impl Service {
         let key_id = hex::encode(id);
         let secret = hex::encode(secret);
         sqlx::query(
-            "INSERT INTO api_keys (key_id, key_hash, role, provider_id, label, created_at_ms, revoked)
-             VALUES ($1, $2, $3, $4, $5, $6, 0)",
+            "INSERT INTO api_keys (key_id, key_hash, role, provider_id, technician_id, label,
+                created_at_ms, revoked)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0)",
         )
         .bind(&key_id)
         .bind(hash(&secret))
         .bind(role.as_str())
-        .bind(provider_id)
-        .bind(label)
+        .bind(&provider_id)
+        .bind(&technician_id)
+        .bind(&new.label)
         .bind(self.now_ms())
         .execute(self.pool())
         .await?;
@@ -205,7 +336,8 @@ impl Service {
             key: format!("prg_{key_id}_{secret}"),
             key_id,
             role,
-            provider_id: provider_id.map(str::to_owned),
+            provider_id,
+            technician_id,
         })
     }
 
@@ -221,7 +353,8 @@ impl Service {
         Ok(())
     }
 
-    /// The principal behind a presented key, or `Unauthorized`.
+    /// The principal behind a presented key, or `Unauthorized`. Fails closed: a provider key
+    /// whose provider, or a technician key whose technician, is gone is no key at all.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal> {
         let mut parts = presented.trim().splitn(3, '_');
         let (Some("prg"), Some(key_id), Some(secret)) = (parts.next(), parts.next(), parts.next())
@@ -229,8 +362,10 @@ impl Service {
             return Err(ServiceError::Unauthorized);
         };
         let row = sqlx::query(
-            "SELECT k.key_hash, k.role, k.provider_id, p.path FROM api_keys k
+            "SELECT k.key_hash, k.role, k.provider_id, p.path, k.technician_id, t.technician_id
+             FROM api_keys k
              LEFT JOIN providers p ON p.provider_id = k.provider_id
+             LEFT JOIN technicians t ON t.technician_id = k.technician_id
              WHERE k.key_id = $1 AND k.revoked = 0",
         )
         .bind(key_id)
@@ -242,11 +377,21 @@ impl Service {
             return Err(ServiceError::Unauthorized);
         }
         let role = Role::parse(&row.get::<String, _>(1)).ok_or(ServiceError::Unauthorized)?;
+        let provider_id: Option<String> = row.get(2);
+        let provider_path: Option<String> = row.get(3);
+        let technician_id: Option<String> = row.get(4);
+        let technician_exists: Option<String> = row.get(5);
+        if provider_id.is_some() && provider_path.is_none()
+            || technician_id.is_some() && technician_exists.is_none()
+        {
+            return Err(ServiceError::Unauthorized);
+        }
         Ok(Principal {
             key_id: key_id.to_owned(),
             role,
-            provider_id: row.get(2),
-            provider_path: row.get(3),
+            provider_id,
+            provider_path,
+            technician_id,
         })
     }
 }
@@ -276,9 +421,7 @@ mod tests {
         let k = svc
             .create_api_key(
                 &crate::auth::Principal::system("test"),
-                Role::Provider,
-                Some("oem"),
-                None,
+                &NewApiKey::of(Role::Provider).provider("oem"),
             )
             .await
             .unwrap();
@@ -303,9 +446,7 @@ mod tests {
         assert!(matches!(
             svc.create_api_key(
                 &crate::auth::Principal::system("test"),
-                Role::Provider,
-                None,
-                None
+                &NewApiKey::of(Role::Provider)
             )
             .await,
             Err(ServiceError::Validation { .. })
@@ -329,6 +470,7 @@ mod tests {
             role: Role::Provider,
             provider_id: Some("a".into()),
             provider_path: Some("/oem/a/".into()),
+            technician_id: None,
         };
         assert!(p.sees(Some("/oem/a/sp/")));
         assert!(!p.sees(Some("/oem/b/")));

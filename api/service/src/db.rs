@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one_device_table",
         include_str!("../migrations/0006_one_device_table.sql"),
     ),
+    (
+        7,
+        "key_binding_outbox_order",
+        include_str!("../migrations/0007_key_binding_outbox_order.sql"),
+    ),
 ];
 
 /// The statements of a migration file: `--` comment lines dropped, split at `;`.

@@ -24,9 +24,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::auth::{Action, Principal};
+use super::auth::{Action, Principal, within};
 use super::{Priority, Result, Service, ServiceError, TRAVEL_KMH, haversine_km};
-use crate::network::LocationKind;
+use crate::network::{LOCATION_OWNER, LocationKind};
 use crate::stock::{PartPlan, secure_parts, transfer_eta_hours};
 use crate::ticket_log::{Ticket, TicketState, apply_transition, lock_ticket};
 
@@ -457,9 +457,11 @@ fn to_units(x: f64) -> i64 {
 }
 
 impl Service {
-    /// Reads technicians, loads, stock and sites once for scoring.
-    pub async fn dispatch_snapshot(&self, within: Option<&str>) -> Result<Snapshot> {
-        let rows = sqlx::query(
+    /// Reads technicians, loads, stock and sites once for scoring. With a provider subtree
+    /// `scope`, only its technicians, and only stock it may draw from: its own locations and
+    /// the shared central stock (never another provider's shelves).
+    pub async fn dispatch_snapshot(&self, scope: Option<&str>) -> Result<Snapshot> {
+        let rows = sqlx::query(&format!(
             "SELECT t.technician_id, t.provider_id, p.path, p.regions, t.region, t.home_lat,
                     t.home_lon, t.active, t.max_daily_load,
                     (SELECT COUNT(*) FROM tickets x WHERE x.technician_id = t.technician_id
@@ -467,10 +469,11 @@ impl Service {
                     (SELECT l.location_id FROM stock_locations l WHERE l.technician_id = t.technician_id),
                     t.shift_start_min, t.shift_end_min
              FROM technicians t JOIN providers p ON p.provider_id = t.provider_id
-             WHERE ($1 IS NULL OR p.path LIKE $1 || '%')
+             WHERE {}
              ORDER BY t.technician_id",
-        )
-        .bind(within)
+            within("p.path", "$1")
+        ))
+        .bind(scope)
         .fetch_all(self.pool())
         .await?;
         let mut skills: HashMap<String, HashMap<String, i64>> = HashMap::new();
@@ -509,10 +512,13 @@ impl Service {
             techs,
             ..Default::default()
         };
-        for r in sqlx::query(
+        for r in sqlx::query(&format!(
             "SELECT s.location_id, s.sku, s.on_hand - s.reserved, l.kind, l.lat, l.lon
-             FROM stock s JOIN stock_locations l ON l.location_id = s.location_id",
-        )
+             FROM stock s JOIN stock_locations l ON l.location_id = s.location_id {LOCATION_OWNER}
+             WHERE p.path IS NULL OR {}",
+            within("p.path", "$1")
+        ))
+        .bind(scope)
         .fetch_all(self.pool())
         .await?
         {
@@ -642,6 +648,7 @@ impl Service {
                     &k.technician_id,
                     &actor,
                     &format!("dispatch batch: score {score:.3}"),
+                    who.scope(),
                     now,
                 )
                 .await?;
@@ -664,7 +671,9 @@ impl Service {
 
     /// Assigns one ticket to a technician (triaging it first when new), checks the
     /// technician's capacity, and secures its parts; a part not in the van starts a transfer and
-    /// the ticket waits for parts.
+    /// the ticket waits for parts. Transfers come only from stock the dispatcher may draw
+    /// from (`scope`: a provider's subtree and the shared central stock).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn assign_in_tx(
         &self,
         conn: &mut sqlx::SqliteConnection,
@@ -672,6 +681,7 @@ impl Service {
         technician_id: &str,
         actor: &str,
         note: &str,
+        scope: Option<&str>,
         now: i64,
     ) -> Result<(TicketState, Vec<PartPlan>)> {
         let mut t = lock_ticket(conn, ticket_id, now).await?;
@@ -724,8 +734,16 @@ impl Service {
                 .map(|r| (r.get(0), r.get(1))),
             None => None,
         };
-        let (plan, wait) =
-            secure_parts(conn, ticket_id, &t.parts_needed, technician_id, site, now).await?;
+        let (plan, wait) = secure_parts(
+            conn,
+            ticket_id,
+            &t.parts_needed,
+            technician_id,
+            site,
+            scope,
+            now,
+        )
+        .await?;
         if wait {
             let t = lock_ticket(conn, ticket_id, now).await?;
             let detail: Vec<String> = plan
@@ -760,6 +778,7 @@ impl Service {
         note: Option<&str>,
     ) -> Result<(Ticket, Vec<PartPlan>)> {
         who.require(Action::Dispatch)?;
+        crate::bounded("note", note, crate::MAX_TEXT)?;
         self.ticket(who, ticket_id).await?;
         let tech = self
             .technician(technician_id)
@@ -783,6 +802,7 @@ impl Service {
                 technician_id,
                 &who.actor(),
                 note.unwrap_or("assigned"),
+                who.scope(),
                 now,
             )
             .await?;

@@ -25,6 +25,18 @@ fn as_role(role: Role, provider: Option<(&str, &str)>) -> Principal {
         role,
         provider_id: provider.map(|p| p.0.to_owned()),
         provider_path: provider.map(|p| p.1.to_owned()),
+        technician_id: None,
+    }
+}
+
+/// A technician key bound to `technician` (of sp-north in [`network`]).
+fn as_technician(technician: &str) -> Principal {
+    Principal {
+        key_id: format!("k-{technician}"),
+        role: Role::Technician,
+        provider_id: Some("sp-north".into()),
+        provider_path: Some("/oem/agent-a/sp-north/".into()),
+        technician_id: Some(technician.into()),
     }
 }
 
@@ -369,15 +381,9 @@ async fn ticket_lifecycle_audit_and_tracking() {
         TicketState::Resolved,
     ] {
         clock.advance_secs(60);
-        svc.transition(
-            &as_role(Role::Technician, None),
-            &t.ticket_id,
-            to,
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+        svc.transition(&as_technician("n1"), &t.ticket_id, to, None, None)
+            .await
+            .unwrap();
     }
     // Closing goes through the report.
     let err = svc
@@ -1116,102 +1122,8 @@ async fn authorisation_matrix_and_provider_subtrees() {
     ));
 }
 
-#[tokio::test]
-async fn webhooks_are_signed_and_retried_with_backoff() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_d, svc, clock) = service().await;
-    network(&svc).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    // Fails the first request with 500, accepts the rest.
-    tokio::spawn(async move {
-        let mut n = 0;
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let k = s.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..k]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(i) = text.find("\r\n\r\n") {
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .unwrap()
-                        .trim()
-                        .parse()
-                        .unwrap();
-                    if buf.len() >= i + 4 + len {
-                        let sig = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("X-Prognos-Signature: "))
-                            .unwrap()
-                            .to_owned();
-                        tx.send((sig, text[i + 4..i + 4 + len].to_owned())).unwrap();
-                        break;
-                    }
-                }
-                if k == 0 {
-                    break;
-                }
-            }
-            n += 1;
-            let status = if n == 1 {
-                "500 Internal Server Error"
-            } else {
-                "204 No Content"
-            };
-            s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-        }
-    });
-    let secret = "0123456789abcdef-secret";
-    let north = as_role(Role::Provider, Some(("agent-a", "/oem/agent-a/")));
-    svc.create_webhook(
-        &north,
-        &webhooks::NewWebhook {
-            url: format!("http://127.0.0.1:{port}/hook"),
-            secret: secret.into(),
-            provider_id: None,
-        },
-    )
-    .await
-    .unwrap();
-    // A south ticket is not agent-a's business; a north one is.
-    svc.create_ticket(&admin(), &api_ticket("dev-s"))
-        .await
-        .unwrap();
-    let t = svc
-        .create_ticket(&admin(), &api_ticket("dev-1"))
-        .await
-        .unwrap();
-    svc.transition(&admin(), &t.ticket_id, TicketState::Triaged, None, None)
-        .await
-        .unwrap();
-    assert_eq!(svc.outbox(&admin(), None, 100).await.unwrap().len(), 2);
-    let (ok, failed) = svc.deliver_webhooks(10).await.unwrap();
-    assert_eq!((ok, failed), (1, 1));
-    // The failed one waits for its backoff.
-    assert_eq!(svc.deliver_webhooks(10).await.unwrap(), (0, 0));
-    clock.advance_secs(2);
-    assert_eq!(svc.deliver_webhooks(10).await.unwrap(), (1, 0));
-    let mut bodies = Vec::new();
-    while let Ok((sig, body)) = rx.try_recv() {
-        assert_eq!(sig, webhooks::signature(secret, body.as_bytes()));
-        bodies.push(serde_json::from_str::<serde_json::Value>(&body).unwrap());
-    }
-    assert_eq!(bodies.len(), 3);
-    assert!(
-        bodies
-            .iter()
-            .any(|b| b["type"] == "ticket.transition" && b["data"]["to"] == "triaged")
-    );
-    let outbox = svc.outbox(&admin(), Some("delivered"), 100).await.unwrap();
-    assert_eq!(outbox.len(), 2);
-}
+// Webhook delivery (signing, backoff, order) needs the real transport, which lives in
+// prognos-http: see `webhooks_are_signed_and_retried_with_backoff` in api/http/src/tests.rs.
 
 #[tokio::test]
 async fn prepositioning_moves_stock_toward_predicted_failures() {
@@ -1497,4 +1409,641 @@ async fn one_device_row_for_the_credential_and_the_placement() {
     let listed = registry.list().await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1].site.as_deref(), Some("hall 3"));
+}
+
+// ---------------------------------------------------------------- attack findings
+
+fn provider_key(id: &str, path: &str) -> Principal {
+    as_role(Role::Provider, Some((id, path)))
+}
+
+async fn add_provider(svc: &Service, id: &str, parent: &str, region: &str) {
+    svc.create_provider(
+        &admin(),
+        &NewProvider {
+            provider_id: Some(id.into()),
+            name: id.into(),
+            kind: ProviderKind::Provider,
+            parent_id: Some(parent.into()),
+            regions: vec![region.into()],
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn add_device_in(svc: &Service, device: &str, region: &str) {
+    svc.create_site(
+        &admin(),
+        &NewSite {
+            site_id: Some(format!("site-{device}")),
+            customer_id: "cust".into(),
+            name: device.into(),
+            region: region.into(),
+            lat: 53.5,
+            lon: 10.0,
+            address: None,
+        },
+    )
+    .await
+    .unwrap();
+    svc.create_device(
+        &admin(),
+        &NewServiceDevice {
+            device_id: device.into(),
+            site_id: format!("site-{device}"),
+            serial: device.into(),
+            model: "P100".into(),
+            batch: None,
+            firmware: None,
+            install_date: None,
+            warranty_end: None,
+            criticality: 2,
+            vip: false,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn add_technician(svc: &Service, id: &str, provider: &str, region: &str) {
+    svc.create_technician(
+        &admin(),
+        &NewTechnician {
+            technician_id: Some(id.into()),
+            provider_id: provider.into(),
+            name: id.into(),
+            region: region.into(),
+            home_lat: 53.5,
+            home_lon: 10.0,
+            skills: vec![Skill {
+                skill: "bearing_wear".into(),
+                level: 5,
+            }],
+            shift_start_min: 0,
+            shift_end_min: 1440,
+            max_daily_load: 5,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn add_location(svc: &Service, id: &str, provider: Option<&str>, lat: f64, lon: f64) {
+    svc.create_location(
+        &admin(),
+        &NewLocation {
+            location_id: Some(id.into()),
+            kind: LocationKind::Regional,
+            name: id.into(),
+            region: None,
+            lat,
+            lon,
+            provider_id: provider.map(Into::into),
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Finding 5: `sp_1`'s scope was `LIKE '/oem/agent-a/sp_1/%'`, where `_` matches the `-` of
+/// `sp-1` (and `SP-1` matched it ignoring case). Exact prefixes on `/`-terminated paths keep
+/// look-alike ids apart, and `sp-1` does not contain `sp-10`.
+#[tokio::test]
+async fn look_alike_provider_ids_see_only_their_own_subtree() {
+    let (_d, svc, _c) = service().await;
+    network(&svc).await;
+    let svc = svc.with_webhook_policy(webhooks::DestinationPolicy::allow_private());
+    for (id, region) in [
+        ("sp-1", "r1"),
+        ("sp_1", "r2"),
+        ("SP-1", "r3"),
+        ("sp-10", "r4"),
+    ] {
+        add_provider(&svc, id, "agent-a", region).await;
+        add_device_in(&svc, &format!("d-{region}"), region).await;
+    }
+    // sp-1's technician also serves r2, so it would be eligible for sp_1's ticket there.
+    add_technician(&svc, "tech-1", "sp-1", "r2").await;
+    add_location(&svc, "wh-sp-1", Some("sp-1"), 53.5, 10.0).await;
+    svc.set_stock(&admin(), "wh-sp-1", "BRG", 5, None)
+        .await
+        .unwrap();
+    let sp1 = provider_key("sp-1", "/oem/agent-a/sp-1/");
+    let sp_1 = provider_key("sp_1", "/oem/agent-a/sp_1/");
+    let big = provider_key("SP-1", "/oem/agent-a/SP-1/");
+    let hook = svc
+        .create_webhook(
+            &sp_1,
+            &webhooks::NewWebhook {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: "0123456789abcdef".into(),
+                provider_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    let t1 = svc.create_ticket(&sp1, &api_ticket("d-r1")).await.unwrap();
+    let t2 = svc.create_ticket(&sp_1, &api_ticket("d-r2")).await.unwrap();
+    let t10 = svc
+        .create_ticket(&admin(), &api_ticket("d-r4"))
+        .await
+        .unwrap();
+    // The webhook of sp_1 got its own ticket's event, not sp-1's.
+    let events: Vec<_> = svc
+        .outbox(&admin(), None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.webhook_id == hook.webhook_id)
+        .map(|e| {
+            e.payload["data"]["ticket_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(events, vec![t2.ticket_id.clone()]);
+    let listed = |who: Principal| {
+        let svc = svc.clone();
+        async move {
+            svc.tickets(&who, &TicketFilter::default(), Page::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|t| t.ticket_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(sp_1.clone()).await, vec![t2.ticket_id.clone()]);
+    assert!(listed(big.clone()).await.is_empty());
+    assert_eq!(listed(sp1.clone()).await, vec![t1.ticket_id.clone()]);
+    assert!(!listed(sp1.clone()).await.contains(&t10.ticket_id));
+    for who in [&sp_1, &big] {
+        let techs = svc
+            .technicians_where(who, None, Page::default())
+            .await
+            .unwrap();
+        assert!(techs.items.is_empty(), "{:?}", techs.items);
+        let providers = svc.providers(who).await.unwrap();
+        assert_eq!(providers.len(), 1, "{providers:?}");
+        assert!(svc.locations_in(who).await.unwrap().is_empty());
+        assert!(
+            svc.stock(who, None, None, Page::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+    // sp_1 cannot rank or dispatch to sp-1's technician.
+    let c = svc.candidates(&sp_1, &t2.ticket_id, None).await.unwrap();
+    assert!(c.is_empty(), "{c:?}");
+    let r = svc
+        .dispatch_batch(
+            &sp_1,
+            &BatchRequest {
+                ticket_ids: vec![t2.ticket_id.clone()],
+            },
+        )
+        .await
+        .unwrap();
+    assert!(r.assignments.is_empty(), "{:?}", r.assignments);
+    assert!(matches!(
+        svc.assign(&sp_1, &t2.ticket_id, "tech-1", None).await,
+        Err(ServiceError::Validation { ref field, .. }) if field == "technician_id"
+    ));
+}
+
+/// Finding 6: transfers, receiving, reserving by citing one's own ticket, the reorder
+/// report, pre-positioning and batch dispatch all kept to the caller's locations (and the
+/// shared central stock for its tickets).
+#[tokio::test]
+async fn parts_move_only_within_the_callers_network() {
+    let (_d, svc, _c) = service().await;
+    network(&svc).await;
+    let north = provider_key("sp-north", "/oem/agent-a/sp-north/");
+    // South's warehouse sits right next to the north technicians; north's own is further.
+    add_location(&svc, "wh-south", Some("sp-south"), 53.5, 10.0).await;
+    add_location(&svc, "wh-own", Some("sp-north"), 53.0, 9.5).await;
+    svc.set_stock(&admin(), "wh-south", "BRG", 5, Some(8))
+        .await
+        .unwrap();
+    for loc in ["van-n1", "wh-north"] {
+        svc.set_stock(&admin(), loc, "BRG", 0, Some(0))
+            .await
+            .unwrap();
+    }
+    // North's batch: the part must not come off south's shelf.
+    let t = svc
+        .create_ticket(&north, &api_ticket("dev-1"))
+        .await
+        .unwrap();
+    let r = svc
+        .dispatch_batch(
+            &north,
+            &BatchRequest {
+                ticket_ids: vec![t.ticket_id.clone()],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.assignments.len(), 1);
+    let plan = &r.assignments[0].parts;
+    assert!(
+        plan.iter()
+            .all(|p| p.location_id.as_deref() != Some("wh-south")),
+        "{plan:?}"
+    );
+    let c = svc.candidates(&north, &t.ticket_id, None).await.unwrap();
+    assert!(
+        c.iter()
+            .flat_map(|c| &c.factors)
+            .all(|f| !f.detail.contains("wh-south")),
+        "{c:?}"
+    );
+    // A south transfer (made by the OEM side) is none of north's business.
+    let s = svc
+        .create_ticket(&admin(), &api_ticket("dev-s"))
+        .await
+        .unwrap();
+    svc.assign(&admin(), &s.ticket_id, "s1", None)
+        .await
+        .unwrap();
+    let all = svc.transfers(&admin(), None).await.unwrap();
+    let south_transfer = all
+        .iter()
+        .find(|x| x.ticket_id.as_deref() == Some(s.ticket_id.as_str()))
+        .unwrap()
+        .clone();
+    let seen = svc.transfers(&north, None).await.unwrap();
+    assert!(
+        seen.iter()
+            .all(|x| x.transfer_id != south_transfer.transfer_id),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|x| x.ticket_id.as_deref() == Some(t.ticket_id.as_str())),
+        "north sees its own transfer: {seen:?}"
+    );
+    assert!(matches!(
+        svc.receive_transfer(&north, &south_transfer.transfer_id)
+            .await,
+        Err(ServiceError::NotFound { .. })
+    ));
+    assert_eq!(
+        svc.transfers(&admin(), None)
+            .await
+            .unwrap()
+            .iter()
+            .find(|x| x.transfer_id == south_transfer.transfer_id)
+            .unwrap()
+            .state,
+        "in_transit"
+    );
+    // Citing its own ticket does not open south's shelf; the shared central stock it does.
+    let cite = |location: &str| ReserveRequest {
+        sku: "BRG".into(),
+        location_id: location.into(),
+        quantity: 1,
+        ticket_id: Some(t.ticket_id.clone()),
+    };
+    assert!(matches!(
+        svc.reserve(&north, &cite("wh-south")).await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    svc.reserve(&north, &cite("central")).await.unwrap();
+    // The reorder report lists only north's own locations.
+    let admin_lines = svc.reorder_report(&admin()).await.unwrap();
+    assert!(admin_lines.iter().any(|l| l.location_id == "wh-south"));
+    let lines = svc.reorder_report(&north).await.unwrap();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.location_id != "wh-south" && l.location_id != "central"),
+        "{lines:?}"
+    );
+    // Pre-positioning: north's predicted failures, into north's own warehouse, never from
+    // south's.
+    for dev in ["dev-2", "dev-s"] {
+        svc.apply_alert_event(&alert(
+            dev,
+            AlertEventKind::Opened,
+            Some(200.0),
+            Severity::Medium,
+        ))
+        .await
+        .unwrap();
+    }
+    let proposals = svc.preposition_proposals(&north, 720.0).await.unwrap();
+    assert!(!proposals.is_empty());
+    for p in &proposals {
+        assert_eq!(p.to_location_id, "wh-own", "{p:?}");
+        assert_ne!(p.from_location_id.as_deref(), Some("wh-south"), "{p:?}");
+        for id in &p.tickets {
+            assert!(svc.ticket(&north, id).await.is_ok(), "{id} is not north's");
+        }
+    }
+}
+
+/// Finding 7: a technician key belongs to its technician: it sees its own jobs and moves
+/// them through the field states only.
+#[tokio::test]
+async fn technician_keys_see_and_move_only_their_own_jobs() {
+    use auth::NewApiKey;
+    let (_d, svc, _c) = service().await;
+    network(&svc).await;
+    let mine = svc
+        .create_ticket(&admin(), &api_ticket("dev-1"))
+        .await
+        .unwrap();
+    let theirs = svc
+        .create_ticket(&admin(), &api_ticket("dev-2"))
+        .await
+        .unwrap();
+    let loose = svc
+        .create_ticket(&admin(), &api_ticket("dev-1"))
+        .await
+        .unwrap();
+    svc.assign(&admin(), &mine.ticket_id, "n1", None)
+        .await
+        .unwrap();
+    svc.assign(&admin(), &theirs.ticket_id, "n2", None)
+        .await
+        .unwrap();
+    // Issued through the domain: the key carries its technician and provider.
+    let issued = svc
+        .create_api_key(&admin(), &NewApiKey::of(Role::Technician).technician("n1"))
+        .await
+        .unwrap();
+    assert_eq!(issued.technician_id.as_deref(), Some("n1"));
+    let n1 = svc.authenticate(&issued.key).await.unwrap();
+    assert_eq!(n1.technician_id.as_deref(), Some("n1"));
+    assert_eq!(n1.provider_path.as_deref(), Some("/oem/agent-a/sp-north/"));
+    let ids: Vec<String> = svc
+        .tickets(&n1, &TicketFilter::default(), Page::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|t| t.ticket_id)
+        .collect();
+    assert_eq!(ids, vec![mine.ticket_id.clone()]);
+    for other in [&theirs.ticket_id, &loose.ticket_id] {
+        assert!(matches!(
+            svc.ticket(&n1, other).await,
+            Err(ServiceError::NotFound { .. })
+        ));
+        assert!(matches!(
+            svc.transition(&n1, other, TicketState::EnRoute, None, None)
+                .await,
+            Err(ServiceError::NotFound { .. })
+        ));
+        assert!(matches!(
+            svc.ticket_events(&n1, other).await,
+            Err(ServiceError::NotFound { .. })
+        ));
+    }
+    // Its own job: field moves yes, dispatcher moves no.
+    for to in [TicketState::Triaged, TicketState::Cancelled] {
+        assert!(matches!(
+            svc.transition(&n1, &mine.ticket_id, to, None, None).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+    }
+    svc.transition(&n1, &mine.ticket_id, TicketState::EnRoute, None, None)
+        .await
+        .unwrap();
+    // The registry: itself, its van, the devices and customers of its jobs.
+    let techs = svc
+        .technicians_where(&n1, None, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(techs.items.len(), 1);
+    assert_eq!(techs.items[0].technician_id, "n1");
+    let locations: Vec<_> = svc
+        .locations_in(&n1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.location_id)
+        .collect();
+    assert_eq!(locations, vec!["van-n1".to_owned()]);
+    let stock = svc.stock(&n1, None, None, Page::default()).await.unwrap();
+    assert!(stock.items.iter().all(|s| s.location_id == "van-n1"));
+    assert!(svc.device_context(&n1, "dev-1").await.is_ok());
+    assert!(matches!(
+        svc.device_context(&n1, "dev-s").await,
+        Err(ServiceError::NotFound { .. })
+    ));
+    assert!(svc.customer(&n1, "cust").await.is_ok());
+    assert!(matches!(
+        svc.customer(&n1, "cust-vip").await,
+        Err(ServiceError::NotFound { .. })
+    ));
+    assert!(matches!(
+        svc.reserve(
+            &n1,
+            &ReserveRequest {
+                sku: "BRG".into(),
+                location_id: "van-n2".into(),
+                quantity: 1,
+                ticket_id: Some(mine.ticket_id.clone()),
+            }
+        )
+        .await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    // Key creation checks the binding.
+    for (new, field) in [
+        (NewApiKey::of(Role::Technician), "technician_id"),
+        (
+            NewApiKey::of(Role::Technician).technician("nobody"),
+            "technician_id",
+        ),
+        (
+            NewApiKey::of(Role::Technician)
+                .technician("n1")
+                .provider("sp-south"),
+            "provider_id",
+        ),
+        (
+            NewApiKey::of(Role::Provider)
+                .provider("sp-north")
+                .technician("n1"),
+            "technician_id",
+        ),
+        (
+            NewApiKey::of(Role::Admin).provider("sp-north"),
+            "provider_id",
+        ),
+        (
+            NewApiKey::of(Role::Scheduler).technician("n1"),
+            "technician_id",
+        ),
+    ] {
+        assert!(
+            matches!(
+                svc.create_api_key(&admin(), &new).await,
+                Err(ServiceError::Validation { field: ref f, .. }) if f == field
+            ),
+            "{new:?}"
+        );
+    }
+    // No one but an admin issues keys, of any role.
+    for who in [
+        provider_key("sp-north", "/oem/agent-a/sp-north/"),
+        n1.clone(),
+        as_role(Role::Scheduler, None),
+    ] {
+        assert!(matches!(
+            svc.create_api_key(&who, &NewApiKey::of(Role::Admin)).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+    }
+    // A technician key from before the binding existed sees nothing.
+    let legacy = as_role(Role::Technician, None);
+    assert!(
+        svc.tickets(&legacy, &TicketFilter::default(), Page::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(svc.locations_in(&legacy).await.unwrap().is_empty());
+}
+
+/// Finding 3 (the domain's half): webhook URLs are parsed and their destinations checked at
+/// registration; the transport's half is tested in prognos-http.
+#[tokio::test]
+async fn webhook_registration_refuses_inside_destinations_and_raw_urls() {
+    let (_d, svc, _c) = service().await;
+    network(&svc).await;
+    let north = provider_key("agent-a", "/oem/agent-a/");
+    let hook = |url: &str| webhooks::NewWebhook {
+        url: url.into(),
+        secret: "0123456789abcdef".into(),
+        provider_id: None,
+    };
+    for url in [
+        "http://127.0.0.1:8080/api/v1/apikeys",
+        "http://localhost:8080/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.5/",
+        "http://[::1]:8080/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00::1]/",
+        "http://2130706433/",
+        "http://0.0.0.0:8080/",
+        "http://8.8.8.8/a\r\nX-Injected: 1",
+        "http://8.8.8.8/a HTTP/1.1",
+        "ftp://8.8.8.8/",
+    ] {
+        let err = svc.create_webhook(&north, &hook(url)).await.unwrap_err();
+        assert!(
+            matches!(&err, ServiceError::Validation { field, .. } if field == "url"),
+            "{url:?}: {err:?}"
+        );
+    }
+    // A public address literal is accepted, as the parser normalises it.
+    let w = svc
+        .create_webhook(&north, &hook("HTTP://8.8.8.8:80/a/../hook?x=1"))
+        .await
+        .unwrap();
+    assert_eq!(w.url, "http://8.8.8.8/hook?x=1");
+    // The configuration may let a loopback receiver through.
+    let open = svc
+        .clone()
+        .with_webhook_policy(webhooks::DestinationPolicy::allow_private());
+    open.create_webhook(&north, &hook("http://127.0.0.1:9/hook"))
+        .await
+        .unwrap();
+    // A provider subscribes only within its subtree, and only so many times.
+    let err = svc
+        .create_webhook(
+            &north,
+            &webhooks::NewWebhook {
+                provider_id: Some("agent-b".into()),
+                ..hook("http://8.8.8.8/")
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Forbidden(_)), "{err:?}");
+    for _ in 2..webhooks::MAX_WEBHOOKS_PER_OWNER {
+        svc.create_webhook(&north, &hook("http://8.8.8.8/"))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        svc.create_webhook(&north, &hook("http://8.8.8.8/")).await,
+        Err(ServiceError::Conflict(_))
+    ));
+}
+
+/// Quantities and offsets outside any real range are refused with the field named, before
+/// they can overflow a sum (a panic in a debug build, a wrapped number in release).
+#[tokio::test]
+async fn quantities_and_offsets_are_bounded() {
+    let (_d, svc, _c) = service().await;
+    network(&svc).await;
+    for q in [0, -5, i64::MIN, MAX_QUANTITY + 1, i64::MAX] {
+        let err = svc
+            .reserve(
+                &admin(),
+                &ReserveRequest {
+                    sku: "BRG".into(),
+                    location_id: "central".into(),
+                    quantity: q,
+                    ticket_id: None,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ServiceError::Validation { field, .. } if field == "quantity"),
+            "{q}: {err:?}"
+        );
+    }
+    for (on_hand, rop, field) in [
+        (MAX_QUANTITY + 1, None, "on_hand"),
+        (-1, None, "on_hand"),
+        (1, Some(-1), "reorder_point"),
+        (1, Some(i64::MAX), "reorder_point"),
+    ] {
+        let err = svc
+            .set_stock(&admin(), "central", "BRG", on_hand, rop)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ServiceError::Validation { field: f, .. } if f == field),
+            "{err:?}"
+        );
+    }
+    assert!(matches!(
+        Page::new(Some(50), Some(i64::MAX)),
+        Err(ServiceError::Validation { ref field, .. }) if field == "offset"
+    ));
+    let page = Page::new(Some(1), Some(MAX_OFFSET)).unwrap();
+    assert!(
+        svc.tickets(&admin(), &TicketFilter::default(), page)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let big = vec!["BRG".to_owned(); tickets::MAX_PARTS + 1];
+    let err = svc
+        .create_ticket(
+            &admin(),
+            &NewTicket {
+                parts_needed: Some(big),
+                ..api_ticket("dev-1")
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Validation { ref field, .. } if field == "parts_needed"));
 }

@@ -2,18 +2,21 @@
 //! check. One component: [`JobsConfig`] → [`Jobs::start`] → a running task stopped by the
 //! cancellation token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::Service;
+use crate::webhooks::{EVENTS_PER_TURN, Outbox, WebhookTransport};
 
 /// How often each job runs.
 #[derive(Debug, Clone, Copy)]
 pub struct JobsConfig {
     /// How often the SLA timer looks at open tickets.
     pub sla_interval: Duration,
-    /// How often the webhook outbox is drained.
+    /// How often the webhook outbox looks for endpoints with due events (deliveries run
+    /// concurrently between ticks; a slow endpoint never delays the next tick).
     pub webhook_interval: Duration,
     /// How often the failure-surge check runs over the service history.
     pub surge_interval: Duration,
@@ -35,10 +38,16 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Starts every job on the current tokio runtime; they stop when `shutdown` is cancelled.
-    pub fn start(svc: Service, config: JobsConfig, shutdown: CancellationToken) -> Jobs {
+    /// Starts every job on the current tokio runtime; webhooks go out through `transport`.
+    /// They stop when `shutdown` is cancelled.
+    pub fn start(
+        svc: Service,
+        config: JobsConfig,
+        transport: Arc<dyn WebhookTransport>,
+        shutdown: CancellationToken,
+    ) -> Jobs {
         Jobs {
-            task: tokio::spawn(run(svc, config, shutdown)),
+            task: tokio::spawn(run(svc, config, transport, shutdown)),
         }
     }
 
@@ -71,7 +80,12 @@ where
     })
 }
 
-async fn run(svc: Service, ctx: JobsConfig, shutdown: CancellationToken) {
+async fn run(
+    svc: Service,
+    ctx: JobsConfig,
+    transport: Arc<dyn WebhookTransport>,
+    shutdown: CancellationToken,
+) {
     let sla = {
         let svc = svc.clone();
         every(ctx.sla_interval, shutdown.clone(), move || {
@@ -88,14 +102,22 @@ async fn run(svc: Service, ctx: JobsConfig, shutdown: CancellationToken) {
         })
     };
     let hooks = {
-        let svc = svc.clone();
-        every(ctx.webhook_interval, shutdown.clone(), move || {
-            let svc = svc.clone();
-            async move {
-                if let Err(e) = svc.deliver_webhooks(100).await {
-                    tracing::error!(error = %e, "webhook delivery pass failed");
+        let mut outbox = Outbox::new(svc.clone(), transport, EVENTS_PER_TURN);
+        let stop = shutdown.clone();
+        let period = ctx.webhook_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = outbox.tick().await {
+                            tracing::error!(error = %e, "webhook outbox pass failed");
+                        }
+                    }
                 }
             }
+            outbox.shutdown().await;
         })
     };
     let surges = {

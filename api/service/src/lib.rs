@@ -126,23 +126,38 @@ impl Clock for ManualClock {
     }
 }
 
-/// The handle every service function takes: the store and the clock.
+/// The handle every service function takes: the store, the clock and the webhook
+/// destination policy.
 #[derive(Clone, Debug)]
 pub struct Service {
     pub db: Database,
     pub clock: Arc<dyn Clock>,
+    webhook_policy: Arc<webhooks::DestinationPolicy>,
 }
 
 impl Service {
+    /// A service on the system clock; webhooks reach public addresses only.
     pub fn new(db: Database) -> Self {
-        Service {
-            db,
-            clock: Arc::new(SystemClock),
-        }
+        Service::with_clock(db, Arc::new(SystemClock))
     }
 
     pub fn with_clock(db: Database, clock: Arc<dyn Clock>) -> Self {
-        Service { db, clock }
+        Service {
+            db,
+            clock,
+            webhook_policy: Arc::new(webhooks::DestinationPolicy::strict()),
+        }
+    }
+
+    /// The same service with another webhook destination policy (from the configuration).
+    pub fn with_webhook_policy(mut self, policy: webhooks::DestinationPolicy) -> Self {
+        self.webhook_policy = Arc::new(policy);
+        self
+    }
+
+    /// Which destinations webhooks may reach; the transport checks each connection with it.
+    pub fn webhook_policy(&self) -> &webhooks::DestinationPolicy {
+        &self.webhook_policy
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -205,6 +220,20 @@ impl Priority {
     }
 }
 
+/// Free text a caller writes (titles, notes, reports) is bounded: it lands in the audit
+/// trail and webhook payloads, which must not grow by megabytes a request.
+pub const MAX_TEXT: usize = 4000;
+
+/// Refuses `value` (of `field`) longer than `max` bytes.
+pub(crate) fn bounded(field: &str, value: Option<&str>, max: usize) -> Result<()> {
+    match value {
+        Some(v) if v.len() > max => {
+            Err(ServiceError::invalid(field, format!("at most {max} bytes")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A random id with a prefix: `T-` + 16 hex digits.
 pub fn new_id(prefix: &str) -> Result<String> {
     let mut buf = [0u8; 8];
@@ -251,6 +280,9 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
+/// The deepest page offset: far beyond any list, far from overflowing `offset + limit`.
+pub const MAX_OFFSET: i64 = 1_000_000_000;
+
 /// Pagination of list endpoints.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -274,8 +306,11 @@ impl Page {
             return Err(ServiceError::invalid("limit", "must be between 1 and 1000"));
         }
         let offset = offset.unwrap_or(0);
-        if offset < 0 {
-            return Err(ServiceError::invalid("offset", "must be ≥ 0"));
+        if !(0..=MAX_OFFSET).contains(&offset) {
+            return Err(ServiceError::invalid(
+                "offset",
+                format!("must be between 0 and {MAX_OFFSET}"),
+            ));
         }
         Ok(Page { limit, offset })
     }
@@ -294,7 +329,7 @@ impl<T> Paged<T> {
         let more = rows.len() as i64 > page.limit;
         rows.truncate(page.limit as usize);
         Paged {
-            next_offset: more.then_some(page.offset + page.limit),
+            next_offset: more.then(|| page.offset.saturating_add(page.limit)),
             items: rows,
         }
     }

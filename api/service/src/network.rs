@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::auth::{Action, Principal, Role};
+use super::auth::{Action, Principal, Role, within};
 use super::{Page, Paged, Result, Service, ServiceError, json_list, new_id, to_json};
 
 fn non_empty(field: &str, value: &str) -> Result<()> {
@@ -111,7 +111,8 @@ fn provider_row(r: &SqliteRow) -> Provider {
 
 /// Joins a location (`l`) to the provider that owns it (`p`): directly, or through the
 /// technician whose van it is. Unowned locations (the OEM's central stock) have no `p`.
-const LOCATION_OWNER: &str = "LEFT JOIN technicians lt ON lt.technician_id = l.technician_id
+pub(crate) const LOCATION_OWNER: &str =
+    "LEFT JOIN technicians lt ON lt.technician_id = l.technician_id
      LEFT JOIN providers p ON p.provider_id = COALESCE(l.provider_id, lt.provider_id)";
 
 const PROVIDER_COLS: &str = "provider_id, name, kind, parent_id, path, regions";
@@ -340,6 +341,45 @@ pub struct Location {
     pub technician_id: Option<String>,
 }
 
+/// How a caller may use a stock location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationAccess {
+    /// In the caller's part of the network: a provider's subtree (its warehouses and its
+    /// technicians' vans), a technician's own van; every location for the OEM side.
+    Own,
+    /// Owned by no provider (the OEM's central stock): a provider or technician draws from it
+    /// for a ticket it sees, but neither lists it nor holds stock there for no ticket.
+    Shared,
+    /// Another provider's (or another technician's van): never seen, never moved.
+    Foreign,
+}
+
+impl LocationAccess {
+    /// The access of `who` to a location whose owner has `owner_path` (none: unowned) and
+    /// which is `van_of`'s van (if a van).
+    pub fn of(who: &Principal, owner_path: Option<&str>, van_of: Option<&str>) -> Self {
+        if let Some(me) = who.technician() {
+            return if van_of == Some(me) {
+                LocationAccess::Own
+            } else if owner_path.is_none() {
+                LocationAccess::Shared
+            } else {
+                LocationAccess::Foreign
+            };
+        }
+        match (who.scope(), owner_path) {
+            (None, _) => LocationAccess::Own,
+            (Some(scope), Some(path)) if path.starts_with(scope) => LocationAccess::Own,
+            (Some(_), None) => LocationAccess::Shared,
+            (Some(_), Some(_)) => LocationAccess::Foreign,
+        }
+    }
+}
+
+/// The largest quantity a stock count, reservation or reorder point may name: far above any
+/// real shelf, far below where sums could overflow.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StockLevel {
     pub location_id: String,
@@ -453,12 +493,11 @@ impl Service {
     /// Providers, optionally only those under the subtree rooted at `path`.
     pub async fn providers(&self, who: &Principal) -> Result<Vec<Provider>> {
         who.require(Action::RegistryRead)?;
-        let within = who.scope();
         let rows = sqlx::query(&format!(
-            "SELECT {PROVIDER_COLS} FROM providers
-             WHERE ($1 IS NULL OR path LIKE $1 || '%') ORDER BY path"
+            "SELECT {PROVIDER_COLS} FROM providers WHERE {} ORDER BY path",
+            within("path", "$1")
         ))
-        .bind(within)
+        .bind(who.registry_scope())
         .fetch_all(self.pool())
         .await?;
         Ok(rows.iter().map(provider_row).collect())
@@ -514,6 +553,20 @@ impl Service {
             return Err(ServiceError::Forbidden(
                 "customer records are not shared with providers".into(),
             ));
+        }
+        if let Some(me) = who.technician() {
+            // A technician reads the customers of its own jobs, and no others (absent, not
+            // forbidden: no probing for customer ids).
+            let mine: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tickets WHERE customer_id = $1 AND technician_id = $2",
+            )
+            .bind(id)
+            .bind(me)
+            .fetch_one(self.pool())
+            .await?;
+            if mine == 0 {
+                return Err(ServiceError::not_found("customer", id));
+            }
         }
         sqlx::query(
             "SELECT customer_id, name, tier, vip, contact_email FROM customers WHERE customer_id = $1",
@@ -652,6 +705,19 @@ impl Service {
                 return Err(ServiceError::not_found("device", device_id));
             }
         }
+        if let Some(me) = who.technician() {
+            // A technician sees the devices of its own jobs.
+            let mine: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tickets WHERE device_id = $1 AND technician_id = $2",
+            )
+            .bind(device_id)
+            .bind(me)
+            .fetch_one(self.pool())
+            .await?;
+            if mine == 0 {
+                return Err(ServiceError::not_found("device", device_id));
+            }
+        }
         Ok(DeviceContext {
             device: ServiceDevice {
                 device_id: r.get(0),
@@ -779,7 +845,8 @@ impl Service {
             .ok_or_else(|| ServiceError::not_found("technician", id))
     }
 
-    /// Technicians, optionally only one, or only those of providers under `within` (a path).
+    /// Technicians, optionally only one: a provider key sees its subtree's, a technician key
+    /// only itself.
     pub async fn technicians_where(
         &self,
         who: &Principal,
@@ -787,19 +854,21 @@ impl Service {
         page: Page,
     ) -> Result<Paged<Technician>> {
         who.require(Action::RegistryRead)?;
-        let within = who.scope();
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT t.technician_id, t.provider_id, t.name, t.region, t.home_lat, t.home_lon,
                     t.shift_start_min, t.shift_end_min, t.max_daily_load, t.active,
                     (SELECT l.location_id FROM stock_locations l WHERE l.technician_id = t.technician_id)
              FROM technicians t JOIN providers p ON p.provider_id = t.provider_id
-             WHERE ($1 IS NULL OR t.technician_id = $1) AND ($2 IS NULL OR p.path LIKE $2 || '%')
+             WHERE ($1 IS NULL OR t.technician_id = $1) AND {}
+               AND ($5 IS NULL OR t.technician_id = $5)
              ORDER BY t.technician_id LIMIT $3 OFFSET $4",
-        )
+            within("p.path", "$2")
+        ))
         .bind(id)
-        .bind(within)
+        .bind(who.scope())
         .bind(page.limit + 1)
         .bind(page.offset)
+        .bind(who.technician())
         .fetch_all(self.pool())
         .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -957,21 +1026,20 @@ impl Service {
         self.locations_in(&Principal::system("service")).await
     }
 
-    /// Stock locations; with a provider `scope` only those of that subtree.
+    /// Stock locations the caller owns (see [`LocationAccess::Own`]): a provider its
+    /// subtree's, a technician its van.
     pub async fn locations_in(&self, who: &Principal) -> Result<Vec<Location>> {
         who.require(Action::RegistryRead)?;
-        self.locations_within(who.scope()).await
-    }
-
-    async fn locations_within(&self, scope: Option<&str>) -> Result<Vec<Location>> {
         let rows = sqlx::query(&format!(
             "SELECT l.location_id, l.kind, l.name, l.region, l.lat, l.lon, l.provider_id,
                     l.technician_id
              FROM stock_locations l {LOCATION_OWNER}
-             WHERE ($1 IS NULL OR p.path LIKE $1 || '%')
-             ORDER BY l.location_id"
+             WHERE {} AND ($2 IS NULL OR l.technician_id = $2)
+             ORDER BY l.location_id",
+            within("p.path", "$1")
         ))
-        .bind(scope)
+        .bind(who.scope())
+        .bind(who.technician())
         .fetch_all(self.pool())
         .await?;
         Ok(rows
@@ -989,26 +1057,45 @@ impl Service {
             .collect())
     }
 
-    /// Refuses (403) a provider key acting on a location outside its subtree.
-    pub async fn require_location_in_scope(
+    /// How `who` may use a location (not found when it does not exist).
+    pub async fn location_access(
         &self,
         who: &Principal,
         location_id: &str,
+    ) -> Result<LocationAccess> {
+        let row = sqlx::query(&format!(
+            "SELECT p.path, l.technician_id FROM stock_locations l {LOCATION_OWNER}
+             WHERE l.location_id = $1"
+        ))
+        .bind(location_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| ServiceError::not_found("location", location_id))?;
+        let (path, van_of): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        Ok(LocationAccess::of(who, path.as_deref(), van_of.as_deref()))
+    }
+
+    /// Refuses (403) acting on a location outside the caller's part of the network; the
+    /// shared central stock passes when `shared_ok` (drawing for a ticket the caller sees).
+    pub async fn require_location(
+        &self,
+        who: &Principal,
+        location_id: &str,
+        shared_ok: bool,
     ) -> Result<()> {
-        let Some(scope) = who.scope() else {
-            return Ok(());
-        };
-        if self
-            .locations_within(Some(scope))
-            .await?
-            .iter()
-            .any(|l| l.location_id == location_id)
-        {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "location {location_id} is outside this provider's network"
-            )))
+        match self.location_access(who, location_id).await {
+            Ok(LocationAccess::Own) => Ok(()),
+            Ok(LocationAccess::Shared) if shared_ok => Ok(()),
+            // An unknown location is refused like a foreign one: no probing for ids.
+            Ok(_) | Err(ServiceError::NotFound { .. })
+                if who.scope().is_some() || who.technician().is_some() =>
+            {
+                Err(ServiceError::Forbidden(format!(
+                    "location {location_id} is outside this caller's part of the network"
+                )))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -1025,8 +1112,19 @@ impl Service {
         who.require(Action::RegistryWrite)?;
         self.location(location_id).await?;
         self.part(sku).await?;
-        if on_hand < 0 {
-            return Err(ServiceError::invalid("on_hand", "must be ≥ 0"));
+        if !(0..=MAX_QUANTITY).contains(&on_hand) {
+            return Err(ServiceError::invalid(
+                "on_hand",
+                format!("must be between 0 and {MAX_QUANTITY}"),
+            ));
+        }
+        if let Some(rop) = reorder_point
+            && !(0..=MAX_QUANTITY).contains(&rop)
+        {
+            return Err(ServiceError::invalid(
+                "reorder_point",
+                format!("must be between 0 and {MAX_QUANTITY}"),
+            ));
         }
         let part = self
             .part(sku)
@@ -1083,8 +1181,8 @@ impl Service {
         .ok_or_else(|| ServiceError::not_found("stock", format!("{sku}@{location_id}")))
     }
 
-    /// Stock levels; with a provider `scope` only at locations of that subtree (its own
-    /// warehouses and its technicians' vans).
+    /// Stock levels at the locations the caller owns (a provider: its own warehouses and its
+    /// technicians' vans; a technician: its van).
     pub async fn stock(
         &self,
         who: &Principal,
@@ -1093,19 +1191,20 @@ impl Service {
         page: Page,
     ) -> Result<Paged<StockLevel>> {
         who.require(Action::RegistryRead)?;
-        let scope = who.scope();
         let rows = sqlx::query(&format!(
             "SELECT s.location_id, s.sku, s.on_hand, s.reserved, s.reorder_point FROM stock s
              JOIN stock_locations l ON l.location_id = s.location_id {LOCATION_OWNER}
              WHERE ($1 IS NULL OR s.location_id = $1) AND ($2 IS NULL OR s.sku = $2)
-               AND ($5 IS NULL OR p.path LIKE $5 || '%')
-             ORDER BY s.location_id, s.sku LIMIT $3 OFFSET $4"
+               AND {} AND ($6 IS NULL OR l.technician_id = $6)
+             ORDER BY s.location_id, s.sku LIMIT $3 OFFSET $4",
+            within("p.path", "$5")
         ))
         .bind(location_id)
         .bind(sku)
         .bind(page.limit + 1)
         .bind(page.offset)
-        .bind(scope)
+        .bind(who.scope())
+        .bind(who.technician())
         .fetch_all(self.pool())
         .await?;
         Ok(Paged::from_rows(rows.iter().map(stock_row).collect(), page))
@@ -1180,6 +1279,7 @@ mod tests {
             role: crate::auth::Role::Provider,
             provider_id: Some("ag".into()),
             provider_path: Some("/oem/ag/".into()),
+            technician_id: None,
         };
         assert_eq!(svc.providers(&agent).await.unwrap().len(), 2);
         let p = svc.provider_for_region("north").await.unwrap().unwrap();

@@ -4,8 +4,8 @@
 
 use sqlx::Row;
 
-use super::auth::{Action, Principal};
-use crate::network::LocationKind;
+use super::auth::{Action, Principal, within};
+use crate::network::{LOCATION_OWNER, LocationAccess, LocationKind, MAX_QUANTITY};
 use crate::stock::*;
 pub use crate::stock::{
     PartPlan, Preposition, ReorderLine, Reservation, ReserveRequest, Transfer, transfer_eta_hours,
@@ -14,22 +14,25 @@ use crate::ticket_log::{AuditEntry, TicketState, append_event, apply_transition,
 use crate::{Result, Service, ServiceError, haversine_km, ms_to_rfc3339};
 
 impl Service {
-    /// Reserves stock; `InsufficientStock` when short (nothing is written then).
+    /// Reserves stock; `InsufficientStock` when short (nothing is written then). A provider
+    /// (or technician) holds stock only at its own locations, and for a ticket it sees also
+    /// at the shared central stock — never on another provider's shelves.
     pub async fn reserve(&self, who: &Principal, req: &ReserveRequest) -> Result<Reservation> {
         who.require(Action::Parts)?;
-        if req.quantity < 1 {
-            return Err(ServiceError::invalid("quantity", "must be ≥ 1"));
+        if !(1..=MAX_QUANTITY).contains(&req.quantity) {
+            return Err(ServiceError::invalid(
+                "quantity",
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ));
         }
         match &req.ticket_id {
             // Visibility first: another provider's ticket is "not found".
             Some(t) => {
                 self.ticket(who, t).await?;
+                self.require_location(who, &req.location_id, true).await?;
             }
-            // Stock held for no ticket: a provider key only at its own subtree's locations.
-            None => {
-                self.require_location_in_scope(who, &req.location_id)
-                    .await?
-            }
+            // Stock held for no ticket: only at the caller's own locations.
+            None => self.require_location(who, &req.location_id, false).await?,
         }
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
@@ -98,6 +101,16 @@ impl Service {
         .ok_or_else(|| ServiceError::not_found("reservation", id))
     }
 
+    /// The reservations of a ticket the caller sees.
+    pub async fn ticket_reservations(
+        &self,
+        who: &Principal,
+        ticket_id: &str,
+    ) -> Result<Vec<Reservation>> {
+        self.ticket(who, ticket_id).await?;
+        self.reservations_of(ticket_id).await
+    }
+
     pub async fn reservations_of(&self, ticket_id: &str) -> Result<Vec<Reservation>> {
         let rows = sqlx::query(&format!(
             "SELECT {RES_COLS} FROM reservations WHERE ticket_id = $1 ORDER BY created_at_ms, reservation_id"
@@ -119,9 +132,14 @@ impl Service {
         let r = self.reservation(id).await?;
         match &r.ticket_id {
             Some(t) => {
-                self.ticket(who, t).await?;
+                self.ticket(who, t).await.map_err(|e| match e {
+                    // Another provider's reservation is absent, not another ticket.
+                    ServiceError::NotFound { .. } => ServiceError::not_found("reservation", id),
+                    e => e,
+                })?;
+                self.require_location(who, &r.location_id, true).await?;
             }
-            None => self.require_location_in_scope(who, &r.location_id).await?,
+            None => self.require_location(who, &r.location_id, false).await?,
         }
         let mut tx = self.begin_write().await?;
         if !finish_reservation(&mut tx, id, consume, self.now_ms()).await? {
@@ -134,17 +152,39 @@ impl Service {
         self.reservation(id).await
     }
 
+    /// Transfers the caller takes part in: to or from one of its own locations (a provider:
+    /// its subtree's, a technician: its van); the OEM side sees all.
     pub async fn transfers(
         &self,
         who: &Principal,
         ticket_id: Option<&str>,
     ) -> Result<Vec<Transfer>> {
         who.require(Action::Parts)?;
-        let rows = sqlx::query(
-            "SELECT transfer_id, sku, from_location_id, to_location_id, quantity, ticket_id, state, eta_ms
-             FROM transfers WHERE ($1 IS NULL OR ticket_id = $1) ORDER BY created_at_ms, transfer_id",
-        )
+        // A location is the caller's when its owner lies in the provider subtree ($2) and,
+        // for a technician ($3), it is that technician's van.
+        let mine = |alias: &str| {
+            format!(
+                "EXISTS (SELECT 1 FROM stock_locations l {LOCATION_OWNER}
+                   WHERE l.location_id = x.{alias} AND {}
+                     AND ($3 IS NULL OR l.technician_id = $3))",
+                within("p.path", "$2")
+            )
+        };
+        let restricted = who.scope().is_some() || who.technician().is_some();
+        let rows = sqlx::query(&format!(
+            "SELECT x.transfer_id, x.sku, x.from_location_id, x.to_location_id, x.quantity,
+                    x.ticket_id, x.state, x.eta_ms
+             FROM transfers x
+             WHERE ($1 IS NULL OR x.ticket_id = $1)
+               AND ($4 = 0 OR {} OR {})
+             ORDER BY x.created_at_ms, x.transfer_id",
+            mine("from_location_id"),
+            mine("to_location_id")
+        ))
         .bind(ticket_id)
+        .bind(who.scope())
+        .bind(who.technician())
+        .bind(i64::from(restricted))
         .fetch_all(self.pool())
         .await?;
         Ok(rows
@@ -164,9 +204,22 @@ impl Service {
     }
 
     /// A transfer arrived: stock moves from source to destination, the reservation follows the
-    /// goods, and a ticket waiting only for these parts goes back to `assigned`.
+    /// goods, and a ticket waiting only for these parts goes back to `assigned`. Only the
+    /// receiving side (the owner of the destination) or the OEM side confirms an arrival.
     pub async fn receive_transfer(&self, who: &Principal, transfer_id: &str) -> Result<Transfer> {
         who.require(Action::Parts)?;
+        let destination: Option<String> =
+            sqlx::query_scalar("SELECT to_location_id FROM transfers WHERE transfer_id = $1")
+                .bind(transfer_id)
+                .fetch_optional(self.pool())
+                .await?;
+        let Some(destination) = destination else {
+            return Err(ServiceError::not_found("transfer", transfer_id));
+        };
+        if self.location_access(who, &destination).await? != LocationAccess::Own {
+            // Someone else's goods: absent, like another provider's ticket.
+            return Err(ServiceError::not_found("transfer", transfer_id));
+        }
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
@@ -264,15 +317,21 @@ impl Service {
             .ok_or_else(|| ServiceError::not_found("transfer", transfer_id))
     }
 
-    /// Stock at or below its reorder point, with the quantity to order (by ABC class).
+    /// Stock at or below its reorder point, with the quantity to order (by ABC class), at the
+    /// caller's own locations (everywhere for the OEM side).
     pub async fn reorder_report(&self, who: &Principal) -> Result<Vec<ReorderLine>> {
         who.require(Action::Parts)?;
-        let rows = sqlx::query(
-            "SELECT s.location_id, s.sku, p.abc_class, s.on_hand - s.reserved, s.reorder_point
-             FROM stock s JOIN parts p ON p.sku = s.sku
+        let rows = sqlx::query(&format!(
+            "SELECT s.location_id, s.sku, k.abc_class, s.on_hand - s.reserved, s.reorder_point
+             FROM stock s JOIN parts k ON k.sku = s.sku
+             JOIN stock_locations l ON l.location_id = s.location_id {LOCATION_OWNER}
              WHERE s.reorder_point > 0 AND s.on_hand - s.reserved <= s.reorder_point
-             ORDER BY p.abc_class, s.location_id, s.sku",
-        )
+               AND {} AND ($2 IS NULL OR l.technician_id = $2)
+             ORDER BY k.abc_class, s.location_id, s.sku",
+            within("p.path", "$1")
+        ))
+        .bind(who.scope())
+        .bind(who.technician())
         .fetch_all(self.pool())
         .await?;
         Ok(rows
@@ -281,19 +340,21 @@ impl Service {
                 let abc: String = r.get(2);
                 let available: i64 = r.get(3);
                 let rop: i64 = r.get(4);
+                // Saturating: a row written before reorder points were bounded must not
+                // overflow.
                 let target = match abc.as_str() {
-                    "A" => rop + rop / 2,
-                    "B" => rop * 2,
-                    _ => rop * 3,
+                    "A" => rop.saturating_add(rop / 2),
+                    "B" => rop.saturating_mul(2),
+                    _ => rop.saturating_mul(3),
                 }
-                .max(rop + 1);
+                .max(rop.saturating_add(1));
                 ReorderLine {
                     location_id: r.get(0),
                     sku: r.get(1),
                     abc_class: abc,
                     available,
                     reorder_point: rop,
-                    order_quantity: target - available,
+                    order_quantity: target.saturating_sub(available),
                 }
             })
             .collect())
@@ -303,7 +364,8 @@ impl Service {
     /// parts are not yet held, grouped by the stocking location nearest their site; where that
     /// location's free stock is short of the demand, a transfer from the nearest location with
     /// surplus (above its reorder point), earliest need first. `horizon_hours` limits the RUL
-    /// considered.
+    /// considered. A provider plans for the tickets it sees, into its own locations, from its
+    /// own or the shared central stock.
     pub async fn preposition_proposals(
         &self,
         who: &Principal,
@@ -311,19 +373,24 @@ impl Service {
     ) -> Result<Vec<Preposition>> {
         who.require(Action::Parts)?;
         let now = self.now_ms();
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT t.ticket_id, t.parts_needed, COALESCE(t.rul_lower_hours, t.rul_hours), s.lat, s.lon
              FROM tickets t JOIN sites s ON s.site_id = t.site_id
+             LEFT JOIN providers p ON p.provider_id = t.provider_id
              WHERE t.source = 'predictive' AND t.state IN ('new', 'triaged')
                AND COALESCE(t.rul_lower_hours, t.rul_hours) IS NOT NULL
                AND COALESCE(t.rul_lower_hours, t.rul_hours) <= $1
+               AND {} AND ($3 IS NULL OR t.technician_id = $3)
              ORDER BY 3",
-        )
+            within("p.path", "$2")
+        ))
         .bind(horizon_hours)
+        .bind(who.scope())
+        .bind(who.technician())
         .fetch_all(self.pool())
         .await?;
         let locations: Vec<_> = self
-            .locations()
+            .locations_in(who)
             .await?
             .into_iter()
             .filter(|l| l.kind != "van")
@@ -342,7 +409,7 @@ impl Service {
             }) else {
                 continue;
             };
-            let need_ms = now + (rul * 3_600_000.0) as i64;
+            let need_ms = now.saturating_add((rul * 3_600_000.0) as i64);
             for sku in parts {
                 let e = demand.entry((near.location_id.clone(), sku)).or_insert((
                     0,
@@ -372,15 +439,20 @@ impl Service {
             let Some(target) = locations.iter().find(|l| l.location_id == loc) else {
                 continue;
             };
-            // The nearest location with stock above its reorder point.
-            let sources = sqlx::query(
+            // The nearest location with stock above its reorder point that the caller may
+            // draw from.
+            let sources = sqlx::query(&format!(
                 "SELECT l.location_id, l.kind, l.lat, l.lon, s.on_hand - s.reserved - s.reorder_point
                  FROM stock s JOIN stock_locations l ON l.location_id = s.location_id
+                 {LOCATION_OWNER}
                  WHERE s.sku = $1 AND l.kind <> 'van' AND l.location_id <> $2
-                   AND s.on_hand - s.reserved - s.reorder_point > 0",
-            )
+                   AND s.on_hand - s.reserved - s.reorder_point > 0
+                   AND (p.path IS NULL OR {})",
+                within("p.path", "$3")
+            ))
             .bind(&sku)
             .bind(&loc)
+            .bind(who.scope())
             .fetch_all(&mut *conn)
             .await?;
             let best = sources
@@ -402,7 +474,7 @@ impl Service {
                 from_location_id: best.as_ref().map(|b| b.0.clone()),
                 quantity: best.as_ref().map(|b| short.min(b.2)).unwrap_or(short),
                 needed_by: ms_to_rfc3339(need_ms),
-                eta: best.map(|b| ms_to_rfc3339(now + (b.1 * 3_600_000.0) as i64)),
+                eta: best.map(|b| ms_to_rfc3339(now.saturating_add((b.1 * 3_600_000.0) as i64))),
                 tickets,
             });
         }

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use crate::network::LocationKind;
+use crate::auth::within;
+use crate::network::{LOCATION_OWNER, LocationKind};
 use crate::{Result, ServiceError, TRAVEL_KMH, haversine_km, ms_to_rfc3339, new_id};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,24 +253,27 @@ pub(crate) async fn consume_for_ticket(
 }
 
 /// The nearest non-van location with `quantity` of `sku` available, and the transfer ETA to
-/// (lat, lon) in hours.
+/// (lat, lon) in hours. With a provider subtree `scope`, only its own locations and the
+/// shared (unowned) central stock are sources.
 pub(crate) async fn nearest_source(
     conn: &mut SqliteConnection,
     sku: &str,
     quantity: i64,
-    lat: f64,
-    lon: f64,
+    (lat, lon): (f64, f64),
     exclude: Option<&str>,
+    scope: Option<&str>,
 ) -> Result<Option<(String, f64)>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT l.location_id, l.kind, l.lat, l.lon FROM stock s
-         JOIN stock_locations l ON l.location_id = s.location_id
+         JOIN stock_locations l ON l.location_id = s.location_id {LOCATION_OWNER}
          WHERE s.sku = $1 AND s.on_hand - s.reserved >= $2 AND l.kind <> 'van'
-           AND ($3 IS NULL OR l.location_id <> $3)",
-    )
+           AND ($3 IS NULL OR l.location_id <> $3) AND (p.path IS NULL OR {})",
+        within("p.path", "$4")
+    ))
     .bind(sku)
     .bind(quantity)
     .bind(exclude)
+    .bind(scope)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -335,13 +339,14 @@ pub(crate) async fn start_transfer(
 /// Secures the parts a freshly assigned ticket needs: from the technician's van when there,
 /// otherwise by a transfer from the nearest location with stock (the ticket then waits for
 /// parts). SKUs already held for the ticket are skipped. Returns the plan and whether the
-/// ticket must wait.
+/// ticket must wait. `scope` limits the sources as in [`nearest_source`].
 pub(crate) async fn secure_parts(
     conn: &mut SqliteConnection,
     ticket_id: &str,
     parts: &[String],
     technician_id: &str,
     site: Option<(f64, f64)>,
+    scope: Option<&str>,
     now_ms: i64,
 ) -> Result<(Vec<PartPlan>, bool)> {
     let van: Option<(String, f64, f64)> =
@@ -390,7 +395,7 @@ pub(crate) async fn secure_parts(
         let source = if dest.is_empty() {
             None
         } else {
-            nearest_source(conn, sku, 1, lat, lon, Some(&dest)).await?
+            nearest_source(conn, sku, 1, (lat, lon), Some(&dest), scope).await?
         };
         let transfer = match source {
             Some((from, eta_h)) => {

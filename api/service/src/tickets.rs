@@ -5,11 +5,12 @@ use prognos_models::alert::{AlertEvent, AlertEventKind, Severity};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::auth::{Action, Principal, Role};
+use super::auth::{Action, Principal, Role, within};
 use super::{
-    Page, Paged, Priority, Result, Service, ServiceError, ms_to_rfc3339, new_id, random_code,
-    to_json,
+    MAX_TEXT, Page, Paged, Priority, Result, Service, ServiceError, bounded, ms_to_rfc3339, new_id,
+    random_code, to_json,
 };
+use crate::network::MAX_QUANTITY;
 use crate::ticket_log::{
     AuditEntry, TICKET_COLS, TICKET_FROM, append_event, apply_transition, lock_ticket, ticket_row,
 };
@@ -168,6 +169,9 @@ pub fn predictive_priority(
     }
 }
 
+/// Lines of a service report or parts of a ticket: a repair, not a warehouse inventory.
+pub const MAX_PARTS: usize = 100;
+
 struct Placement {
     site_id: Option<String>,
     customer_id: Option<String>,
@@ -222,6 +226,16 @@ impl Service {
     pub async fn create_ticket(&self, who: &Principal, new: &NewTicket) -> Result<Ticket> {
         who.require(Action::CreateTicket)?;
         let source = new.source.unwrap_or(TicketSource::Api);
+        for (field, value, max) in [
+            ("title", &new.title, 200),
+            ("description", &new.description, MAX_TEXT),
+            ("contact_name", &new.contact_name, 200),
+            ("contact_phone", &new.contact_phone, 50),
+            ("failure_mode", &new.failure_mode, 100),
+            ("skill", &new.skill, 100),
+        ] {
+            bounded(field, value.as_deref(), max)?;
+        }
         let need = |field: &str, v: &Option<String>| -> Result<()> {
             match v {
                 Some(s) if !s.trim().is_empty() => Ok(()),
@@ -282,6 +296,12 @@ impl Service {
             }
         }
         let parts_needed = match (&new.parts_needed, &new.failure_mode) {
+            (Some(p), _) if p.len() > MAX_PARTS => {
+                return Err(ServiceError::invalid(
+                    "parts_needed",
+                    format!("at most {MAX_PARTS} parts"),
+                ));
+            }
             (Some(p), _) => {
                 for (i, sku) in p.iter().enumerate() {
                     self.part(sku).await.map_err(|_| {
@@ -427,7 +447,7 @@ impl Service {
     pub async fn ticket(&self, who: &Principal, id: &str) -> Result<Ticket> {
         who.require(Action::ReadTickets)?;
         let t = self.ticket_unscoped(id).await?;
-        if !who.sees(t.provider_path.as_deref()) {
+        if !who.sees_ticket(t.provider_path.as_deref(), t.technician_id.as_deref()) {
             return Err(ServiceError::not_found("ticket", id));
         }
         Ok(t)
@@ -469,8 +489,9 @@ impl Service {
                AND ($3 IS NULL OR t.source = $3) AND ($4 IS NULL OR t.device_id = $4)
                AND ($5 IS NULL OR t.provider_id = $5) AND ($6 IS NULL OR t.technician_id = $6)
                AND ($7 = 0 OR t.state NOT IN ('resolved', 'closed', 'cancelled'))
-               AND ($8 IS NULL OR p.path LIKE $8 || '%')
-             ORDER BY t.created_at_ms DESC, t.ticket_id LIMIT $9 OFFSET $10"
+               AND {} AND ($11 IS NULL OR t.technician_id = $11)
+             ORDER BY t.created_at_ms DESC, t.ticket_id LIMIT $9 OFFSET $10",
+            within("p.path", "$8")
         ))
         .bind(&filter.state)
         .bind(&filter.priority)
@@ -482,6 +503,7 @@ impl Service {
         .bind(who.scope())
         .bind(page.limit + 1)
         .bind(page.offset)
+        .bind(who.technician())
         .fetch_all(self.pool())
         .await?;
         Ok(Paged::from_rows(
@@ -501,6 +523,7 @@ impl Service {
         technician_id: Option<&str>,
     ) -> Result<Ticket> {
         who.require(Action::Transition)?;
+        bounded("note", note, MAX_TEXT)?;
         if who.role == Role::Technician && !to.technician_may_set() {
             return Err(ServiceError::Forbidden(format!(
                 "a technician may not move a ticket to {}",
@@ -516,7 +539,10 @@ impl Service {
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
         let ticket = lock_ticket(&mut tx, ticket_id, now).await?;
-        if !who.sees(ticket.provider_path.as_deref()) {
+        if !who.sees_ticket(
+            ticket.provider_path.as_deref(),
+            ticket.technician_id.as_deref(),
+        ) {
             return Err(ServiceError::not_found("ticket", ticket_id));
         }
         if let (Some(scope), Some(t)) = (who.scope(), technician_id) {
@@ -786,6 +812,9 @@ impl Service {
         report: &ServiceReport,
     ) -> Result<Ticket> {
         who.require(Action::CloseTicket)?;
+        bounded("cause", Some(&report.cause), MAX_TEXT)?;
+        bounded("fix", Some(&report.fix), MAX_TEXT)?;
+        bounded("signed_off_by", Some(&report.signed_off_by), 200)?;
         if report.cause.trim().is_empty() {
             return Err(ServiceError::invalid("cause", "is required"));
         }
@@ -795,11 +824,17 @@ impl Service {
         if report.signed_off_by.trim().is_empty() {
             return Err(ServiceError::invalid("signed_off_by", "is required"));
         }
+        if report.parts_used.len() > MAX_PARTS {
+            return Err(ServiceError::invalid(
+                "parts_used",
+                format!("at most {MAX_PARTS} lines"),
+            ));
+        }
         for (i, p) in report.parts_used.iter().enumerate() {
-            if p.quantity < 1 {
+            if !(1..=MAX_QUANTITY).contains(&p.quantity) {
                 return Err(ServiceError::invalid(
                     &format!("parts_used[{i}].quantity"),
-                    "must be ≥ 1",
+                    format!("must be between 1 and {MAX_QUANTITY}"),
                 ));
             }
         }
@@ -812,7 +847,10 @@ impl Service {
         let actor = who.actor();
         let mut tx = self.begin_write().await?;
         let ticket = lock_ticket(&mut tx, ticket_id, now).await?;
-        if !who.sees(ticket.provider_path.as_deref()) {
+        if !who.sees_ticket(
+            ticket.provider_path.as_deref(),
+            ticket.technician_id.as_deref(),
+        ) {
             return Err(ServiceError::not_found("ticket", ticket_id));
         }
         for (i, used) in report.parts_used.iter().enumerate() {
@@ -892,6 +930,7 @@ impl Service {
         if !(1..=5).contains(&score) {
             return Err(ServiceError::invalid("score", "must be 1..5"));
         }
+        bounded("comment", comment, MAX_TEXT)?;
         let id: String =
             sqlx::query_scalar("SELECT ticket_id FROM tickets WHERE tracking_code = $1")
                 .bind(code.to_ascii_uppercase())

@@ -1,27 +1,63 @@
 //! Webhooks through an outbox: events are written in the same transaction as the change they
-//! describe, and a delivery pass POSTs them with an HMAC-SHA256 signature of the body
-//! (`X-Prognos-Signature: sha256=<hex>`), retrying failures with exponential backoff.
+//! describe, and delivery POSTs them with an HMAC-SHA256 signature of the body
+//! (`X-Prognos-Signature: sha256=<hex>`), retrying failures with exponential backoff and
+//! jitter.
 //!
-//! Delivery speaks HTTP/1.1 over TCP (`http://`) or TLS (`https://`, rustls with the Mozilla
-//! root certificates plus any CA given with [`trust_extra_ca`], e.g. a company CA). HMAC is
-//! written out here (RFC 2104 over the existing sha2) rather than pulling in another crate; it
-//! is checked against the RFC 4231 vectors.
+//! The rules live here, the wire does not: a [`WebhookTransport`] (implemented over hyper in
+//! `prognos-http`, so no HTTP type reaches this crate) carries one POST. What this module
+//! decides:
+//! - **Which URLs are accepted** ([`parse_webhook_url`]): `http://` or `https://` only, parsed
+//!   by the `url` crate (WHATWG), no control characters or whitespace, no credentials, no
+//!   fragment, at most [`MAX_URL_BYTES`].
+//! - **Which destinations are reached** ([`DestinationPolicy`]): never loopback, private,
+//!   link-local, unique-local, shared, documentation, multicast, broadcast or unspecified
+//!   addresses (nor IPv6 forms embedding them) unless the configuration allows private
+//!   destinations or an allow-list CIDR covers the address. Checked when a webhook is
+//!   registered and again when each connection is made ([`DestinationPolicy::resolve`]: the
+//!   transport resolves, checks, and connects to the checked address, so DNS rebinding does
+//!   not reach the inside).
+//! - **Delivery order and isolation**: each endpoint's events go out one at a time in the
+//!   order they were queued (`outbox.seq`); a failure backs that endpoint off (the head event
+//!   waits, the ones behind it wait for it) while other endpoints are delivered concurrently
+//!   (at most [`MAX_CONCURRENT_ENDPOINTS`]), each request bounded by [`DELIVERY_TIMEOUT`].
+//!
+//! HMAC is written out here (RFC 2104 over the existing sha2) rather than pulling in another
+//! crate; it is checked against the RFC 4231 vectors.
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{Row, SqliteConnection};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
+use url::Url;
 
 use super::auth::{Action, Principal};
 use super::{Result, Service, ServiceError, ms_to_rfc3339, new_id};
 
 /// Attempts before an event is given up (state `dead`).
 pub const MAX_ATTEMPTS: i64 = 8;
+/// The longest webhook URL accepted.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Webhooks one provider (or the global scope) may register: each event is queued once per
+/// subscribed webhook, so an unbounded number would multiply every change.
+pub const MAX_WEBHOOKS_PER_OWNER: i64 = 20;
+/// One delivery attempt: connect, TLS, request and response, all together.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Endpoints delivered at the same time.
+pub const MAX_CONCURRENT_ENDPOINTS: usize = 16;
+/// Events one endpoint gets in one go before others' turn (its next go is the next tick).
+pub const EVENTS_PER_TURN: usize = 50;
+/// Endpoints one tick looks at.
+const MAX_DUE_PER_TICK: usize = 256;
+/// Resolving a webhook host name.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Addresses of one host name looked at (each must be allowed).
+const MAX_ADDRESSES: usize = 32;
 
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
@@ -49,10 +85,221 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     )
 }
 
-/// Delay before attempt `attempts + 1`: 2^attempts seconds, at most an hour.
+/// The longest delay before attempt `attempts + 1`: 2^attempts seconds, at most an hour.
 pub fn backoff_ms(attempts: i64) -> i64 {
     1000 * (1i64 << attempts.clamp(0, 12)).min(3600)
 }
+
+/// The delay actually used: uniformly within the upper half of [`backoff_ms`] ("equal
+/// jitter"), so endpoints that failed together do not retry together. `random` is any
+/// random number.
+pub fn jittered_backoff_ms(attempts: i64, random: u64) -> i64 {
+    let cap = backoff_ms(attempts);
+    let half = cap / 2;
+    half + (random % (cap - half + 1) as u64) as i64
+}
+
+// ---------------------------------------------------------------- destinations
+
+/// Why an address is not a public unicast destination, if it is not one.
+pub fn special_address(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => special_v4(v4),
+        IpAddr::V6(v6) => special_v6(v6),
+    }
+}
+
+fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        _ if ip.is_unspecified() => "unspecified",
+        _ if ip.is_broadcast() => "broadcast",
+        (0, _, _) => "unspecified (this network)",
+        (127, _, _) => "loopback",
+        (10, _, _) => "private",
+        (172, 16..=31, _) => "private",
+        (192, 168, _) => "private",
+        (169, 254, _) => "link-local",
+        (100, 64..=127, _) => "shared (carrier-grade NAT)",
+        (192, 0, 0) => "reserved (IETF protocol assignments)",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
+        (198, 18..=19, _) => "benchmarking",
+        (224..=239, _, _) => "multicast",
+        (240..=255, _, _) => "reserved",
+        _ => return None,
+    })
+}
+
+fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let s = ip.segments();
+    // Forms that carry an IPv4 address: judge the address they carry.
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return special_v4(v4);
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        // NAT64 (64:ff9b::/96).
+        return special_v4(Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7])));
+    }
+    if s[0] == 0x2002 {
+        // 6to4 (2002::/16) embeds the IPv4 address in the next 32 bits.
+        return special_v4(Ipv4Addr::from((u32::from(s[1]) << 16) | u32::from(s[2])));
+    }
+    Some(match s[0] {
+        _ if ip.is_unspecified() => "unspecified",
+        _ if ip.is_loopback() => "loopback",
+        // IPv4-compatible (deprecated ::a.b.c.d) and the rest of ::/96.
+        0 if s[1..6] == [0, 0, 0, 0, 0] => "reserved (IPv4-compatible)",
+        0x0100 if s[1..4] == [0, 0, 0] => "discard",
+        0xfe80..=0xfebf => "link-local",
+        0xfec0..=0xfeff => "site-local",
+        0xfc00..=0xfdff => "unique-local",
+        0xff00..=0xffff => "multicast",
+        0x2001 if s[1] == 0x0db8 => "documentation",
+        _ => return None,
+    })
+}
+
+/// Which destinations webhooks may reach. The default refuses every address that is not
+/// public unicast; the configuration may allow private destinations (a receiver on the
+/// company network) or name CIDRs that are allowed whatever they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationPolicy {
+    /// Allow loopback, private, link-local, unique-local and the other special unicast
+    /// ranges (multicast, broadcast and unspecified addresses stay refused).
+    pub allow_private: bool,
+    /// Networks allowed whatever they are (checked first).
+    pub allowed: Vec<ipnet::IpNet>,
+}
+
+impl DestinationPolicy {
+    /// Public unicast addresses only.
+    pub fn strict() -> DestinationPolicy {
+        DestinationPolicy::default()
+    }
+
+    /// Also private and loopback addresses (a receiver on the same host or network).
+    pub fn allow_private() -> DestinationPolicy {
+        DestinationPolicy {
+            allow_private: true,
+            allowed: Vec::new(),
+        }
+    }
+
+    /// Parses CIDRs (`10.1.2.0/24`, `fd00::/8`, or a bare address) for [`Self::allowed`].
+    pub fn parse_networks(cidrs: &[String]) -> std::result::Result<Vec<ipnet::IpNet>, String> {
+        cidrs
+            .iter()
+            .map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{c:?} is not a CIDR (like 10.1.2.0/24) or an address"))
+            })
+            .collect()
+    }
+
+    /// `None` when `ip` may be reached, else why not.
+    pub fn refuses(&self, ip: IpAddr) -> Option<&'static str> {
+        if self.allowed.iter().any(|n| n.contains(&ip)) {
+            return None;
+        }
+        let why = special_address(ip)?;
+        let never = ["unspecified", "broadcast", "multicast"]
+            .iter()
+            .any(|w| why.starts_with(w));
+        if self.allow_private && !never {
+            None
+        } else {
+            Some(why)
+        }
+    }
+
+    /// Resolves `host` (a URL's host: a name or an address literal) and checks every
+    /// address; all of them must be allowed, so a name that also resolves inside is refused.
+    /// Returns the checked addresses to connect to, in resolver order.
+    pub async fn resolve(
+        &self,
+        host: url::Host<&str>,
+        port: u16,
+    ) -> std::result::Result<Vec<SocketAddr>, String> {
+        let addrs: Vec<SocketAddr> = match host {
+            url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+            url::Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            url::Host::Domain(name) => {
+                let found =
+                    tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
+                        .await
+                        .map_err(|_| format!("resolving {name} timed out"))?
+                        .map_err(|e| format!("{name} does not resolve: {e}"))?;
+                found.take(MAX_ADDRESSES).collect()
+            }
+        };
+        if addrs.is_empty() {
+            return Err("the host resolves to no address".to_owned());
+        }
+        for a in &addrs {
+            if let Some(why) = self.refuses(a.ip()) {
+                return Err(format!(
+                    "destination {} is {why}; webhooks reach only public addresses unless \
+                     [webhooks] allow_private_destinations or allowed_destinations permits it",
+                    a.ip()
+                ));
+            }
+        }
+        Ok(addrs)
+    }
+}
+
+/// Checks a webhook URL as given: `http://` or `https://` with a host, no control characters
+/// or whitespace anywhere (they would be header or request injection in a hand-made request
+/// line), no user name or password, no fragment, at most [`MAX_URL_BYTES`].
+pub fn parse_webhook_url(raw: &str) -> std::result::Result<Url, String> {
+    if raw.len() > MAX_URL_BYTES {
+        return Err(format!("longer than {MAX_URL_BYTES} bytes"));
+    }
+    if let Some(c) = raw.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "contains a control or whitespace character ({c:?})"
+        ));
+    }
+    let url = Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("only http:// and https:// URLs are delivered".to_owned());
+    }
+    if url.host().is_none() {
+        return Err("no host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "credentials in the URL are not supported (the secret signs each event)".into(),
+        );
+    }
+    if url.fragment().is_some() {
+        return Err("a fragment is never sent; leave it out".to_owned());
+    }
+    Ok(url)
+}
+
+// ---------------------------------------------------------------- transport
+
+/// A boxed future (the transport is used as a trait object).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One webhook POST on the wire. Implementations (`prognos_http::webhook_client`) must
+/// connect only to addresses [`DestinationPolicy::resolve`] returned for the URL's host —
+/// resolving, checking and connecting in one step — follow no redirects, and give up after
+/// `timeout`.
+pub trait WebhookTransport: Send + Sync {
+    /// POSTs `body` to `url` with `headers`; the response status, or why there is none.
+    fn post<'a>(
+        &'a self,
+        url: &'a Url,
+        headers: &'a [(&'static str, String)],
+        body: &'a [u8],
+        timeout: Duration,
+    ) -> BoxFuture<'a, std::result::Result<u16, String>>;
+}
+
+// ---------------------------------------------------------------- registration
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct NewWebhook {
@@ -89,10 +336,13 @@ pub(crate) async fn enqueue(
     data: &serde_json::Value,
     now_ms: i64,
 ) -> Result<()> {
+    // `provider_path` lies in the webhook's subtree: an exact prefix, never LIKE.
     let hooks = sqlx::query(
         "SELECT w.webhook_id, w.url, w.secret FROM webhooks w
          LEFT JOIN providers p ON p.provider_id = w.provider_id
-         WHERE w.provider_id IS NULL OR ($1 IS NOT NULL AND $1 LIKE p.path || '%')",
+         WHERE w.provider_id IS NULL
+            OR ($1 IS NOT NULL AND p.path IS NOT NULL AND substr($1, 1, length(p.path)) = p.path)
+         ORDER BY w.webhook_id",
     )
     .bind(provider_path)
     .fetch_all(&mut *conn)
@@ -105,10 +355,13 @@ pub(crate) async fn enqueue(
             "created_at": ms_to_rfc3339(now_ms),
             "data": data,
         });
+        // The sequence is taken under the write lock every write transaction holds, so it
+        // is unique and follows commit order.
         sqlx::query(
             "INSERT INTO outbox (event_id, webhook_id, url, secret, payload, attempts, next_attempt_ms,
-                state, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, 0, $6, 'pending', $6)",
+                state, created_at_ms, seq)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, 'pending', $6,
+                (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox))",
         )
         .bind(&event_id)
         .bind(h.get::<String, _>(0))
@@ -122,163 +375,31 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
-static TLS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-
-fn client_config(extra: &[rustls::pki_types::CertificateDer<'static>]) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    // A CA that does not parse was already rejected by `trust_extra_ca`.
-    roots.add_parsable_certificates(extra.iter().cloned());
-    Arc::new(
-        ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-/// Trusts the CA certificates of a PEM file for `https://` webhooks, in addition to the Mozilla
-/// roots. Call once at start, before the first delivery; a second call has no effect.
-pub fn trust_extra_ca(pem: &Path) -> std::result::Result<(), String> {
-    let text = std::fs::read(pem).map_err(|e| format!("cannot read {}: {e}", pem.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut text.as_slice())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", pem.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", pem.display()));
-    }
-    let mut probe = RootCertStore::empty();
-    let (_, bad) = probe.add_parsable_certificates(certs.iter().cloned());
-    if bad > 0 {
-        return Err(format!(
-            "{}: {bad} certificate(s) do not parse",
-            pem.display()
-        ));
-    }
-    let _ = TLS.set(client_config(&certs));
-    Ok(())
-}
-
-/// Writes the request and reads the status code from the response.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    head: &str,
-    body: &[u8],
-) -> std::result::Result<u16, String> {
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.write_all(body).await.map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    // The status line is all we need.
-    while !buf.windows(2).any(|w| w == b"\r\n") {
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let line = String::from_utf8_lossy(&buf);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| format!("bad response {:?}", line.lines().next().unwrap_or("")))
-}
-
-/// `http://` or `https://` → (TLS?, host, port, path).
-fn split_url(url: &str) -> std::result::Result<(bool, &str, u16, &str), String> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return Err("only http:// and https:// URLs are delivered".to_owned());
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let default_port = if tls { 443 } else { 80 };
-    // `[v6]:port`, `[v6]`, `host:port` or `host`.
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, rest) = v6.split_once(']').ok_or("bad IPv6 authority")?;
-        match rest.strip_prefix(':') {
-            Some(p) => (h, p.parse().map_err(|_| format!("bad port {p:?}"))?),
-            None => (h, default_port),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| format!("bad port {p:?}"))?),
-            None => (authority, default_port),
-        }
-    };
-    if host.is_empty() {
-        return Err("no host".to_owned());
-    }
-    Ok((tls, host, port, path))
-}
-
-/// A minimal HTTP/1.1 POST over TCP or TLS; returns the status code.
-pub async fn http_post(
-    url: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-    timeout: Duration,
-) -> std::result::Result<u16, String> {
-    let (tls, host, port, path) = split_url(url)?;
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let fut = async {
-        let tcp = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("connect {host}:{port}: {e}"))?;
-        if tls {
-            let name = ServerName::try_from(host.to_owned())
-                .map_err(|e| format!("bad server name {host:?}: {e}"))?;
-            let config = TLS.get_or_init(|| client_config(&[])).clone();
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS with {host}: {e}"))?;
-            exchange(stream, &head, body).await
-        } else {
-            exchange(tcp, &head, body).await
-        }
-    };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| "timed out".to_owned())?
-}
-
 impl Service {
+    /// Subscribes a webhook. The URL must pass [`parse_webhook_url`] and resolve only to
+    /// destinations the [`DestinationPolicy`] allows (422 naming `url` otherwise); a provider
+    /// subscribes for its own subtree (or a provider below it).
     pub async fn create_webhook(&self, who: &Principal, new: &NewWebhook) -> Result<Webhook> {
         who.require(Action::Webhooks)?;
-        if let Err(e) = split_url(&new.url) {
-            return Err(ServiceError::invalid(
-                "url",
-                format!("must be an http:// or https:// URL ({e})"),
-            ));
-        }
+        let url = parse_webhook_url(&new.url).map_err(|e| ServiceError::invalid("url", e))?;
         if new.secret.len() < 16 {
             return Err(ServiceError::invalid(
                 "secret",
                 "needs at least 16 characters",
             ));
         }
+        if new.secret.len() > 256 {
+            return Err(ServiceError::invalid("secret", "at most 256 bytes"));
+        }
         let provider_id = match (who.scope(), &new.provider_id) {
             (None, p) => p.clone(),
             (Some(_), None) => who.provider_id.clone(),
             (Some(_), Some(p)) => {
-                let path = self.provider(p).await?.path;
+                let path = self
+                    .provider(p)
+                    .await
+                    .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?
+                    .path;
                 if !who.sees(Some(&path)) {
                     return Err(ServiceError::Forbidden("another provider's network".into()));
                 }
@@ -290,20 +411,40 @@ impl Service {
                 .await
                 .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
         }
+        let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
+            return Err(ServiceError::invalid("url", "no host"));
+        };
+        self.webhook_policy()
+            .resolve(host, port)
+            .await
+            .map_err(|e| ServiceError::invalid("url", e))?;
         let id = new_id("WH")?;
+        let mut tx = self.begin_write().await?;
+        let existing: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM webhooks WHERE provider_id = $1 OR ($1 IS NULL AND provider_id IS NULL)",
+        )
+        .bind(&provider_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if existing >= MAX_WEBHOOKS_PER_OWNER {
+            return Err(ServiceError::Conflict(format!(
+                "at most {MAX_WEBHOOKS_PER_OWNER} webhooks per provider"
+            )));
+        }
         sqlx::query(
             "INSERT INTO webhooks (webhook_id, url, secret, provider_id, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&id)
-        .bind(&new.url)
+        .bind(url.as_str())
         .bind(&new.secret)
         .bind(&provider_id)
         .bind(self.now_ms())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(Webhook {
             webhook_id: id,
-            url: new.url.clone(),
+            url: url.as_str().to_owned(),
             provider_id,
         })
     }
@@ -317,7 +458,7 @@ impl Service {
         who.require(Action::ManageKeys)?;
         let rows = sqlx::query(
             "SELECT event_id, webhook_id, state, attempts, next_attempt_ms, last_error, payload
-             FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY created_at_ms, event_id LIMIT $2",
+             FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY seq, event_id LIMIT $2",
         )
         .bind(state)
         .bind(limit)
@@ -338,34 +479,69 @@ impl Service {
             .collect())
     }
 
-    /// Delivers the events that are due; returns (delivered, failed attempts).
-    pub async fn deliver_webhooks(&self, batch: i64) -> Result<(usize, usize)> {
-        let now = self.now_ms();
-        let due = sqlx::query(
-            "SELECT event_id, url, secret, payload, attempts FROM outbox
-             WHERE state = 'pending' AND next_attempt_ms <= $1
-             ORDER BY next_attempt_ms, event_id LIMIT $2",
+    /// Endpoints (webhook ids) whose oldest pending event is due, longest waiting first.
+    async fn due_endpoints(&self, limit: usize) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT o.webhook_id FROM outbox o
+             WHERE o.state = 'pending' AND o.next_attempt_ms <= $1
+               AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.webhook_id = o.webhook_id
+                               AND e.state = 'pending' AND e.seq < o.seq)
+             ORDER BY o.next_attempt_ms, o.seq LIMIT $2",
         )
-        .bind(now)
-        .bind(batch)
+        .bind(self.now_ms())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
-        .await?;
+        .await?)
+    }
+
+    /// Delivers one endpoint's due events in order, at most `budget`, stopping at the first
+    /// failure (which backs the endpoint off: the events behind it wait for it). Returns
+    /// (delivered, failed attempts).
+    pub async fn deliver_endpoint(
+        &self,
+        transport: &dyn WebhookTransport,
+        webhook_id: &str,
+        budget: usize,
+    ) -> Result<(usize, usize)> {
         let (mut ok, mut failed) = (0, 0);
-        for row in due {
+        for _ in 0..budget {
+            let Some(row) = sqlx::query(
+                "SELECT event_id, url, secret, payload, attempts, next_attempt_ms FROM outbox
+                 WHERE webhook_id = $1 AND state = 'pending' ORDER BY seq LIMIT 1",
+            )
+            .bind(webhook_id)
+            .fetch_optional(self.pool())
+            .await?
+            else {
+                break;
+            };
+            if row.get::<i64, _>(5) > self.now_ms() {
+                break;
+            }
             let event_id: String = row.get(0);
             let url: String = row.get(1);
             let secret: String = row.get(2);
             let payload: String = row.get(3);
             let attempts: i64 = row.get(4);
             let headers = [
+                ("content-type", "application/json".to_owned()),
                 (
-                    "X-Prognos-Signature",
+                    "x-prognos-signature",
                     signature(&secret, payload.as_bytes()),
                 ),
-                ("X-Prognos-Event-Id", event_id.clone()),
+                ("x-prognos-event-id", event_id.clone()),
             ];
-            let result =
-                http_post(&url, &headers, payload.as_bytes(), Duration::from_secs(5)).await;
+            let result = match parse_webhook_url(&url) {
+                // A URL stored before URLs were checked is never sent as it is.
+                Err(e) => Err(format!("stored URL refused: {e}")),
+                Ok(url) => {
+                    // The transport bounds itself; this bounds a transport that does not.
+                    let post = transport.post(&url, &headers, payload.as_bytes(), DELIVERY_TIMEOUT);
+                    tokio::time::timeout(DELIVERY_TIMEOUT + Duration::from_secs(1), post)
+                        .await
+                        .unwrap_or_else(|_| Err("timed out".to_owned()))
+                }
+            };
             let now = self.now_ms();
             match result {
                 Ok(code) if (200..300).contains(&code) => {
@@ -391,7 +567,17 @@ impl Service {
                     } else {
                         "pending"
                     };
-                    tracing::warn!(event_id, url, attempts, error, "webhook delivery failed");
+                    let mut random = [0u8; 8];
+                    getrandom::fill(&mut random)
+                        .map_err(|e| ServiceError::Random(e.to_string()))?;
+                    let delay = jittered_backoff_ms(attempts, u64::from_le_bytes(random));
+                    tracing::warn!(
+                        event_id,
+                        webhook_id,
+                        attempts,
+                        error,
+                        "webhook delivery failed"
+                    );
                     sqlx::query(
                         "UPDATE outbox SET state = $2, attempts = $3, next_attempt_ms = $4,
                             last_error = $5 WHERE event_id = $1",
@@ -399,14 +585,133 @@ impl Service {
                     .bind(&event_id)
                     .bind(state)
                     .bind(attempts)
-                    .bind(now + backoff_ms(attempts))
+                    .bind(now.saturating_add(delay))
                     .bind(&error)
                     .execute(self.pool())
                     .await?;
+                    if state == "pending" {
+                        break;
+                    }
                 }
             }
         }
         Ok((ok, failed))
+    }
+
+    /// One delivery pass, waited for: every endpoint with a due event, concurrently (at most
+    /// [`MAX_CONCURRENT_ENDPOINTS`] at a time), each endpoint's events in order, at most
+    /// `per_endpoint` each. Returns (delivered, failed attempts). The service's jobs use the
+    /// non-blocking [`Outbox`] instead.
+    pub async fn deliver_webhooks(
+        &self,
+        transport: Arc<dyn WebhookTransport>,
+        per_endpoint: usize,
+    ) -> Result<(usize, usize)> {
+        let mut outbox = Outbox::new(self.clone(), transport, per_endpoint);
+        outbox.tick().await?;
+        let mut total = (0, 0);
+        while let Some(done) = outbox.tasks.join_next().await {
+            match done {
+                Ok(r) => {
+                    let (ok, failed) = r?;
+                    total.0 += ok;
+                    total.1 += failed;
+                }
+                Err(e) => tracing::error!(error = %e, "webhook delivery task failed"),
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The outbox as the jobs run it: each [`Outbox::tick`] starts a delivery for every
+/// endpoint that has a due event and no delivery running, and returns at once — a receiver
+/// that never answers holds up only its own events, for at most [`DELIVERY_TIMEOUT`] a try.
+pub struct Outbox {
+    svc: Service,
+    transport: Arc<dyn WebhookTransport>,
+    per_endpoint: usize,
+    running: Arc<Mutex<HashSet<String>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<Result<(usize, usize)>>,
+}
+
+/// Takes an endpoint off the running set when its delivery ends (or is aborted).
+struct Running {
+    set: Arc<Mutex<HashSet<String>>>,
+    webhook_id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.webhook_id);
+        }
+    }
+}
+
+impl Outbox {
+    pub fn new(svc: Service, transport: Arc<dyn WebhookTransport>, per_endpoint: usize) -> Outbox {
+        Outbox {
+            svc,
+            transport,
+            per_endpoint: per_endpoint.max(1),
+            running: Arc::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ENDPOINTS)),
+            tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Starts deliveries for due endpoints that have none running; returns how many started.
+    /// Finished deliveries are collected (their errors logged).
+    pub async fn tick(&mut self) -> Result<usize> {
+        while let Some(done) = self.tasks.try_join_next() {
+            match done {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "webhook delivery failed"),
+                Err(e) => tracing::error!(error = %e, "webhook delivery task failed"),
+            }
+        }
+        // Deliveries beyond the concurrency bound wait for a permit; an endpoint already
+        // running (or waiting) is not started twice, so its events stay in order.
+        let due = self.svc.due_endpoints(MAX_DUE_PER_TICK).await?;
+        let mut started = 0;
+        for webhook_id in due {
+            {
+                let Ok(mut set) = self.running.lock() else {
+                    break;
+                };
+                if !set.insert(webhook_id.clone()) {
+                    continue;
+                }
+            }
+            let guard = Running {
+                set: self.running.clone(),
+                webhook_id,
+            };
+            let (svc, transport, permits, budget) = (
+                self.svc.clone(),
+                self.transport.clone(),
+                self.permits.clone(),
+                self.per_endpoint,
+            );
+            self.tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await.ok();
+                let r = svc
+                    .deliver_endpoint(transport.as_ref(), &guard.webhook_id, budget)
+                    .await;
+                drop(guard);
+                r
+            });
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Stops every delivery in flight (its event stays pending and is sent again later:
+    /// delivery is at least once, receivers deduplicate on `X-Prognos-Event-Id`).
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
     }
 }
 
@@ -416,22 +721,137 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_split_into_scheme_host_port_and_path() {
+    fn webhook_urls_are_parsed_strictly() {
+        let u = parse_webhook_url("https://hooks.example.com/a/b?x=1").unwrap();
         assert_eq!(
-            split_url("https://hooks.example.com/a/b").unwrap(),
-            (true, "hooks.example.com", 443, "/a/b")
+            (
+                u.scheme(),
+                u.host_str(),
+                u.port_or_known_default(),
+                u.path()
+            ),
+            ("https", Some("hooks.example.com"), Some(443), "/a/b")
         );
-        assert_eq!(
-            split_url("http://127.0.0.1:8080").unwrap(),
-            (false, "127.0.0.1", 8080, "/")
-        );
-        assert_eq!(
-            split_url("https://[::1]:9443/h").unwrap(),
-            (true, "::1", 9443, "/h")
-        );
-        assert!(split_url("ftp://x/").is_err());
-        assert!(split_url("https://:80/").is_err());
-        assert!(split_url("http://host:port/").is_err());
+        let u = parse_webhook_url("http://[::1]:9443/h").unwrap();
+        assert_eq!(u.host(), Some(url::Host::Ipv6(Ipv6Addr::LOCALHOST)));
+        // Obfuscated IPv4 literals are normalised by the WHATWG parser, so the address
+        // check sees the real address.
+        let u = parse_webhook_url("http://2130706433/").unwrap();
+        assert_eq!(u.host(), Some(url::Host::Ipv4(Ipv4Addr::LOCALHOST)));
+        let u = parse_webhook_url("http://0x7f.1/").unwrap();
+        assert_eq!(u.host(), Some(url::Host::Ipv4(Ipv4Addr::LOCALHOST)));
+        for bad in [
+            "ftp://x/",
+            "file:///etc/passwd",
+            "gopher://x:70/",
+            "https://:80/",
+            "http://host:port/",
+            "http://x/a\r\nHost: evil",
+            "http://x/a\nb",
+            "http://x/a\tb",
+            "http://x/a b",
+            "http://x/\u{7f}",
+            "http://x/\u{85}",
+            "http://user:pw@x/",
+            "http://x/#frag",
+            "x",
+            "",
+        ] {
+            assert!(parse_webhook_url(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_webhook_url(&format!("http://x/{}", "a".repeat(MAX_URL_BYTES))).is_err());
+    }
+
+    #[test]
+    fn special_addresses_are_refused_unless_allowed() {
+        let strict = DestinationPolicy::strict();
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "fe80::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "ff02::1",
+            "fec0::1",
+            "2001:db8::1",
+            "100::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(strict.refuses(ip).is_some(), "{ip} allowed");
+        }
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(strict.refuses(ip), None, "{ip} refused");
+        }
+        let private = DestinationPolicy::allow_private();
+        for ip in ["127.0.0.1", "10.1.2.3", "::1", "fd00::1", "169.254.1.1"] {
+            assert_eq!(private.refuses(ip.parse().unwrap()), None, "{ip}");
+        }
+        // Never a unicast destination, whatever the switch says.
+        for ip in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
+            assert!(private.refuses(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        let listed = DestinationPolicy {
+            allow_private: false,
+            allowed: DestinationPolicy::parse_networks(&["10.1.2.0/24".into(), "::1".into()])
+                .unwrap(),
+        };
+        assert_eq!(listed.refuses("10.1.2.77".parse().unwrap()), None);
+        assert_eq!(listed.refuses("::1".parse().unwrap()), None);
+        assert!(listed.refuses("10.1.3.1".parse().unwrap()).is_some());
+        assert!(listed.refuses("127.0.0.1".parse().unwrap()).is_some());
+        assert!(DestinationPolicy::parse_networks(&["10.0.0.0/33".into()]).is_err());
+        assert!(DestinationPolicy::parse_networks(&["intranet".into()]).is_err());
+    }
+
+    #[tokio::test]
+    async fn resolution_checks_every_address() {
+        let strict = DestinationPolicy::strict();
+        let err = strict
+            .resolve(url::Host::Ipv4(Ipv4Addr::LOCALHOST), 80)
+            .await
+            .unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+        // `localhost` is a name that resolves inside: refused like its address.
+        let err = strict
+            .resolve(url::Host::Domain("localhost"), 80)
+            .await
+            .unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+        let ok = DestinationPolicy::allow_private()
+            .resolve(url::Host::Domain("localhost"), 8080)
+            .await
+            .unwrap();
+        assert!(ok.iter().all(|a| a.ip().is_loopback() && a.port() == 8080));
     }
 
     #[test]
@@ -463,5 +883,19 @@ mod tests {
         assert_eq!(backoff_ms(0), 1000);
         assert_eq!(backoff_ms(3), 8000);
         assert_eq!(backoff_ms(40), 3_600_000);
+    }
+
+    #[test]
+    fn jitter_stays_in_the_upper_half() {
+        for attempts in [1, 3, 12, 40] {
+            let cap = backoff_ms(attempts);
+            let mut seen = std::collections::BTreeSet::new();
+            for r in [0u64, 1, 7, 12_345, u64::MAX / 3, u64::MAX] {
+                let d = jittered_backoff_ms(attempts, r);
+                assert!((cap / 2..=cap).contains(&d), "{attempts}: {d}");
+                seen.insert(d);
+            }
+            assert!(seen.len() > 1, "no jitter at {attempts}");
+        }
     }
 }
