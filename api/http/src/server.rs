@@ -225,15 +225,16 @@ async fn limit_uri(State(max): State<usize>, request: Request, next: Next) -> Re
     next.run(request).await
 }
 
-/// Turns an error answer that is not yet problem+json (axum's rejections of a path or a
-/// query, 404 and 405 from the router) into one; its text becomes the (cut) detail.
+/// Turns a plain-text or empty error answer (axum's rejections of a path or a query, 404 and
+/// 405 from the router) into problem+json; its text becomes the (cut) detail. Answers with a
+/// body of their own type (problem+json, the JSON of a failing `/healthz`) stay as they are.
 async fn as_problem(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
+    let plain = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
         return response;
     }
     let (mut parts, body) = response.into_parts();
