@@ -11,6 +11,7 @@ pub mod ops;
 pub mod problem;
 mod routes;
 mod table;
+mod validate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::Router;
 use prognos_service::db::Database;
 use prognos_service::{Clock, Service, SystemClock};
 
-pub use table::RouteDoc;
+pub use table::{Reply, RouteDoc};
 
 /// What the HTTP surface needs.
 #[derive(Clone)]
@@ -71,13 +72,13 @@ pub fn route_table() -> Vec<(RouteDoc, table::H)> {
         "/openapi.json",
         "This OpenAPI document",
         "meta",
-        None,
         200,
         axum::routing::get(|| async { table::ok(openapi_document()) }),
     );
     std::iter::once(meta)
         .chain(routes::routes())
         .chain(analytics::routes())
+        .map(|r| (r.doc, r.handler))
         .collect()
 }
 

@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use super::{Result, Service, ServiceError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -147,7 +147,7 @@ impl Principal {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct IssuedKey {
     pub key_id: String,
     /// The full key; shown once, never stored.
@@ -179,7 +179,7 @@ impl Service {
             (_, Some(p)) => {
                 self.provider(p)
                     .await
-                    .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
+                    .map_err(|_| ServiceError::unknown("provider_id", "provider", p))?;
             }
             _ => {}
         }

@@ -54,22 +54,28 @@ pub fn backoff_ms(attempts: i64) -> i64 {
     1000 * (1i64 << attempts.clamp(0, 12)).min(3600)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewWebhook {
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$",
+        max_length = 2000
+    )]
     pub url: String,
+    #[schema(min_length = 16, max_length = 256)]
     pub secret: String,
     /// Receive the events of this provider's subtree; none = every event (admin only).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Webhook {
     pub webhook_id: String,
     pub url: String,
     pub provider_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct OutboxEntry {
     pub event_id: String,
     pub webhook_id: String,
@@ -288,7 +294,7 @@ impl Service {
         if let Some(p) = &provider_id {
             self.provider(p)
                 .await
-                .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
+                .map_err(|_| ServiceError::unknown("provider_id", "provider", p))?;
         }
         let id = new_id("WH")?;
         sqlx::query(
