@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
-target="${CARGO_TARGET_DIR:-target}"
+target="$(mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 bin="${PROGNOS_BIN:-$target/debug/prognos}"
 venv="$target/venv"
 max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-20}"
@@ -86,7 +86,8 @@ api POST /api/v1/tickets '{"title":"Bearing noise","device_id":"pump-1","failure
 start=$(date +%s)
 status=0
 # Rules between fields that JSON Schema cannot state (scripts/schemathesis_hooks.py).
-PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks \
+# It runs in the data dir, so its caches (.schemathesis/) go away with it.
+(cd "$data" && PYTHONPATH="$OLDPWD/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks \
 timeout --kill-after=10 "$budget" \
   "$venv/bin/schemathesis" run "$base/openapi.json" \
   --url "$base" \
@@ -97,7 +98,7 @@ timeout --kill-after=10 "$budget" \
   --generation-database none \
   --no-color \
   --report junit --report-dir "$target/schemathesis" \
-  ${SCHEMATHESIS_ARGS:-} || status=$?
+  ${SCHEMATHESIS_ARGS:-}) || status=$?
 echo "schemathesis: exit $status after $(( $(date +%s) - start )) s"
 if [ "$status" -eq 124 ]; then
   echo "schemathesis: the run exceeded its ${budget} s budget" >&2
