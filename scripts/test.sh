@@ -18,3 +18,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
+# The HTTP API against its own OpenAPI document, on the same debug build (scripts/schemathesis.sh).
+cargo build --locked
+bash scripts/schemathesis.sh

@@ -150,6 +150,23 @@ fn the_domain_crates_hold_no_http_types() {
 }
 
 #[test]
+fn the_domain_crates_describe_their_types_without_http() {
+    // `utoipa` (ToSchema on request and response types) is allowed in the domain: it
+    // describes types and holds no HTTP ones, as long as its framework bindings stay off.
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let line = manifest
+        .lines()
+        .find(|l| l.starts_with("utoipa ="))
+        .expect("utoipa in [workspace.dependencies]");
+    for binding in ["axum_extras", "actix_extras", "rocket_extras"] {
+        assert!(!line.contains(binding), "utoipa must not enable {binding}");
+    }
+    for member in ["api/service", "api/analytics"] {
+        assert!(!dependencies(member).iter().any(|d| d == "utoipa-axum"));
+    }
+}
+
+#[test]
 fn only_the_broker_embeds_rumqttd() {
     let mut members = members();
     members.push(".".into());

@@ -56,7 +56,7 @@ impl KpiSums {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct Kpis {
     /// Tickets created in the period.
     pub tickets: u64,
@@ -78,7 +78,7 @@ pub struct Kpis {
     pub parts_turnover_per_year: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct ProviderKpis {
     pub provider_id: String,
     pub name: String,
@@ -211,7 +211,7 @@ pub async fn provider_kpis(
 // ---------------------------------------------------------------------------------------
 // Model accuracy
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct Quantiles {
     pub n: usize,
     pub p10: Option<f64>,
@@ -232,7 +232,7 @@ impl Quantiles {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct ModeAccuracy {
     /// A failure mode, or "all".
     pub failure_mode: String,

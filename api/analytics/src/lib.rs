@@ -23,6 +23,9 @@ use prognos_stats::reliability::ReliabilityError;
 pub enum AnalyticsError {
     #[error("invalid {name}: {message}")]
     InvalidParameter { name: String, message: String },
+    /// A well-formed parameter (`name`) names something that does not exist.
+    #[error("{name}: {message}")]
+    UnknownName { name: &'static str, message: String },
     #[error(transparent)]
     Reliability(#[from] ReliabilityError),
     #[error(transparent)]

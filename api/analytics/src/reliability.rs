@@ -22,7 +22,7 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 // ---------------------------------------------------------------------------------------
 // MTBF / MTTR
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct MtbfRow {
     pub group: String,
     pub devices: usize,
@@ -139,19 +139,21 @@ fn lives_of(
     out
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct WeibullGroup {
     pub group: String,
     pub devices: usize,
     pub failures: usize,
     pub suspensions: usize,
     /// `None` when the group has too few failures to fit (`error` says why).
+    #[schema(value_type = Option<Object>)]
     pub fit: Option<WeibullFit>,
     pub error: Option<String>,
+    #[schema(value_type = Vec<Object>)]
     pub probability_plot: Vec<PlotPoint>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct WeibullReport {
     pub group_by: GroupBy,
     pub failure_mode: Option<String>,
@@ -161,13 +163,15 @@ pub struct WeibullReport {
     pub comparison: Option<GroupComparison>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct GroupComparison {
     pub group: String,
+    #[schema(value_type = Option<Object>)]
     pub weibull: Option<WeibullComparison>,
     pub weibull_error: Option<String>,
     /// Failure rate of the group against the rest (one-sided exact test); `None` without
     /// any failure.
+    #[schema(value_type = Option<Object>)]
     pub rate: Option<RateComparison>,
 }
 
@@ -207,10 +211,10 @@ pub fn weibull(
         None => None,
         Some(target) => {
             if !groups.iter().any(|g| g.group == target) {
-                return Err(AnalyticsError::invalid(
-                    "compare",
-                    format!("no {group_by:?} group named {target:?}").to_lowercase(),
-                ));
+                return Err(AnalyticsError::UnknownName {
+                    name: "compare",
+                    message: format!("no {group_by:?} group named {target:?}").to_lowercase(),
+                });
             }
             let inside = lives_of(history, &by_device, mode, |d| group_by.key(d) == target);
             let outside = lives_of(history, &by_device, mode, |d| group_by.key(d) != target);
@@ -247,19 +251,21 @@ fn failures_and_exposure(obs: &[LifeObs]) -> (u64, f64) {
 // ---------------------------------------------------------------------------------------
 // Defective batches and the recall list
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct RateTest {
     /// A failure mode, or "all".
     pub failure_mode: String,
     pub failures: u64,
     /// Rate of the batch over the rate of all other devices.
     pub rate_ratio: f64,
+    /// The confidence interval: [lower, upper].
+    #[schema(value_type = Vec<f64>, min_items = 2, max_items = 2)]
     pub rate_ratio_ci: (f64, f64),
     /// One-sided: is the batch's rate higher?
     pub p_value: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct BatchRow {
     pub batch: String,
     pub devices: usize,
@@ -273,7 +279,7 @@ pub struct BatchRow {
     pub flagged_on: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct RecallDevice {
     pub device_id: String,
     pub serial: String,
@@ -286,7 +292,7 @@ pub struct RecallDevice {
     pub failures: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct BatchReport {
     /// How batches are judged, in words.
     pub test: String,
@@ -417,7 +423,7 @@ pub fn defective_batches(history: &History, alpha: f64) -> Result<BatchReport, A
 // ---------------------------------------------------------------------------------------
 // Heatmap
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct HeatCell {
     pub region: String,
     pub failure_mode: String,
@@ -426,7 +432,7 @@ pub struct HeatCell {
     pub per_100_device_years: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Heatmap {
     pub from: String,
     pub to: String,

@@ -5,21 +5,41 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use serde::Deserialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::AppState;
-use crate::problem::{Auth, Params, Problem};
-use crate::table::{H, Res, RouteDoc, ok, q, r};
+use crate::problem::{Auth, Problem, Query};
+use crate::table::{Res, Route, Schemas, ok, r};
+use prognos_analytics::kpi::{ModeAccuracy, ProviderKpis};
 use prognos_analytics::output::{Encode, OutputFormat};
-use prognos_analytics::reliability::{self, SurgeRule};
+use prognos_analytics::reliability::{
+    self, BatchReport, Heatmap, MtbfRow, SurgeReport, SurgeRule, WeibullReport,
+};
 use prognos_analytics::telemetry::{self, Bucket, Downsample, FleetQuery, QueryError, SeriesQuery};
 use prognos_analytics::{AnalyticsError, access};
 use prognos_service::auth::Principal;
 use prognos_service::history::{GroupBy, History, parse_date_ms};
+use prognos_service::surges::RaisedSurge;
 
 impl From<AnalyticsError> for Problem {
     fn from(e: AnalyticsError) -> Self {
         match e {
             AnalyticsError::InvalidParameter { name, message } => Problem::parameter(name, message),
+            AnalyticsError::UnknownName { name, message } => {
+                let mut p = Problem::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "not-found",
+                    "Not found",
+                    message,
+                );
+                p.field = Some(name.to_owned());
+                p
+            }
             AnalyticsError::Reliability(e) => Problem::parameter("data", e.to_string()),
             AnalyticsError::Sql(e) => prognos_service::ServiceError::Sql(e).into(),
             AnalyticsError::Service(e) => e.into(),
@@ -47,195 +67,350 @@ impl From<QueryError> for Problem {
 /// The most points one series of a response may hold.
 const MAX_POINTS: usize = 100_000;
 
-const PERIOD: [(&str, &str); 2] = [
-    (
-        "from",
-        "start, RFC 3339, YYYY-MM-DD or epoch ms (default: the beginning)",
-    ),
-    ("to", "end, exclusive (default: now)"),
-];
+/// A point in time in a query string: RFC 3339, `YYYY-MM-DD` or epoch milliseconds.
+struct Instant;
 
-pub(crate) fn routes() -> Vec<(RouteDoc, H)> {
+impl PartialSchema for Instant {
+    fn schema() -> RefOr<Schema> {
+        // ±8.64e15 ms is the range of a JavaScript date (and of chrono's).
+        AnyOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(-8_640_000_000_000_000i64))
+                    .maximum(Some(8_640_000_000_000_000i64)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date))),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .description(Some("RFC 3339, YYYY-MM-DD or epoch milliseconds"))
+            .into()
+    }
+}
+
+impl ToSchema for Instant {}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Format {
+    Json,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+impl Format {
+    fn output(self) -> OutputFormat {
+        match self {
+            Format::Json => OutputFormat::Json,
+            Format::Csv => OutputFormat::Csv,
+            Format::Arrow => OutputFormat::Arrow,
+            Format::Parquet => OutputFormat::Parquet,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Agg {
+    Raw,
+    Buckets,
+    Lttb,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum BucketName {
+    Hour,
+    Day,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SeriesParams {
+    /// Device ids, comma-separated.
+    #[param(pattern = "[^\\s\\x1c-\\x1f,]", max_length = 4000)]
+    device: String,
+    /// Metric names, comma-separated.
+    #[param(pattern = "[^\\s\\x1c-\\x1f,]", max_length = 4000)]
+    metric: String,
+    /// Start (default: 24 h before `to`).
+    #[param(value_type = Option<Instant>, inline)]
+    from: Option<String>,
+    /// End, exclusive (default: now); not before `from`.
+    #[param(value_type = Option<Instant>, inline)]
+    to: Option<String>,
+    /// raw, buckets (min/max/mean/last/count per step, the default) or lttb.
+    #[param(inline)]
+    agg: Option<Agg>,
+    /// Bucket width: seconds, or 30s, 15m, 1h, 1d (default: the range over `points`).
+    #[param(pattern = "^0*[1-9][0-9]{0,6}[smhd]?$")]
+    step: Option<String>,
+    /// LTTB points, and the default bucket count.
+    #[param(minimum = 1, maximum = 100000, default = 1000)]
+    points: Option<i64>,
+    #[param(inline)]
+    format: Option<Format>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FleetParams {
+    /// Start (default: the beginning).
+    #[param(value_type = Option<Instant>, inline)]
+    from: Option<String>,
+    /// End, exclusive (default: now); not before `from`.
+    #[param(value_type = Option<Instant>, inline)]
+    to: Option<String>,
+    /// hour (default) or day.
+    #[param(inline)]
+    bucket: Option<BucketName>,
+    /// Only these metrics, comma-separated.
+    #[param(max_length = 4000)]
+    metric: Option<String>,
+    /// Aggregate per group of devices.
+    #[param(inline)]
+    group_by: Option<GroupBy>,
+    #[param(inline)]
+    format: Option<Format>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PeriodParams {
+    /// Start (default: the beginning).
+    #[param(value_type = Option<Instant>, inline)]
+    from: Option<String>,
+    /// End, exclusive (default: now); not before `from`.
+    #[param(value_type = Option<Instant>, inline)]
+    to: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MtbfParams {
+    /// Default: model.
+    #[param(inline)]
+    group_by: Option<GroupBy>,
+    /// Start (default: the beginning).
+    #[param(value_type = Option<Instant>, inline)]
+    from: Option<String>,
+    /// End, exclusive (default: now); not before `from`.
+    #[param(value_type = Option<Instant>, inline)]
+    to: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct WeibullParams {
+    /// Default: fleet.
+    #[param(inline)]
+    group_by: Option<GroupBy>,
+    /// Only this failure mode (the others censor).
+    #[param(max_length = 100)]
+    failure_mode: Option<String>,
+    /// A group to test against the rest of the fleet.
+    #[param(max_length = 200)]
+    compare: Option<String>,
+    /// Of the intervals.
+    #[param(exclusive_minimum = 0, exclusive_maximum = 1, default = 0.9)]
+    confidence: Option<f64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct BatchParams {
+    /// Family-wise significance level.
+    #[param(exclusive_minimum = 0, exclusive_maximum = 1, default = 0.01)]
+    alpha: Option<f64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SurgeParams {
+    /// Weeks shown.
+    #[param(minimum = 1, maximum = 520, default = 12)]
+    weeks: Option<i64>,
+    /// Latest weeks judged; at most `weeks`.
+    #[param(minimum = 1, maximum = 520, default = 1)]
+    recent: Option<i64>,
+    /// Weeks of baseline.
+    #[param(minimum = 1, maximum = 520, default = 8)]
+    baseline_weeks: Option<i64>,
+    /// Significance level.
+    #[param(exclusive_minimum = 0, exclusive_maximum = 1, default = 0.01)]
+    alpha: Option<f64>,
+    /// Smallest surge.
+    #[param(minimum = 1, maximum = 1000000, default = 3)]
+    min_failures: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SurgeAlertParams {
+    /// How many, newest first.
+    #[param(minimum = 1, maximum = 10000, default = 100)]
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AccuracyParams {
+    /// Start (default: the beginning).
+    #[param(value_type = Option<Instant>, inline)]
+    from: Option<String>,
+    /// End, exclusive (default: now); not before `from`.
+    #[param(value_type = Option<Instant>, inline)]
+    to: Option<String>,
+    /// How long before a failure a predictive ticket counts as a warning.
+    #[param(exclusive_minimum = 0, maximum = 3650, default = 60)]
+    window_days: Option<f64>,
+}
+
+/// A telemetry answer in JSON: `series` (or `rows`) and the `scan` statistics.
+fn telemetry_json(key: &'static str) -> impl Fn(&mut Schemas) -> RefOr<Schema> {
+    move |_| {
+        ObjectBuilder::new()
+            .property(
+                key,
+                utoipa::openapi::schema::ArrayBuilder::new().items(ObjectBuilder::new()),
+            )
+            .property("scan", ObjectBuilder::new())
+            .required(key)
+            .required("scan")
+            .into()
+    }
+}
+
+fn series_json(out: &mut Schemas) -> RefOr<Schema> {
+    telemetry_json("series")(out)
+}
+
+fn fleet_json(out: &mut Schemas) -> RefOr<Schema> {
+    telemetry_json("rows")(out)
+}
+
+pub(crate) fn routes() -> Vec<Route> {
     vec![
-        q(
-            r(
-                "GET",
-                "/api/v1/telemetry",
-                "Time series of devices and metrics, raw or down-sampled (JSON, CSV, Arrow, Parquet)",
-                "telemetry",
-                None,
-                200,
-                get(telemetry_series),
-            ),
-            &[
-                ("device", "device id; comma-separate several (required)"),
-                ("metric", "metric name; comma-separate several (required)"),
-                (
-                    "from",
-                    "start, RFC 3339, YYYY-MM-DD or epoch ms (default: 24 h before `to`)",
-                ),
-                ("to", "end, exclusive (default: now)"),
-                (
-                    "agg",
-                    "raw, buckets (min/max/mean/last/count per step, default) or lttb",
-                ),
-                (
-                    "step",
-                    "bucket width: seconds or 30s, 15m, 1h, 1d (default: range / points)",
-                ),
-                (
-                    "points",
-                    "lttb points, and the default bucket count (default 1000)",
-                ),
-                ("format", "json (default), csv, arrow or parquet"),
-            ],
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/telemetry/fleet",
-                "Fleet-wide hourly or daily mean/min/max per metric, optionally per group",
-                "telemetry",
-                None,
-                200,
-                get(telemetry_fleet),
-            ),
-            &[
-                PERIOD[0],
-                PERIOD[1],
-                ("bucket", "hour (default) or day"),
-                ("metric", "only these metrics, comma-separated"),
-                (
-                    "group_by",
-                    "model, region, site, batch, firmware or customer",
-                ),
-                ("format", "json (default), csv, arrow or parquet"),
-            ],
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/analytics/mtbf",
-                "MTBF, MTTR and availability per group of devices",
-                "analytics",
-                None,
-                200,
-                get(mtbf),
-            ),
-            &[("group_by", GroupBy::NAMES), PERIOD[0], PERIOD[1]],
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/analytics/weibull",
-                "Weibull life fits with right-censoring, B10 life and probability-plot data",
-                "analytics",
-                None,
-                200,
-                get(weibull),
-            ),
-            &[
-                ("group_by", GroupBy::NAMES),
-                ("failure_mode", "only this mode (others censor)"),
-                ("compare", "a group to test against the rest of the fleet"),
-                ("confidence", "of the intervals, default 0.9"),
-            ],
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/analytics/batches",
-                "Defective-batch test and the recall list of affected devices",
-                "analytics",
-                None,
-                200,
-                get(batches),
-            ),
-            &[("alpha", "family-wise significance level, default 0.01")],
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/analytics/heatmap",
-                "Failure counts and rates by region and failure mode",
-                "analytics",
-                None,
-                200,
-                get(heatmap),
-            ),
-            &PERIOD,
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/analytics/surges",
-                "Weekly failures per mode and surge alerts against the baseline",
-                "analytics",
-                None,
-                200,
-                get(surges),
-            ),
-            &[
-                ("weeks", "weeks shown, default 12"),
-                ("recent", "latest weeks judged, default 1"),
-                ("baseline_weeks", "weeks of baseline, default 8"),
-                ("alpha", "significance level, default 0.01"),
-                ("min_failures", "smallest surge, default 3"),
-            ],
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/analytics/surge-alerts",
-                "Surge alerts raised by the hourly check (also sent as surge.raised webhooks)",
-                "analytics",
-                None,
-                200,
-                get(surge_alerts),
-            ),
-            &[("limit", "how many, newest first (default 100)")],
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/analytics/providers",
-                "Provider KPIs, own and rolled up the hierarchy (a provider key sees its subtree)",
-                "analytics",
-                None,
-                200,
-                get(providers),
-            ),
-            &PERIOD,
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/analytics/model-accuracy",
-                "Precision, recall and lead times of predictive tickets from close codes",
-                "analytics",
-                None,
-                200,
-                get(model_accuracy),
-            ),
-            &[
-                PERIOD[0],
-                PERIOD[1],
-                (
-                    "window_days",
-                    "how long before a failure a predictive ticket counts as a warning, default 60",
-                ),
-            ],
-        ),
+        r(
+            "GET",
+            "/api/v1/telemetry",
+            "Time series of devices and metrics, raw or down-sampled (JSON, CSV, Arrow, Parquet)",
+            "telemetry",
+            200,
+            get(telemetry_series),
+        )
+        .query::<SeriesParams>()
+        .telemetry(series_json),
+        r(
+            "GET",
+            "/api/v1/telemetry/fleet",
+            "Fleet-wide hourly or daily mean/min/max per metric, optionally per group",
+            "telemetry",
+            200,
+            get(telemetry_fleet),
+        )
+        .query::<FleetParams>()
+        .telemetry(fleet_json),
+        r(
+            "GET",
+            "/api/v1/analytics/mtbf",
+            "MTBF, MTTR and availability per group of devices",
+            "analytics",
+            200,
+            get(mtbf),
+        )
+        .query::<MtbfParams>()
+        .returns_list::<MtbfRow>(),
+        r(
+            "GET",
+            "/api/v1/analytics/weibull",
+            "Weibull life fits with right-censoring, B10 life and probability-plot data",
+            "analytics",
+            200,
+            get(weibull),
+        )
+        .query::<WeibullParams>()
+        .also(&[404])
+        .returns::<WeibullReport>(),
+        r(
+            "GET",
+            "/api/v1/analytics/batches",
+            "Defective-batch test and the recall list of affected devices",
+            "analytics",
+            200,
+            get(batches),
+        )
+        .query::<BatchParams>()
+        .returns::<BatchReport>(),
+        r(
+            "GET",
+            "/api/v1/analytics/heatmap",
+            "Failure counts and rates by region and failure mode",
+            "analytics",
+            200,
+            get(heatmap),
+        )
+        .query::<PeriodParams>()
+        .returns::<Heatmap>(),
+        r(
+            "GET",
+            "/api/v1/analytics/surges",
+            "Weekly failures per mode and surge alerts against the baseline",
+            "analytics",
+            200,
+            get(surges),
+        )
+        .query::<SurgeParams>()
+        .returns::<SurgeReport>(),
+        r(
+            "GET",
+            "/api/v1/analytics/surge-alerts",
+            "Surge alerts raised by the hourly check (also sent as surge.raised webhooks)",
+            "analytics",
+            200,
+            get(surge_alerts),
+        )
+        .query::<SurgeAlertParams>()
+        .returns_list::<RaisedSurge>(),
+        r(
+            "GET",
+            "/api/v1/analytics/providers",
+            "Provider KPIs, own and rolled up the hierarchy (a provider key sees its subtree)",
+            "analytics",
+            200,
+            get(providers),
+        )
+        .query::<PeriodParams>()
+        .returns_list::<ProviderKpis>(),
+        r(
+            "GET",
+            "/api/v1/analytics/model-accuracy",
+            "Precision, recall and lead times of predictive tickets from close codes",
+            "analytics",
+            200,
+            get(model_accuracy),
+        )
+        .query::<AccuracyParams>()
+        .returns_list::<ModeAccuracy>(),
     ]
 }
 
 /// A time parameter: RFC 3339, `YYYY-MM-DD` or epoch milliseconds.
-pub(super) fn time_param(p: &Params, name: &str) -> Result<Option<i64>, Problem> {
-    p.str(name)
+fn time_param(name: &str, text: Option<&str>) -> Result<Option<i64>, Problem> {
+    text.filter(|v| !v.is_empty())
         .map(|v| {
             v.parse::<i64>()
                 .ok()
-                .or_else(|| parse_date_ms(&v))
+                .or_else(|| parse_date_ms(v))
                 .ok_or_else(|| {
                     Problem::parameter(
                         name,
@@ -247,99 +422,91 @@ pub(super) fn time_param(p: &Params, name: &str) -> Result<Option<i64>, Problem>
 }
 
 /// `[from, to)` with defaults (the beginning, now); `from` after `to` is a 400 on `from`.
-fn period(p: &Params, now: i64) -> Result<(i64, i64), Problem> {
-    let from = time_param(p, "from")?.unwrap_or(0);
-    let to = time_param(p, "to")?.unwrap_or(now);
+fn period(from: Option<&str>, to: Option<&str>, now: i64) -> Result<(i64, i64), Problem> {
+    let to = time_param("to", to)?.unwrap_or(now);
+    // "The beginning": the epoch, or `to` when that is earlier.
+    let from = time_param("from", from)?.unwrap_or(to.min(0));
     if from > to {
         return Err(Problem::parameter("from", "must not be after `to`"));
     }
     Ok((from, to))
 }
 
-fn group_by(p: &Params, default: GroupBy) -> Result<GroupBy, Problem> {
-    match p.str("group_by") {
-        None => Ok(default),
-        Some(v) => GroupBy::parse(&v)
-            .ok_or_else(|| Problem::parameter("group_by", format!("expected {}", GroupBy::NAMES))),
-    }
-}
-
-fn probability(p: &Params, name: &str, default: f64) -> Result<f64, Problem> {
-    let v = p.f64(name)?.unwrap_or(default);
-    if v > 0.0 && v < 1.0 {
-        Ok(v)
-    } else {
-        Err(Problem::parameter(
-            name,
-            "must be between 0 and 1 (exclusive)",
-        ))
-    }
-}
-
-fn count(p: &Params, name: &str, default: usize, max: usize) -> Result<usize, Problem> {
-    match p.i64(name)? {
-        None => Ok(default),
-        Some(v) if v >= 1 && v as usize <= max => Ok(v as usize),
-        Some(_) => Err(Problem::parameter(name, format!("must be in 1..={max}"))),
-    }
+/// A bounded count the query schema already checked (1..=its maximum).
+fn count(v: Option<i64>, default: usize) -> usize {
+    v.and_then(|v| usize::try_from(v).ok()).unwrap_or(default)
 }
 
 async fn history(s: &AppState, who: &Principal) -> Result<History, Problem> {
     Ok(access::history(&s.svc, who).await?)
 }
 
-async fn mtbf(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    let g = group_by(&p, GroupBy::Model)?;
-    let (from, to) = period(&p, s.svc.clock.now_ms())?;
+async fn mtbf(State(s): State<AppState>, Auth(who): Auth, Query(q): Query<MtbfParams>) -> Res {
+    let g = q.group_by.unwrap_or(GroupBy::Model);
+    let (from, to) = period(q.from.as_deref(), q.to.as_deref(), s.svc.clock.now_ms())?;
     ok(reliability::mtbf(&history(&s, &who).await?, g, from, to))
 }
 
-async fn weibull(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    let g = group_by(&p, GroupBy::Fleet)?;
-    let confidence = probability(&p, "confidence", 0.9)?;
+async fn weibull(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<WeibullParams>,
+) -> Res {
+    let g = q.group_by.unwrap_or(GroupBy::Fleet);
     let h = history(&s, &who).await?;
+    let text = |v: Option<String>| v.filter(|v| !v.is_empty());
     ok(reliability::weibull(
         &h,
         g,
-        p.str("failure_mode").as_deref(),
-        p.str("compare").as_deref(),
-        confidence,
+        text(q.failure_mode).as_deref(),
+        text(q.compare).as_deref(),
+        q.confidence.unwrap_or(0.9),
     )?)
 }
 
-async fn batches(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    let alpha = probability(&p, "alpha", 0.01)?;
+async fn batches(State(s): State<AppState>, Auth(who): Auth, Query(q): Query<BatchParams>) -> Res {
     ok(reliability::defective_batches(
         &history(&s, &who).await?,
-        alpha,
+        q.alpha.unwrap_or(0.01),
     )?)
 }
 
-async fn heatmap(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    let (from, to) = period(&p, s.svc.clock.now_ms())?;
+async fn heatmap(State(s): State<AppState>, Auth(who): Auth, Query(q): Query<PeriodParams>) -> Res {
+    let (from, to) = period(q.from.as_deref(), q.to.as_deref(), s.svc.clock.now_ms())?;
     ok(reliability::heatmap(&history(&s, &who).await?, from, to))
 }
 
-async fn surges(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
+async fn surges(State(s): State<AppState>, Auth(who): Auth, Query(q): Query<SurgeParams>) -> Res {
     let d = SurgeRule::default();
     let rule = SurgeRule {
-        weeks: count(&p, "weeks", d.weeks, 520)?,
-        recent: count(&p, "recent", d.recent, 520)?,
-        baseline_weeks: count(&p, "baseline_weeks", d.baseline_weeks, 520)?,
-        alpha: probability(&p, "alpha", d.alpha)?,
-        min_failures: count(&p, "min_failures", d.min_failures as usize, 1_000_000)? as u64,
+        weeks: count(q.weeks, d.weeks),
+        recent: count(q.recent, d.recent),
+        baseline_weeks: count(q.baseline_weeks, d.baseline_weeks),
+        alpha: q.alpha.unwrap_or(d.alpha),
+        min_failures: count(q.min_failures, d.min_failures as usize) as u64,
     };
+    if rule.recent > rule.weeks {
+        return Err(Problem::parameter("recent", "must not exceed `weeks`"));
+    }
     ok(reliability::surges(&history(&s, &who).await?, rule)?)
 }
 
-async fn providers(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    let (from, to) = period(&p, s.svc.clock.now_ms())?;
+async fn providers(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<PeriodParams>,
+) -> Res {
+    let (from, to) = period(q.from.as_deref(), q.to.as_deref(), s.svc.clock.now_ms())?;
     ok(access::provider_kpis(&s.svc, &who, from, to).await?)
 }
 
-async fn model_accuracy(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    let (from, to) = period(&p, s.svc.clock.now_ms())?;
-    let window = p.f64("window_days")?.unwrap_or(60.0);
+async fn model_accuracy(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<AccuracyParams>,
+) -> Res {
+    let (from, to) = period(q.from.as_deref(), q.to.as_deref(), s.svc.clock.now_ms())?;
+    let window = q.window_days.unwrap_or(60.0);
     ok(access::model_accuracy(&s.svc, &who, from, to, window).await?)
 }
 
@@ -364,28 +531,19 @@ fn duration_us(name: &str, text: &str) -> Result<i64, Problem> {
     number
         .parse::<i64>()
         .ok()
+        .filter(|n| *n > 0)
         .and_then(|n| n.checked_mul(secs)?.checked_mul(1_000_000))
         .ok_or_else(|| Problem::parameter(name, format!("expected a duration, got {text:?}")))
 }
 
-fn list(p: &Params, name: &str) -> Vec<String> {
-    p.str(name)
-        .map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn format(p: &Params) -> Result<OutputFormat, Problem> {
-    match p.str("format") {
-        None => Ok(OutputFormat::Json),
-        Some(v) => OutputFormat::parse(&v).ok_or_else(|| {
-            Problem::parameter("format", format!("expected {}", OutputFormat::NAMES))
-        }),
-    }
+fn list(text: Option<&str>) -> Vec<String> {
+    text.map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Runs a blocking telemetry query off the async workers and encodes its result.
@@ -407,31 +565,42 @@ fn telemetry_root(s: &AppState) -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from("/nonexistent/prognos/telemetry"))
 }
 
-async fn telemetry_series(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
+async fn telemetry_series(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<SeriesParams>,
+) -> Res {
     access::require_fleet(&who)?;
-    let devices = list(&p, "device");
+    let devices = list(Some(&q.device));
     if devices.is_empty() {
         return Err(Problem::parameter("device", "give at least one device id"));
     }
-    let metrics = list(&p, "metric");
+    let metrics = list(Some(&q.metric));
     if metrics.is_empty() {
         return Err(Problem::parameter("metric", "give at least one metric"));
     }
-    let to_ms = time_param(&p, "to")?.unwrap_or_else(|| s.svc.clock.now_ms());
-    let from_ms = time_param(&p, "from")?.unwrap_or(to_ms - 86_400_000);
+    let to_ms = time_param("to", q.to.as_deref())?.unwrap_or_else(|| s.svc.clock.now_ms());
+    let from_ms =
+        time_param("from", q.from.as_deref())?.unwrap_or(to_ms.saturating_sub(86_400_000));
+    if from_ms > to_ms {
+        return Err(Problem::parameter("from", "must not be after `to`"));
+    }
     let (from_us, to_us) = (from_ms.saturating_mul(1000), to_ms.saturating_mul(1000));
-    let points = count(&p, "points", 1000, MAX_POINTS)?;
-    let step_us = p.str("step").map(|v| duration_us("step", &v)).transpose()?;
-    let (downsample, step_us) = match p.str("agg").as_deref() {
-        None | Some("buckets") => (
+    let points = count(q.points, 1000).clamp(1, MAX_POINTS);
+    let step_us = q
+        .step
+        .as_deref()
+        .map(|v| duration_us("step", v))
+        .transpose()?;
+    let (downsample, step_us) = match q.agg.unwrap_or(Agg::Buckets) {
+        Agg::Buckets => (
             Downsample::Buckets,
-            Some(step_us.unwrap_or(((to_us - from_us) / points as i64).max(1))),
+            Some(step_us.unwrap_or((to_us.saturating_sub(from_us) / points as i64).max(1))),
         ),
-        Some("raw") => (Downsample::Raw, step_us),
-        Some("lttb") => (Downsample::Lttb { points }, step_us),
-        Some(_) => return Err(Problem::parameter("agg", "expected raw, buckets or lttb")),
+        Agg::Raw => (Downsample::Raw, step_us),
+        Agg::Lttb => (Downsample::Lttb { points }, step_us),
     };
-    let fmt = format(&p)?;
+    let fmt = q.format.unwrap_or(Format::Json).output();
     let q = SeriesQuery {
         devices,
         metrics,
@@ -445,18 +614,20 @@ async fn telemetry_series(State(s): State<AppState>, Auth(who): Auth, p: Params)
     respond(fmt, move || telemetry::query_series(&root, &q)).await
 }
 
-async fn telemetry_fleet(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
+async fn telemetry_fleet(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<FleetParams>,
+) -> Res {
     access::require_fleet(&who)?;
-    let (from_ms, to_ms) = period(&p, s.svc.clock.now_ms())?;
-    let bucket = match p.str("bucket").as_deref() {
-        None | Some("hour") => Bucket::Hour,
-        Some("day") => Bucket::Day,
-        Some(_) => return Err(Problem::parameter("bucket", "expected hour or day")),
+    let (from_ms, to_ms) = period(q.from.as_deref(), q.to.as_deref(), s.svc.clock.now_ms())?;
+    let bucket = match q.bucket.unwrap_or(BucketName::Hour) {
+        BucketName::Hour => Bucket::Hour,
+        BucketName::Day => Bucket::Day,
     };
-    let group_of = match p.str("group_by") {
+    let group_of = match q.group_by {
         None => None,
-        Some(_) => {
-            let g = group_by(&p, GroupBy::Fleet)?;
+        Some(g) => {
             let h = history(&s, &who).await?;
             Some(
                 h.devices
@@ -466,19 +637,23 @@ async fn telemetry_fleet(State(s): State<AppState>, Auth(who): Auth, p: Params) 
             )
         }
     };
-    let fmt = format(&p)?;
-    let q = FleetQuery {
+    let fmt = q.format.unwrap_or(Format::Json).output();
+    let fq = FleetQuery {
         from_us: from_ms.saturating_mul(1000),
         to_us: to_ms.saturating_mul(1000),
         bucket,
-        metrics: list(&p, "metric"),
+        metrics: list(q.metric.as_deref()),
         group_of,
     };
     let root = telemetry_root(&s);
-    respond(fmt, move || telemetry::fleet_aggregate(&root, &q, 2)).await
+    respond(fmt, move || telemetry::fleet_aggregate(&root, &fq, 2)).await
 }
 
-async fn surge_alerts(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    let limit = count(&p, "limit", 100, 10_000)?;
+async fn surge_alerts(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<SurgeAlertParams>,
+) -> Res {
+    let limit = count(q.limit, 100);
     ok(s.svc.surge_alerts(&who, limit as i64).await?)
 }

@@ -14,6 +14,7 @@ pub mod server;
 mod table;
 pub mod text;
 pub mod throttle;
+mod validate;
 pub mod webhook_client;
 
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ use prognos_service::db::Database;
 use prognos_service::webhooks::DestinationPolicy;
 use prognos_service::{Clock, Service, SystemClock};
 
-pub use table::RouteDoc;
+pub use table::{Reply, RouteDoc};
 
 /// What the HTTP surface needs.
 #[derive(Clone)]
@@ -85,13 +86,13 @@ pub fn route_table() -> Vec<(RouteDoc, table::H)> {
         "/openapi.json",
         "This OpenAPI document",
         "meta",
-        None,
         200,
         axum::routing::get(|| async { table::ok(openapi_document()) }),
     );
     std::iter::once(meta)
         .chain(routes::routes())
         .chain(analytics::routes())
+        .map(|r| (r.doc, r.handler))
         .collect()
 }
 

@@ -1,11 +1,14 @@
 //! RFC 9457 problem details, the JSON body extractor that names the offending field, the
-//! bearer-key extractor (with its failure throttle) and query-string helpers.
+//! bearer-key extractor (with its failure throttle), and the query-string and path extractors;
+//! bodies and queries are checked against the schemas the OpenAPI document publishes for them.
 //!
 //! Every string a client sent that appears in a problem document or a log line goes through
 //! [`printable`]: at most ~200 characters, control characters escaped.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -14,11 +17,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::text::{ECHO_MAX_CHARS, printable};
 use prognos_service::ServiceError;
 use prognos_service::auth::Principal;
+
+use crate::validate::{self, Components};
 
 /// An error response: `application/problem+json`.
 #[derive(Debug, Clone)]
@@ -155,6 +161,21 @@ impl From<ServiceError> for Problem {
                     .with("id", json!(id))
             }
             ServiceError::Validation { field, message } => Problem::invalid(field, message),
+            ServiceError::UnknownReference { field, kind, id } => {
+                // Like a foreign-key violation: the request is well formed, but what it refers
+                // to is not there (or not visible to this key). Not a 404: the addressed
+                // resource itself exists.
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "unknown-reference",
+                    "Unknown reference",
+                    detail,
+                )
+                .with("resource", json!(kind))
+                .with("id", json!(id));
+                p.field = Some(field);
+                p
+            }
             ServiceError::IllegalTransition { from, to, allowed } => Problem::new(
                 StatusCode::CONFLICT,
                 "illegal-transition",
@@ -218,6 +239,10 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             printable(&e.to_string(), ECHO_MAX_CHARS)
         ))
     })?;
+    from_value(value)
+}
+
+fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, Problem> {
     if !value.is_object() {
         return Err(Problem::invalid("body", "expected a JSON object"));
     }
@@ -264,13 +289,54 @@ fn is_json(content_type: &HeaderValue) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// A JSON request body, parsed with [`parse_body`].
+/// A type's schema as JSON with the components it refers to, made once per type.
+fn schema_of<T: ToSchema + 'static>() -> Arc<(Value, Components)> {
+    static CACHE: OnceLock<Mutex<HashMap<TypeId, Arc<(Value, Components)>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(TypeId::of::<T>())
+        .or_insert_with(|| {
+            let mut schemas = Vec::new();
+            let root = crate::table::named::<T>(&mut schemas);
+            let components = schemas
+                .into_iter()
+                .map(|(name, s)| (name, serde_json::to_value(s).unwrap_or(Value::Null)))
+                .collect();
+            Arc::new((
+                serde_json::to_value(root).unwrap_or(Value::Null),
+                components,
+            ))
+        })
+        .clone()
+}
+
+/// Parses a JSON body and checks it against the schema the document publishes for `T`:
+/// a syntax error is 400, a value the schema refuses is 422 naming the field.
+pub fn parse_checked<T: DeserializeOwned + ToSchema + 'static>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not valid JSON: {}",
+            printable(&e.to_string(), ECHO_MAX_CHARS)
+        ))
+    })?;
+    validate::normalize_integers(&mut value);
+    if !value.is_object() {
+        return Err(Problem::invalid("body", "expected a JSON object"));
+    }
+    let schema = schema_of::<T>();
+    validate::check(&schema.0, &schema.1, &value, "")
+        .map_err(|v| Problem::invalid(v.field, v.message))?;
+    from_value(value)
+}
+
+/// A JSON request body, parsed with [`parse_checked`].
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: DeserializeOwned + ToSchema + 'static,
 {
     type Rejection = Problem;
 
@@ -302,7 +368,25 @@ where
                 Problem::new(e.status(), "bad-request", "Bad request", e.body_text())
             }
         })?;
-        parse_body(&bytes).map(JsonBody)
+        parse_checked(&bytes).map(JsonBody)
+    }
+}
+
+/// Path parameters; a segment that is not valid UTF-8 is a 400 problem.
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParams(v))
+            .map_err(|e| Problem::bad_request(e.body_text()))
     }
 }
 
@@ -365,69 +449,84 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// Query-string parameters with typed getters that name the bad one.
-pub struct Params(pub HashMap<String, String>);
+/// The query parameters of `Q` (`IntoParams`): each is checked against the schema the
+/// document publishes for it (a 400 naming it), then the whole string is deserialised.
+pub struct Query<Q>(pub Q);
 
-impl Params {
-    pub fn str(&self, key: &str) -> Option<String> {
-        self.0.get(key).filter(|v| !v.is_empty()).cloned()
+/// One query parameter's text as the JSON value its schema describes, if it reads as one.
+fn query_value(schema: &Value, text: &str) -> Value {
+    fn types_of<'a>(schema: &'a Value, out: &mut Vec<&'a str>) {
+        match schema.get("type") {
+            Some(Value::String(t)) => out.push(t),
+            Some(Value::Array(ts)) => out.extend(ts.iter().filter_map(Value::as_str)),
+            _ => {}
+        }
+        for key in ["anyOf", "oneOf"] {
+            for alternative in schema
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                types_of(alternative, out);
+            }
+        }
     }
-
-    pub fn i64(&self, key: &str) -> Result<Option<i64>, Problem> {
-        self.str(key)
-            .map(|v| {
-                v.parse().map_err(|_| {
-                    Problem::parameter(
-                        key,
-                        format!(
-                            "expected an integer, got \"{}\"",
-                            printable(&v, ECHO_MAX_CHARS)
-                        ),
-                    )
-                })
-            })
-            .transpose()
+    let mut types = Vec::new();
+    types_of(schema, &mut types);
+    if types.contains(&"integer")
+        && let Ok(n) = text.parse::<i64>()
+    {
+        return Value::from(n);
     }
-
-    pub fn f64(&self, key: &str) -> Result<Option<f64>, Problem> {
-        self.str(key)
-            .map(|v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| {
-                        Problem::parameter(
-                            key,
-                            format!(
-                                "expected a number, got \"{}\"",
-                                printable(&v, ECHO_MAX_CHARS)
-                            ),
-                        )
-                    })
-            })
-            .transpose()
+    if types.contains(&"number")
+        && let Some(x) = text.parse::<f64>().ok().filter(|x| x.is_finite())
+        && let Some(n) = serde_json::Number::from_f64(x)
+    {
+        return Value::Number(n);
     }
-
-    pub fn bool(&self, key: &str) -> Result<Option<bool>, Problem> {
-        self.str(key)
-            .map(|v| match v.as_str() {
-                "true" | "1" => Ok(true),
-                "false" | "0" => Ok(false),
-                _ => Err(Problem::parameter(key, "expected true or false")),
-            })
-            .transpose()
+    if types.contains(&"boolean") && (text == "true" || text == "false") {
+        return Value::Bool(text == "true");
     }
+    Value::String(text.to_owned())
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Params {
+impl<S, Q> FromRequestParts<S> for Query<Q>
+where
+    S: Send + Sync,
+    Q: DeserializeOwned + IntoParams,
+{
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let axum::extract::Query(map) =
-            axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
+        let axum::extract::Query(raw) =
+            axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
                 .await
                 .map_err(|e| Problem::bad_request(e.body_text()))?;
-        Ok(Params(map))
+        let components = Components::new();
+        for param in Q::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query)) {
+            let name = param.name.clone();
+            let required = matches!(param.required, utoipa::openapi::Required::True);
+            let schema = param
+                .schema
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or(Value::Null);
+            let mut values = raw.iter().filter(|(k, _)| *k == name).map(|(_, v)| v);
+            match (values.next(), values.next()) {
+                (None, _) if required => return Err(Problem::parameter(name, "is required")),
+                (None, _) => {}
+                (Some(_), Some(_)) => return Err(Problem::parameter(name, "given more than once")),
+                (Some(text), None) => {
+                    validate::check(&schema, &components, &query_value(&schema, text), &name)
+                        .map_err(|v| Problem::parameter(name.clone(), v.message))?;
+                }
+            }
+        }
+        axum::extract::Query::<Q>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Query(q))
+            .map_err(|e| Problem::bad_request(e.body_text()))
     }
 }
 

@@ -2,438 +2,509 @@
 //! authenticate, parse, call the domain and map its errors to problem details.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::problem::{Auth, JsonBody, Params, Problem};
-use crate::table::{H, Res, RouteDoc, ok, q, r};
-use prognos_service::auth::{NewApiKey, Role};
-use prognos_service::dispatch::BatchRequest;
+use crate::problem::{Auth, JsonBody, PathParams, Problem, Query};
+use crate::table::{Res, Route, ok, r};
+use prognos_service::auth::{IssuedKey, NewApiKey, Role};
+use prognos_service::dispatch::{BatchRequest, BatchResult, Candidate};
 use prognos_service::network::{
-    NewCustomer, NewLocation, NewProvider, NewServiceDevice, NewSite, NewTechnician, Part,
+    Customer, DeviceContext, Location, NewCustomer, NewLocation, NewProvider, NewServiceDevice,
+    NewSite, NewTechnician, Part, Provider, ServiceDevice, Site, StockLevel, Technician,
 };
 use prognos_service::parts::ReserveRequest;
 use prognos_service::sla::SlaPolicy;
-use prognos_service::tickets::{NewTicket, ServiceReport, TicketFilter, TicketState};
-use prognos_service::webhooks::NewWebhook;
-use prognos_service::{Page, ServiceError};
+use prognos_service::stock::{PartPlan, Preposition, ReorderLine, Reservation, Transfer};
+use prognos_service::tickets::{
+    NewTicket, ServiceReport, Ticket, TicketEvent, TicketFilter, TicketSource, TicketState,
+    Tracking,
+};
+use prognos_service::webhooks::{NewWebhook, OutboxEntry, Webhook};
+use prognos_service::{Page, Paged, Priority, ServiceError};
 
-const PAGE: [(&str, &str); 2] = [
-    ("limit", "page size, 1..1000 (default 50)"),
-    ("offset", "items to skip"),
-];
+/// `limit` and `offset` of a list.
+macro_rules! page_fields {
+    ($name:ident { $($field:tt)* }) => {
+        #[derive(Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        struct $name {
+            $($field)*
+            /// Page size.
+            #[param(minimum = 1, maximum = 1000, default = 50)]
+            limit: Option<i64>,
+            /// Items to skip.
+            #[param(minimum = 0, maximum = 1000000000)]
+            offset: Option<i64>,
+        }
+    };
+}
+
+page_fields!(PageQuery {});
+
+page_fields!(TicketQuery {
+    #[param(inline)]
+    state: Option<TicketState>,
+    #[param(inline)]
+    priority: Option<Priority>,
+    #[param(inline)]
+    source: Option<TicketSource>,
+    /// Only this device's tickets.
+    #[param(max_length = 64)]
+    device_id: Option<String>,
+    /// Only tickets owned by this provider.
+    #[param(max_length = 64)]
+    provider_id: Option<String>,
+    /// Only tickets assigned to this technician.
+    #[param(max_length = 64)]
+    technician_id: Option<String>,
+    /// true: only open tickets (not resolved, closed or cancelled).
+    open: Option<bool>,
+});
+
+page_fields!(StockQuery {
+    /// Only this location.
+    #[param(max_length = 64)]
+    location_id: Option<String>,
+    /// Only this part.
+    #[param(max_length = 64)]
+    sku: Option<String>,
+});
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CandidatesQuery {
+    /// How many eligible candidates (1-1000, default 10), or `all` for every technician
+    /// with the reasons the ineligible ones were left out.
+    #[param(pattern = "^(all|[1-9][0-9]{0,2}|1000)$")]
+    limit: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TransfersQuery {
+    /// Only the transfers for this ticket.
+    #[param(max_length = 64)]
+    ticket_id: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PrepositionQuery {
+    /// RUL horizon in hours: devices predicted to fail within it (default 720).
+    #[param(exclusive_minimum = 0, maximum = 87600, default = 720)]
+    horizon_hours: Option<f64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum OutboxState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct OutboxQuery {
+    /// Only entries in this state.
+    #[param(inline)]
+    state: Option<OutboxState>,
+}
 
 /// Every route of the service API.
-pub(crate) fn routes() -> Vec<(RouteDoc, H)> {
-    const TICKET_FILTERS: &[(&str, &str)] = &[
-        ("state", "ticket state"),
-        ("priority", "emergency, major or normal"),
-        (
-            "source",
-            "predictive, api, customer_form, follow_up or import",
-        ),
-        ("device_id", "device"),
-        ("provider_id", "owning provider"),
-        ("technician_id", "assigned technician"),
-        ("open", "true: only open tickets"),
-        PAGE[0],
-        PAGE[1],
-    ];
+pub(crate) fn routes() -> Vec<Route> {
     vec![
         r(
             "GET",
             "/track/{code}",
             "Public tracking page of a ticket (no personal data)",
             "tracking",
-            None,
             200,
             get(track),
-        ),
+        )
+        .returns::<Tracking>(),
         r(
             "POST",
             "/track/{code}/rating",
             "Customer satisfaction 1-5 for a closed ticket; 2 or less opens a follow-up",
             "tracking",
-            Some("Rating"),
             200,
             post(rate),
-        ),
+        )
+        .body::<Rating>()
+        .returns::<RatingRecorded>(),
         r(
             "POST",
             "/api/v1/tickets",
             "Create a ticket (API or customer form)",
             "tickets",
-            Some("NewTicket"),
             201,
             post(create_ticket),
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/tickets",
-                "List tickets, newest first",
-                "tickets",
-                None,
-                200,
-                get(list_tickets),
-            ),
-            TICKET_FILTERS,
-        ),
+        )
+        .body::<NewTicket>()
+        .returns::<Ticket>(),
+        r(
+            "GET",
+            "/api/v1/tickets",
+            "List tickets, newest first",
+            "tickets",
+            200,
+            get(list_tickets),
+        )
+        .query::<TicketQuery>()
+        .returns_inline::<Paged<Ticket>>(),
         r(
             "GET",
             "/api/v1/tickets/{id}",
             "A ticket with its SLA state and allowed transitions",
             "tickets",
-            None,
             200,
             get(get_ticket),
-        ),
+        )
+        .returns::<Ticket>(),
         r(
             "GET",
             "/api/v1/tickets/{id}/events",
             "The ticket's audit trail",
             "tickets",
-            None,
             200,
             get(ticket_events),
-        ),
+        )
+        .returns_list::<TicketEvent>(),
         r(
             "POST",
             "/api/v1/tickets/{id}/transitions",
             "Move a ticket through its state machine (409 lists the allowed moves)",
             "tickets",
-            Some("Transition"),
             200,
             post(transition),
-        ),
+        )
+        .body::<Transition>()
+        .returns::<Ticket>(),
         r(
             "POST",
             "/api/v1/tickets/{id}/assign",
             "Assign a technician and secure the parts",
             "dispatch",
-            Some("Assign"),
             200,
             post(assign),
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/tickets/{id}/candidates",
-                "Technicians ranked for a ticket with explained scores",
-                "dispatch",
-                None,
-                200,
-                get(candidates),
-            ),
-            &[(
-                "limit",
-                "how many eligible candidates (default 10), or `all` for every technician with reasons",
-            )],
-        ),
+        )
+        .body::<Assign>()
+        .returns::<Assigned>(),
+        r(
+            "GET",
+            "/api/v1/tickets/{id}/candidates",
+            "Technicians ranked for a ticket with explained scores",
+            "dispatch",
+            200,
+            get(candidates),
+        )
+        .query::<CandidatesQuery>()
+        .returns_list::<Candidate>(),
         r(
             "POST",
             "/api/v1/tickets/{id}/close",
             "Close a resolved ticket with its service report",
             "tickets",
-            Some("ServiceReport"),
             200,
             post(close_ticket),
-        ),
+        )
+        .body::<ServiceReport>()
+        .returns::<Ticket>(),
         r(
             "GET",
             "/api/v1/tickets/{id}/reservations",
             "Parts reserved for a ticket",
             "parts",
-            None,
             200,
             get(ticket_reservations),
-        ),
+        )
+        .returns_list::<Reservation>(),
         r(
             "POST",
             "/api/v1/dispatch/batch",
             "Assign open tickets optimally and reserve their parts",
             "dispatch",
-            Some("BatchRequest"),
             200,
             post(dispatch_batch),
-        ),
+        )
+        .body::<BatchRequest>()
+        .returns::<BatchResult>(),
         r(
             "POST",
             "/api/v1/parts/reservations",
             "Reserve stock (409 when short)",
             "parts",
-            Some("ReserveRequest"),
             201,
             post(reserve),
-        ),
+        )
+        .body::<ReserveRequest>()
+        .returns::<Reservation>(),
         r(
             "POST",
             "/api/v1/parts/reservations/{id}/release",
             "Release a reservation",
             "parts",
-            None,
             200,
             post(release),
-        ),
+        )
+        .returns::<Reservation>(),
         r(
             "POST",
             "/api/v1/parts/reservations/{id}/consume",
             "Consume a reservation",
             "parts",
-            None,
             200,
             post(consume),
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/parts/transfers",
-                "Stock transfers",
-                "parts",
-                None,
-                200,
-                get(transfers),
-            ),
-            &[("ticket_id", "only for this ticket")],
-        ),
+        )
+        .returns::<Reservation>(),
+        r(
+            "GET",
+            "/api/v1/parts/transfers",
+            "Stock transfers",
+            "parts",
+            200,
+            get(transfers),
+        )
+        .query::<TransfersQuery>()
+        .returns_list::<Transfer>(),
         r(
             "POST",
             "/api/v1/parts/transfers/{id}/receive",
             "A transfer arrived",
             "parts",
-            None,
             200,
             post(receive),
-        ),
+        )
+        .returns::<Transfer>(),
         r(
             "GET",
             "/api/v1/parts/reorder",
             "Stock at or below its reorder point",
             "parts",
-            None,
             200,
             get(reorder),
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/parts/prepositioning",
-                "Where to move parts before predicted failures",
-                "parts",
-                None,
-                200,
-                get(preposition),
-            ),
-            &[("horizon_hours", "RUL horizon (default 720)")],
-        ),
+        )
+        .returns_list::<ReorderLine>(),
+        r(
+            "GET",
+            "/api/v1/parts/prepositioning",
+            "Where to move parts before predicted failures",
+            "parts",
+            200,
+            get(preposition),
+        )
+        .query::<PrepositionQuery>()
+        .returns_list::<Preposition>(),
         r(
             "GET",
             "/api/v1/parts",
             "The part catalogue",
             "parts",
-            None,
             200,
             get(list_parts),
-        ),
+        )
+        .returns_list::<Part>(),
         r(
             "POST",
             "/api/v1/parts",
             "Add a part to the catalogue",
             "parts",
-            Some("Part"),
             201,
             post(create_part),
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/stock",
-                "Stock levels",
-                "parts",
-                None,
-                200,
-                get(list_stock),
-            ),
-            &[
-                ("location_id", "location"),
-                ("sku", "part"),
-                PAGE[0],
-                PAGE[1],
-            ],
-        ),
+        )
+        .body::<Part>()
+        .returns::<Part>(),
+        r(
+            "GET",
+            "/api/v1/stock",
+            "Stock levels",
+            "parts",
+            200,
+            get(list_stock),
+        )
+        .query::<StockQuery>()
+        .returns_inline::<Paged<StockLevel>>(),
         r(
             "PUT",
             "/api/v1/stock/{location_id}/{sku}",
             "Set a stock count",
             "parts",
-            Some("StockCount"),
             200,
             put(set_stock),
-        ),
+        )
+        .body::<StockCount>()
+        .returns::<StockLevel>(),
         r(
             "GET",
             "/api/v1/locations",
             "Stock locations",
             "registry",
-            None,
             200,
             get(list_locations),
-        ),
+        )
+        .returns_list::<Location>(),
         r(
             "POST",
             "/api/v1/locations",
             "Add a stock location",
             "registry",
-            Some("NewLocation"),
             201,
             post(create_location),
-        ),
+        )
+        .body::<NewLocation>()
+        .returns::<Location>(),
         r(
             "GET",
             "/api/v1/providers",
             "Providers (a provider key sees its subtree)",
             "registry",
-            None,
             200,
             get(list_providers),
-        ),
+        )
+        .returns_list::<Provider>(),
         r(
             "POST",
             "/api/v1/providers",
             "Add a provider (OEM, agent, authorised provider)",
             "registry",
-            Some("NewProvider"),
             201,
             post(create_provider),
-        ),
+        )
+        .body::<NewProvider>()
+        .returns::<Provider>(),
         r(
             "POST",
             "/api/v1/customers",
             "Add a customer",
             "registry",
-            Some("NewCustomer"),
             201,
             post(create_customer),
-        ),
+        )
+        .body::<NewCustomer>()
+        .returns::<Customer>(),
         r(
             "GET",
             "/api/v1/customers/{id}",
             "A customer",
             "registry",
-            None,
             200,
             get(get_customer),
-        ),
+        )
+        .returns::<Customer>(),
         r(
             "POST",
             "/api/v1/sites",
             "Add a site",
             "registry",
-            Some("NewSite"),
             201,
             post(create_site),
-        ),
+        )
+        .body::<NewSite>()
+        .returns::<Site>(),
         r(
             "POST",
             "/api/v1/devices",
             "Add a device to the service registry",
             "registry",
-            Some("NewDevice"),
             201,
             post(create_device),
-        ),
+        )
+        .body::<NewServiceDevice>()
+        .returns::<ServiceDevice>(),
         r(
             "GET",
             "/api/v1/devices/{id}",
             "A device with its site and customer",
             "registry",
-            None,
             200,
             get(get_device),
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/technicians",
-                "Technicians",
-                "registry",
-                None,
-                200,
-                get(list_technicians),
-            ),
-            &PAGE,
-        ),
+        )
+        .returns::<DeviceContext>(),
+        r(
+            "GET",
+            "/api/v1/technicians",
+            "Technicians",
+            "registry",
+            200,
+            get(list_technicians),
+        )
+        .query::<PageQuery>()
+        .returns_inline::<Paged<Technician>>(),
         r(
             "POST",
             "/api/v1/technicians",
             "Add a technician (and their van)",
             "registry",
-            Some("NewTechnician"),
             201,
             post(create_technician),
-        ),
+        )
+        .body::<NewTechnician>()
+        .returns::<Technician>(),
         r(
             "GET",
             "/api/v1/technicians/{id}",
             "A technician",
             "registry",
-            None,
             200,
             get(get_technician),
-        ),
+        )
+        .returns::<Technician>(),
         r(
             "GET",
             "/api/v1/sla/policies",
             "SLA policies",
             "sla",
-            None,
             200,
             get(sla_policies),
-        ),
+        )
+        .returns_list::<SlaPolicy>(),
         r(
             "PUT",
             "/api/v1/sla/policies",
-            "Set an SLA policy (seconds)",
+            "Set an SLA policy (seconds; onsite_secs at least response_secs)",
             "sla",
-            Some("SlaPolicy"),
             200,
             put(set_sla_policy),
-        ),
+        )
+        .body::<SlaPolicy>()
+        .returns::<SlaPolicy>(),
         r(
             "POST",
             "/api/v1/webhooks",
             "Subscribe a webhook (HMAC-signed)",
             "webhooks",
-            Some("NewWebhook"),
             201,
             post(create_webhook),
-        ),
-        q(
-            r(
-                "GET",
-                "/api/v1/webhooks/outbox",
-                "Webhook outbox",
-                "webhooks",
-                None,
-                200,
-                get(outbox),
-            ),
-            &[("state", "pending, delivered or dead")],
-        ),
+        )
+        .body::<NewWebhook>()
+        .returns::<Webhook>(),
+        r(
+            "GET",
+            "/api/v1/webhooks/outbox",
+            "Webhook outbox",
+            "webhooks",
+            200,
+            get(outbox),
+        )
+        .query::<OutboxQuery>()
+        .returns_list::<OutboxEntry>(),
         r(
             "POST",
             "/api/v1/apikeys",
             "Issue an API key (admin); a provider key names its provider, a technician key its technician",
             "keys",
-            Some("NewApiKey"),
             201,
             post(create_key),
-        ),
+        )
+        .body::<NewApiKey>()
+        .returns::<IssuedKey>(),
     ]
 }
 
@@ -441,30 +512,42 @@ fn created<T: serde::Serialize>(v: T) -> Res {
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-fn page(p: &Params) -> Result<Page, Problem> {
-    Ok(Page::new(p.i64("limit")?, p.i64("offset")?)?)
+fn page(limit: Option<i64>, offset: Option<i64>) -> Result<Page, Problem> {
+    Ok(Page::new(limit, offset)?)
 }
 
-async fn track(State(s): State<AppState>, Path(code): Path<String>) -> Res {
+async fn track(State(s): State<AppState>, PathParams(code): PathParams<String>) -> Res {
     ok(s.svc.track(&code).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Rating {
+    #[schema(minimum = 1, maximum = 5)]
     score: i64,
+    #[schema(max_length = 2000)]
     comment: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RatingRecorded {
+    recorded: bool,
+    /// A score of 2 or less opens a follow-up ticket.
+    follow_up_opened: bool,
 }
 
 async fn rate(
     State(s): State<AppState>,
-    Path(code): Path<String>,
+    PathParams(code): PathParams<String>,
     JsonBody(b): JsonBody<Rating>,
 ) -> Res {
     let follow_up = s
         .svc
         .rate_by_tracking_code(&code, b.score, b.comment.as_deref())
         .await?;
-    ok(json!({"recorded": true, "follow_up_opened": follow_up.is_some()}))
+    ok(RatingRecorded {
+        recorded: true,
+        follow_up_opened: follow_up.is_some(),
+    })
 }
 
 async fn create_ticket(
@@ -475,50 +558,90 @@ async fn create_ticket(
     created(s.svc.create_ticket(&who, &b).await?)
 }
 
-async fn list_tickets(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
+async fn list_tickets(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<TicketQuery>,
+) -> Res {
+    // An empty filter value filters nothing.
+    let text = |v: Option<String>| v.filter(|v| !v.is_empty());
     let filter = TicketFilter {
-        state: p.str("state"),
-        priority: p.str("priority"),
-        source: p.str("source"),
-        device_id: p.str("device_id"),
-        provider_id: p.str("provider_id"),
-        technician_id: p.str("technician_id"),
-        open: p.bool("open")?,
+        state: q.state.map(|v| v.as_str().to_owned()),
+        priority: q.priority.map(|v| v.as_str().to_owned()),
+        source: q.source.map(|v| v.as_str().to_owned()),
+        device_id: text(q.device_id),
+        provider_id: text(q.provider_id),
+        technician_id: text(q.technician_id),
+        open: q.open,
     };
-    ok(s.svc.tickets(&who, &filter, page(&p)?).await?)
+    ok(s.svc
+        .tickets(&who, &filter, page(q.limit, q.offset)?)
+        .await?)
 }
 
-async fn get_ticket(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
+async fn get_ticket(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
     ok(s.svc.ticket(&who, &id).await?)
 }
 
-async fn ticket_events(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
+async fn ticket_events(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
     ok(s.svc.ticket_events(&who, &id).await?)
 }
 
-#[derive(Deserialize)]
+/// The states a ticket can be moved to here (closing takes a service report:
+/// `POST /api/v1/tickets/{id}/close`).
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum TargetState {
+    New,
+    Triaged,
+    Assigned,
+    EnRoute,
+    OnSite,
+    WaitingParts,
+    Resolved,
+    Cancelled,
+}
+
+impl TargetState {
+    fn state(self) -> TicketState {
+        match self {
+            TargetState::New => TicketState::New,
+            TargetState::Triaged => TicketState::Triaged,
+            TargetState::Assigned => TicketState::Assigned,
+            TargetState::EnRoute => TicketState::EnRoute,
+            TargetState::OnSite => TicketState::OnSite,
+            TargetState::WaitingParts => TicketState::WaitingParts,
+            TargetState::Resolved => TicketState::Resolved,
+            TargetState::Cancelled => TicketState::Cancelled,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
 struct Transition {
-    to: String,
+    to: TargetState,
+    #[schema(max_length = 2000)]
     note: Option<String>,
+    /// Needed when moving to `assigned`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     technician_id: Option<String>,
 }
 
 async fn transition(
     State(s): State<AppState>,
     Auth(who): Auth,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(b): JsonBody<Transition>,
 ) -> Res {
-    let to = TicketState::parse(&b.to).ok_or_else(|| {
-        Problem::invalid(
-            "to",
-            format!(
-                "unknown state {:?}; states: {}",
-                b.to,
-                TicketState::ALL.map(|s| s.as_str()).join(", ")
-            ),
-        )
-    })?;
+    let to = b.to.state();
     // Existence and visibility before role checks on the target state.
     let current = s.svc.ticket(&who, &id).await?.state;
     if to == TicketState::Assigned {
@@ -546,34 +669,47 @@ async fn transition(
         .await?)
 }
 
-#[derive(Deserialize)]
-struct AssignBody {
+#[derive(Deserialize, ToSchema)]
+struct Assign {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     technician_id: String,
+    #[schema(max_length = 2000)]
     note: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Assigned {
+    ticket: Ticket,
+    /// How each needed part is secured.
+    parts: Vec<PartPlan>,
 }
 
 async fn assign(
     State(s): State<AppState>,
     Auth(who): Auth,
-    Path(id): Path<String>,
-    JsonBody(b): JsonBody<AssignBody>,
+    PathParams(id): PathParams<String>,
+    JsonBody(b): JsonBody<Assign>,
 ) -> Res {
     let (ticket, parts) = s
         .svc
         .assign(&who, &id, &b.technician_id, b.note.as_deref())
         .await?;
-    ok(json!({"ticket": ticket, "parts": parts}))
+    ok(Assigned { ticket, parts })
 }
 
 async fn candidates(
     State(s): State<AppState>,
     Auth(who): Auth,
-    Path(id): Path<String>,
-    p: Params,
+    PathParams(id): PathParams<String>,
+    Query(q): Query<CandidatesQuery>,
 ) -> Res {
-    let limit = match p.str("limit").as_deref() {
+    let limit = match q.limit.as_deref() {
         Some("all") => None,
-        _ => Some(p.i64("limit")?.unwrap_or(10).clamp(1, 1000) as usize),
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| Problem::parameter("limit", "expected 1-1000 or all"))?,
+        ),
+        None => Some(10),
     };
     ok(s.svc.candidates(&who, &id, limit).await?)
 }
@@ -581,7 +717,7 @@ async fn candidates(
 async fn close_ticket(
     State(s): State<AppState>,
     Auth(who): Auth,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(b): JsonBody<ServiceReport>,
 ) -> Res {
     ok(s.svc.close_ticket(&who, &id, &b).await?)
@@ -590,7 +726,7 @@ async fn close_ticket(
 async fn ticket_reservations(
     State(s): State<AppState>,
     Auth(who): Auth,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Res {
     ok(s.svc.ticket_reservations(&who, &id).await?)
 }
@@ -611,19 +747,36 @@ async fn reserve(
     created(s.svc.reserve(&who, &b).await?)
 }
 
-async fn release(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
+async fn release(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
     ok(s.svc.finish_reservation(&who, &id, false).await?)
 }
 
-async fn consume(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
+async fn consume(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
     ok(s.svc.finish_reservation(&who, &id, true).await?)
 }
 
-async fn transfers(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    ok(s.svc.transfers(&who, p.str("ticket_id").as_deref()).await?)
+async fn transfers(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<TransfersQuery>,
+) -> Res {
+    let ticket = q.ticket_id.filter(|t| !t.is_empty());
+    ok(s.svc.transfers(&who, ticket.as_deref()).await?)
 }
 
-async fn receive(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
+async fn receive(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
     ok(s.svc.receive_transfer(&who, &id).await?)
 }
 
@@ -631,8 +784,12 @@ async fn reorder(State(s): State<AppState>, Auth(who): Auth) -> Res {
     ok(s.svc.reorder_report(&who).await?)
 }
 
-async fn preposition(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    let horizon = p.f64("horizon_hours")?.unwrap_or(720.0);
+async fn preposition(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<PrepositionQuery>,
+) -> Res {
+    let horizon = q.horizon_hours.unwrap_or(720.0);
     ok(s.svc.preposition_proposals(&who, horizon).await?)
 }
 
@@ -648,27 +805,35 @@ async fn create_part(
     created(s.svc.create_part(&who, &b).await?)
 }
 
-async fn list_stock(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
+async fn list_stock(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<StockQuery>,
+) -> Res {
+    let location = q.location_id.filter(|v| !v.is_empty());
+    let sku = q.sku.filter(|v| !v.is_empty());
     ok(s.svc
         .stock(
             &who,
-            p.str("location_id").as_deref(),
-            p.str("sku").as_deref(),
-            page(&p)?,
+            location.as_deref(),
+            sku.as_deref(),
+            page(q.limit, q.offset)?,
         )
         .await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct StockCount {
+    #[schema(minimum = 0, maximum = 1000000000)]
     on_hand: i64,
+    #[schema(minimum = 0, maximum = 1000000000)]
     reorder_point: Option<i64>,
 }
 
 async fn set_stock(
     State(s): State<AppState>,
     Auth(who): Auth,
-    Path((location_id, sku)): Path<(String, String)>,
+    PathParams((location_id, sku)): PathParams<(String, String)>,
     JsonBody(b): JsonBody<StockCount>,
 ) -> Res {
     ok(s.svc
@@ -708,7 +873,11 @@ async fn create_customer(
     created(s.svc.create_customer(&who, &b).await?)
 }
 
-async fn get_customer(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
+async fn get_customer(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
     ok(s.svc.customer(&who, &id).await?)
 }
 
@@ -728,12 +897,22 @@ async fn create_device(
     created(s.svc.create_device(&who, &b).await?)
 }
 
-async fn get_device(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
+async fn get_device(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
     ok(s.svc.device_context(&who, &id).await?)
 }
 
-async fn list_technicians(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    ok(s.svc.technicians_where(&who, None, page(&p)?).await?)
+async fn list_technicians(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<PageQuery>,
+) -> Res {
+    ok(s.svc
+        .technicians_where(&who, None, page(q.limit, q.offset)?)
+        .await?)
 }
 
 async fn create_technician(
@@ -744,7 +923,11 @@ async fn create_technician(
     created(s.svc.create_technician(&who, &b).await?)
 }
 
-async fn get_technician(State(s): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> Res {
+async fn get_technician(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
     s.svc
         .technicians_where(&who, Some(&id), Page::default())
         .await?
@@ -775,8 +958,13 @@ async fn create_webhook(
     created(s.svc.create_webhook(&who, &b).await?)
 }
 
-async fn outbox(State(s): State<AppState>, Auth(who): Auth, p: Params) -> Res {
-    ok(s.svc.outbox(&who, p.str("state").as_deref(), 500).await?)
+async fn outbox(State(s): State<AppState>, Auth(who): Auth, Query(q): Query<OutboxQuery>) -> Res {
+    let state = q.state.map(|s| match s {
+        OutboxState::Pending => "pending",
+        OutboxState::Delivered => "delivered",
+        OutboxState::Dead => "dead",
+    });
+    ok(s.svc.outbox(&who, state, 500).await?)
 }
 
 async fn create_key(
@@ -785,109 +973,4 @@ async fn create_key(
     JsonBody(b): JsonBody<NewApiKey>,
 ) -> Res {
     created(s.svc.create_api_key(&who, &b).await?)
-}
-
-/// Used by the OpenAPI generator for the request schemas.
-pub(crate) fn schema(name: &str) -> Value {
-    let s = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required});
-    let string = json!({"type": "string"});
-    let number = json!({"type": "number"});
-    let integer = json!({"type": "integer"});
-    let strings = json!({"type": "array", "items": {"type": "string"}});
-    let priority = json!({"type": "string", "enum": ["normal", "major", "emergency"]});
-    match name {
-        "Problem" => s(
-            json!({"type": string, "title": string, "status": integer, "detail": string,
-                   "field": string, "allowed": strings}),
-            &["type", "title", "status"],
-        ),
-        "Rating" => s(json!({"score": integer, "comment": string}), &["score"]),
-        "NewTicket" => s(
-            json!({"source": {"type": "string", "enum": ["api", "customer_form"]},
-                   "title": string, "description": string, "device_id": string,
-                   "failure_mode": string, "skill": string, "priority": priority,
-                   "contact_name": string, "contact_phone": string, "parts_needed": strings}),
-            &["device_id"],
-        ),
-        "Transition" => s(
-            json!({"to": {"type": "string", "enum": TicketState::ALL.map(|s| s.as_str())},
-                   "note": string, "technician_id": string}),
-            &["to"],
-        ),
-        "Assign" => s(
-            json!({"technician_id": string, "note": string}),
-            &["technician_id"],
-        ),
-        "ServiceReport" => s(
-            json!({"cause": string, "fix": string, "signed_off_by": string,
-                   "close_code": {"type": "string", "enum": ["confirmed", "false_alarm", "other_cause"]},
-                   "satisfaction": integer,
-                   "parts_used": {"type": "array", "items": s(json!({"sku": string, "quantity": integer}), &["sku", "quantity"])}}),
-            &["cause", "fix", "signed_off_by", "close_code"],
-        ),
-        "BatchRequest" => s(json!({"ticket_ids": strings}), &["ticket_ids"]),
-        "ReserveRequest" => s(
-            json!({"sku": string, "location_id": string, "quantity": integer, "ticket_id": string}),
-            &["sku", "location_id", "quantity"],
-        ),
-        "Part" => s(
-            json!({"sku": string, "name": string, "compatible_models": strings,
-                   "fixes_modes": strings, "unit_cost": number,
-                   "abc_class": {"type": "string", "enum": ["A", "B", "C"]}}),
-            &["sku", "name", "unit_cost", "abc_class"],
-        ),
-        "StockCount" => s(
-            json!({"on_hand": integer, "reorder_point": integer}),
-            &["on_hand"],
-        ),
-        "NewLocation" => s(
-            json!({"location_id": string, "kind": {"type": "string", "enum": ["central", "regional", "service_point"]},
-                   "name": string, "region": string, "lat": number, "lon": number, "provider_id": string}),
-            &["kind", "name", "lat", "lon"],
-        ),
-        "NewProvider" => s(
-            json!({"provider_id": string, "name": string,
-                   "kind": {"type": "string", "enum": ["oem", "agent", "provider"]},
-                   "parent_id": string, "regions": strings}),
-            &["name", "kind"],
-        ),
-        "NewCustomer" => s(
-            json!({"customer_id": string, "name": string,
-                   "tier": {"type": "string", "enum": ["standard", "premium"]},
-                   "vip": {"type": "boolean"}, "contact_email": string}),
-            &["name"],
-        ),
-        "NewSite" => s(
-            json!({"site_id": string, "customer_id": string, "name": string, "region": string,
-                   "lat": number, "lon": number, "address": string}),
-            &["customer_id", "name", "region", "lat", "lon"],
-        ),
-        "NewDevice" => s(
-            json!({"device_id": string, "site_id": string, "serial": string, "model": string,
-                   "batch": string, "firmware": string, "install_date": string,
-                   "warranty_end": string, "criticality": integer, "vip": {"type": "boolean"}}),
-            &["device_id", "site_id", "serial", "model"],
-        ),
-        "NewTechnician" => s(
-            json!({"technician_id": string, "provider_id": string, "name": string, "region": string,
-                   "home_lat": number, "home_lon": number,
-                   "skills": {"type": "array", "items": s(json!({"skill": string, "level": integer}), &["skill", "level"])},
-                   "shift_start_min": integer, "shift_end_min": integer, "max_daily_load": integer}),
-            &["provider_id", "name", "region", "home_lat", "home_lon"],
-        ),
-        "SlaPolicy" => s(
-            json!({"priority": priority, "tier": string, "response_secs": integer, "onsite_secs": integer}),
-            &["priority", "tier", "response_secs", "onsite_secs"],
-        ),
-        "NewWebhook" => s(
-            json!({"url": string, "secret": string, "provider_id": string}),
-            &["url", "secret"],
-        ),
-        "NewApiKey" => s(
-            json!({"role": {"type": "string", "enum": Role::ALL.map(|r| r.as_str())},
-                   "provider_id": string, "technician_id": string, "label": string}),
-            &["role"],
-        ),
-        _ => json!({"type": "object"}),
-    }
 }

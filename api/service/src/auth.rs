@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use super::{Result, Service, ServiceError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -197,13 +197,18 @@ impl Principal {
 }
 
 /// A request for an API key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewApiKey {
     pub role: Role,
-    /// The provider a `provider` key is scoped to.
+    /// The provider whose subtree a `provider` key sees (required for that role; for a
+    /// technician key, it must be the technician's provider).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: Option<String>,
-    /// The technician a `technician` key belongs to.
+    /// The technician a `technician` key belongs to (required for that role).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub technician_id: Option<String>,
+    /// A note on who holds the key.
+    #[schema(max_length = 200)]
     pub label: Option<String>,
 }
 
@@ -234,7 +239,7 @@ impl NewApiKey {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct IssuedKey {
     pub key_id: String,
     /// The full key; shown once, never stored.
@@ -273,7 +278,7 @@ impl Service {
                 })?;
                 self.provider(p)
                     .await
-                    .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
+                    .map_err(|_| ServiceError::unknown("provider_id", "provider", p))?;
                 (Some(p.to_owned()), None)
             }
             Role::Technician => {
@@ -283,7 +288,7 @@ impl Service {
                 let tech = self
                     .technician(t)
                     .await
-                    .map_err(|_| ServiceError::invalid("technician_id", "unknown technician"))?;
+                    .map_err(|_| ServiceError::unknown("technician_id", "technician", t))?;
                 if new
                     .provider_id
                     .as_deref()

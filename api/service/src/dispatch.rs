@@ -57,7 +57,7 @@ pub fn shift_wait_hours(now_ms: i64, home_lon: f64, start_min: i64, end_min: i64
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Factor {
     pub factor: &'static str,
     pub value: f64,
@@ -66,7 +66,7 @@ pub struct Factor {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Candidate {
     pub technician_id: String,
     pub provider_id: String,
@@ -121,12 +121,13 @@ pub struct Snapshot {
     sites: HashMap<String, (f64, f64)>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct BatchRequest {
+    #[schema(min_items = 1, max_items = 5000)]
     pub ticket_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct Assignment {
     pub ticket_id: String,
     pub technician_id: String,
@@ -135,7 +136,7 @@ pub struct Assignment {
     pub parts: Vec<PartPlan>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct BatchResult {
     pub assignments: Vec<Assignment>,
     pub unassigned: Vec<String>,
@@ -709,7 +710,7 @@ impl Service {
         .bind(ticket_id)
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| ServiceError::invalid("technician_id", "unknown technician"))?;
+        .ok_or_else(|| ServiceError::unknown("technician_id", "technician", technician_id))?;
         let (max, load): (i64, i64) = (row.get(0), row.get(1));
         if load >= max {
             return Err(ServiceError::Conflict(format!(
@@ -783,13 +784,14 @@ impl Service {
         let tech = self
             .technician(technician_id)
             .await
-            .map_err(|_| ServiceError::invalid("technician_id", "unknown technician"))?;
+            .map_err(|_| ServiceError::unknown("technician_id", "technician", technician_id))?;
         if let Some(scope) = who.scope() {
             let path = self.provider(&tech.provider_id).await?.path;
             if !path.starts_with(scope) {
-                return Err(ServiceError::invalid(
+                return Err(ServiceError::unknown(
                     "technician_id",
-                    "unknown technician in this provider's network",
+                    "technician",
+                    technician_id,
                 ));
             }
         }

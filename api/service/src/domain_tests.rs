@@ -311,7 +311,9 @@ async fn ticket_lifecycle_audit_and_tracking() {
         .create_ticket(&admin(), &api_ticket("nope"))
         .await
         .unwrap_err();
-    assert!(matches!(err, ServiceError::Validation { ref field, .. } if field == "device_id"));
+    assert!(
+        matches!(err, ServiceError::UnknownReference { ref field, .. } if field == "device_id")
+    );
 
     let t = svc
         .create_ticket(
@@ -1078,7 +1080,7 @@ async fn authorisation_matrix_and_provider_subtrees() {
     assert!(c.iter().all(|c| c.provider_id == "sp-north"));
     assert!(matches!(
         svc.assign(&north, &t.ticket_id, "s1", None).await,
-        Err(ServiceError::Validation { ref field, .. }) if field == "technician_id"
+        Err(ServiceError::UnknownReference { ref field, .. }) if field == "technician_id"
     ));
     assert!(matches!(
         svc.dispatch_batch(

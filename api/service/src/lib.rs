@@ -47,6 +47,14 @@ pub enum ServiceError {
     NotFound { kind: &'static str, id: String },
     #[error("invalid {field}: {message}")]
     Validation { field: String, message: String },
+    /// The request refers (in `field`) to something that does not exist or that the caller
+    /// may not see: the request is well formed, the world does not match it.
+    #[error("{field}: unknown {kind} {id:?}")]
+    UnknownReference {
+        field: String,
+        kind: &'static str,
+        id: String,
+    },
     #[error("cannot move a ticket from {from} to {to}")]
     IllegalTransition {
         from: String,
@@ -77,6 +85,14 @@ impl ServiceError {
         ServiceError::Validation {
             field: field.to_owned(),
             message: message.into(),
+        }
+    }
+
+    pub fn unknown(field: &str, kind: &'static str, id: impl Into<String>) -> Self {
+        ServiceError::UnknownReference {
+            field: field.to_owned(),
+            kind,
+            id: id.into(),
         }
     }
 
@@ -181,7 +197,19 @@ impl Service {
 }
 
 /// Ticket priority; the order is urgency (`Normal < Major < Emergency`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Normal,
@@ -317,7 +345,7 @@ impl Page {
 }
 
 /// One page of a list and where the next one starts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct Paged<T> {
     pub items: Vec<T>,
     pub next_offset: Option<i64>,
@@ -329,7 +357,7 @@ impl<T> Paged<T> {
         let more = rows.len() as i64 > page.limit;
         rows.truncate(page.limit as usize);
         Paged {
-            next_offset: more.then(|| page.offset.saturating_add(page.limit)),
+            next_offset: more.then_some(page.offset.saturating_add(page.limit)),
             items: rows,
         }
     }

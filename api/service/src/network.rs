@@ -60,7 +60,7 @@ fn duplicate(kind: &str, id: &str) -> impl FnOnce(sqlx::Error) -> ServiceError {
 
 // ---------------------------------------------------------------- providers
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     Oem,
@@ -78,17 +78,21 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewProvider {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: Option<String>,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub name: String,
     pub kind: ProviderKind,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub parent_id: Option<String>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub regions: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Provider {
     pub provider_id: String,
     pub name: String,
@@ -119,14 +123,18 @@ const PROVIDER_COLS: &str = "provider_id, name, kind, parent_id, path, regions";
 
 // ---------------------------------------------------------------- customers, sites, devices
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewCustomer {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: Option<String>,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub name: String,
     #[serde(default = "default_tier")]
+    #[schema(pattern = "^(standard|premium)$", default = "standard")]
     pub tier: String,
     #[serde(default)]
     pub vip: bool,
+    #[schema(max_length = 254)]
     pub contact_email: Option<String>,
 }
 
@@ -134,7 +142,7 @@ fn default_tier() -> String {
     "standard".to_owned()
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Customer {
     pub customer_id: String,
     pub name: String,
@@ -143,18 +151,25 @@ pub struct Customer {
     pub contact_email: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewSite {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub site_id: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: String,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub name: String,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub region: String,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: f64,
+    #[schema(max_length = 500)]
     pub address: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Site {
     pub site_id: String,
     pub customer_id: String,
@@ -165,18 +180,27 @@ pub struct Site {
     pub address: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewServiceDevice {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub device_id: String,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub site_id: String,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub serial: String,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub model: String,
+    #[schema(max_length = 200)]
     pub batch: Option<String>,
+    #[schema(max_length = 200)]
     pub firmware: Option<String>,
+    #[schema(max_length = 64)]
     pub install_date: Option<String>,
+    #[schema(max_length = 64)]
     pub warranty_end: Option<String>,
     /// 1 (low) … 3 (production-critical).
     #[serde(default = "default_criticality")]
+    #[schema(minimum = 1, maximum = 3, default = 2)]
     pub criticality: i64,
     #[serde(default)]
     pub vip: bool,
@@ -186,7 +210,7 @@ fn default_criticality() -> i64 {
     2
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct ServiceDevice {
     pub device_id: String,
     pub site_id: String,
@@ -201,7 +225,7 @@ pub struct ServiceDevice {
 }
 
 /// A device with everything a ticket needs to know about where it is and whose it is.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct DeviceContext {
     pub device: ServiceDevice,
     pub site: Site,
@@ -210,28 +234,40 @@ pub struct DeviceContext {
 
 // ---------------------------------------------------------------- technicians
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Skill {
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub skill: String,
     /// 1 (trainee) … 5 (expert).
+    #[schema(minimum = 1, maximum = 5)]
     pub level: i64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewTechnician {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub technician_id: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: String,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub name: String,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub region: String,
+    #[schema(minimum = -90, maximum = 90)]
     pub home_lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub home_lon: f64,
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub skills: Vec<Skill>,
     #[serde(default = "default_shift_start")]
+    #[schema(minimum = 0, maximum = 1439, default = 480)]
     pub shift_start_min: i64,
     #[serde(default = "default_shift_end")]
+    #[schema(minimum = 1, maximum = 1440, default = 1020)]
     pub shift_end_min: i64,
     #[serde(default = "default_load")]
+    #[schema(minimum = 1, maximum = 50, default = 4)]
     pub max_daily_load: i64,
 }
 
@@ -245,7 +281,7 @@ fn default_load() -> i64 {
     4
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Technician {
     pub technician_id: String,
     pub provider_id: String,
@@ -264,20 +300,26 @@ pub struct Technician {
 
 // ---------------------------------------------------------------- parts and stock
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Part {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub compatible_models: Vec<String>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub fixes_modes: Vec<String>,
+    #[schema(minimum = 0, maximum = 1e12)]
     pub unit_cost: f64,
     /// A (high value, tight control), B, C.
+    #[schema(pattern = "^[ABC]$")]
     pub abc_class: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocationKind {
     Central,
@@ -318,18 +360,35 @@ impl LocationKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The kinds of location a caller may add (vans come with their technicians).
+#[derive(utoipa::ToSchema, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NewLocationKind {
+    Central,
+    Regional,
+    ServicePoint,
+}
+
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewLocation {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: Option<String>,
+    /// A van is made with its technician (POST /api/v1/technicians).
+    #[schema(value_type = NewLocationKind)]
     pub kind: LocationKind,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub name: String,
+    #[schema(max_length = 200)]
     pub region: Option<String>,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: f64,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Location {
     pub location_id: String,
     pub kind: String,
@@ -380,7 +439,7 @@ impl LocationAccess {
 /// real shelf, far below where sums could overflow.
 pub const MAX_QUANTITY: i64 = 1_000_000_000;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct StockLevel {
     pub location_id: String,
     pub sku: String,
@@ -439,10 +498,9 @@ impl Service {
             }
             (Some(parent_id), kind) => {
                 let parent = self.provider(parent_id).await.map_err(|e| match e {
-                    ServiceError::NotFound { .. } => ServiceError::invalid(
-                        "parent_id",
-                        format!("unknown provider {parent_id:?}"),
-                    ),
+                    ServiceError::NotFound { .. } => {
+                        ServiceError::unknown("parent_id", "provider", parent_id)
+                    }
                     e => e,
                 })?;
                 let ok = match kind {
@@ -591,7 +649,7 @@ impl Service {
         lat_lon(new.lat, new.lon)?;
         self.customer(who, &new.customer_id)
             .await
-            .map_err(|_| ServiceError::invalid("customer_id", "unknown customer"))?;
+            .map_err(|_| ServiceError::unknown("customer_id", "customer", &new.customer_id))?;
         let id = id_or_new(&new.site_id, "site_id", "S")?;
         sqlx::query(
             "INSERT INTO sites (site_id, customer_id, name, region, lat, lon, address)
@@ -643,7 +701,7 @@ impl Service {
         }
         self.site(&new.site_id)
             .await
-            .map_err(|_| ServiceError::invalid("site_id", "unknown site"))?;
+            .map_err(|_| ServiceError::unknown("site_id", "site", &new.site_id))?;
         // One asset row per device: a device registered for MQTT only is placed here; one
         // already placed in the network is a duplicate.
         let placed = sqlx::query(
@@ -785,7 +843,7 @@ impl Service {
         }
         self.provider(&new.provider_id)
             .await
-            .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
+            .map_err(|_| ServiceError::unknown("provider_id", "provider", &new.provider_id))?;
         let id = id_or_new(&new.technician_id, "technician_id", "TECH")?;
         let van = format!("van-{id}");
         let mut tx = self.begin_write().await?;
@@ -1129,11 +1187,11 @@ impl Service {
         let part = self
             .part(sku)
             .await
-            .map_err(|_| ServiceError::invalid("sku", "unknown part"))?;
+            .map_err(|_| ServiceError::unknown("sku", "part", sku))?;
         let location = self
             .location(location_id)
             .await
-            .map_err(|_| ServiceError::invalid("location_id", "unknown location"))?;
+            .map_err(|_| ServiceError::unknown("location_id", "location", location_id))?;
         let kind = LocationKind::parse(&location.kind).unwrap_or(LocationKind::ServicePoint);
         let rop = reorder_point.unwrap_or_else(|| default_reorder_point(&part.abc_class, kind));
         let updated = sqlx::query(

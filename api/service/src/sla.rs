@@ -13,11 +13,14 @@ use crate::ticket_log::{
     append_event, lock_ticket,
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SlaPolicy {
     pub priority: Priority,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 64)]
     pub tier: String,
+    #[schema(minimum = 1, maximum = 31536000)]
     pub response_secs: i64,
+    #[schema(minimum = 1, maximum = 31536000)]
     pub onsite_secs: i64,
 }
 

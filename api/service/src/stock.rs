@@ -9,15 +9,19 @@ use crate::auth::within;
 use crate::network::{LOCATION_OWNER, LocationKind};
 use crate::{Result, ServiceError, TRAVEL_KMH, haversine_km, ms_to_rfc3339, new_id};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct ReserveRequest {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub location_id: String,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub quantity: i64,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub ticket_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Reservation {
     pub reservation_id: String,
     pub ticket_id: Option<String>,
@@ -29,7 +33,7 @@ pub struct Reservation {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Transfer {
     pub transfer_id: String,
     pub sku: String,
@@ -44,7 +48,7 @@ pub struct Transfer {
 }
 
 /// How a ticket's parts were secured when it was assigned.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct PartPlan {
     pub sku: String,
     /// `van`, `transfer` (on its way from `location_id`), `reserved` (already held) or
@@ -54,7 +58,7 @@ pub struct PartPlan {
     pub eta: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct ReorderLine {
     pub location_id: String,
     pub sku: String,
@@ -65,7 +69,7 @@ pub struct ReorderLine {
     pub order_quantity: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Preposition {
     pub sku: String,
     pub to_location_id: String,

@@ -16,7 +16,7 @@ use crate::{Result, Service, ServiceError, ms_to_rfc3339, new_id};
 /// A mode is raised again only this long after its last alert.
 const COOLDOWN_MS: i64 = 7 * 86_400_000;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct RaisedSurge {
     pub surge_id: String,
     pub failure_mode: String,
@@ -30,7 +30,7 @@ pub struct RaisedSurge {
     pub raised_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct WeeklyCounts {
     pub failure_mode: String,
     /// Start of each week (RFC 3339), oldest first; the last week ends at `as_of`.
@@ -38,7 +38,7 @@ pub struct WeeklyCounts {
     pub counts: Vec<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct SurgeAlert {
     pub failure_mode: String,
     pub week_start: String,
@@ -56,7 +56,7 @@ pub struct SurgeAlert {
     pub top_region_share: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct SurgeReport {
     pub rule: String,
     pub weeks: Vec<WeeklyCounts>,

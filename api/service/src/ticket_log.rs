@@ -9,7 +9,7 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::{Priority, Result, ServiceError, json_list, ms_to_rfc3339, new_id};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TicketState {
     New,
@@ -93,7 +93,7 @@ impl TicketState {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct SlaView {
     pub response_due: String,
     pub onsite_due: String,
@@ -109,7 +109,7 @@ pub struct SlaView {
     pub escalation_level: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Ticket {
     pub ticket_id: String,
     pub tracking_code: String,
@@ -370,7 +370,7 @@ pub(crate) async fn apply_transition(
                     .fetch_optional(&mut *conn)
                     .await?;
             if exists.is_none() {
-                return Err(ServiceError::invalid("technician_id", "unknown technician"));
+                return Err(ServiceError::unknown("technician_id", "technician", t));
             }
             Some(t)
         }

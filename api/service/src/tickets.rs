@@ -19,7 +19,7 @@ pub use crate::ticket_log::{
     Ticket, TicketState, TicketTimes,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TicketSource {
     Predictive,
@@ -42,24 +42,46 @@ impl TicketSource {
     }
 }
 
-/// A ticket as submitted. Which fields are mandatory depends on the source.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The sources a caller may submit a ticket from (the others are the service's own:
+/// predictive, follow-up and imported tickets).
+#[derive(utoipa::ToSchema, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntakeSource {
+    Api,
+    CustomerForm,
+}
+
+/// A ticket as submitted. Which fields are mandatory depends on the source: `api` (the
+/// default) needs `title`; `customer_form` needs `description`, `contact_name` and
+/// `contact_phone`. Text that is given must not be blank.
+#[derive(utoipa::ToSchema, Debug, Clone, Default, Deserialize)]
 pub struct NewTicket {
+    #[schema(value_type = Option<IntakeSource>)]
     pub source: Option<TicketSource>,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub title: Option<String>,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 4000)]
     pub description: Option<String>,
+    /// A device of the service registry.
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub device_id: Option<String>,
+    #[schema(max_length = 100)]
     pub failure_mode: Option<String>,
+    #[schema(max_length = 100)]
     pub skill: Option<String>,
     pub priority: Option<Priority>,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub contact_name: Option<String>,
+    /// Digits, spaces and + - ( ).
+    #[schema(pattern = "^[0-9 +()-]*[0-9][0-9 +()-]*$", max_length = 40)]
     pub contact_phone: Option<String>,
     /// SKUs needed; by default the cheapest compatible part fixing the failure mode.
+    #[schema(max_items = 50)]
     pub parts_needed: Option<Vec<String>>,
 }
 
 /// SLA state of one ticket at one moment.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct TicketEvent {
     pub seq: i64,
     pub at: String,
@@ -74,7 +96,7 @@ pub struct TicketEvent {
 }
 
 /// The public tracking page: state and timeline, no personal data, no notes.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Tracking {
     pub tracking_code: String,
     pub state: TicketState,
@@ -85,7 +107,7 @@ pub struct Tracking {
     pub timeline: Vec<TrackingStep>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct TrackingStep {
     pub at: String,
     pub state: String,
@@ -103,7 +125,7 @@ pub struct TicketFilter {
     pub open: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CloseCode {
     Confirmed,
@@ -121,20 +143,27 @@ impl CloseCode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize, Serialize)]
 pub struct PartUsed {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize, Serialize)]
 pub struct ServiceReport {
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 4000)]
     pub cause: String,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 4000)]
     pub fix: String,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub parts_used: Vec<PartUsed>,
+    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
     pub signed_off_by: String,
     pub close_code: CloseCode,
+    #[schema(minimum = 1, maximum = 5)]
     pub satisfaction: Option<i64>,
 }
 
@@ -279,9 +308,11 @@ impl Service {
         let device_id = new.device_id.as_deref();
         let placement = self.placement(device_id).await?;
         if placement.site_id.is_none() {
-            return Err(ServiceError::invalid(
+            // Registered in the service registry first (POST /api/v1/devices).
+            return Err(ServiceError::unknown(
                 "device_id",
-                "unknown device (register it in the service registry first)",
+                "device",
+                device_id.unwrap_or_default(),
             ));
         }
         if let Some(scope) = who.scope() {
@@ -305,7 +336,7 @@ impl Service {
             (Some(p), _) => {
                 for (i, sku) in p.iter().enumerate() {
                     self.part(sku).await.map_err(|_| {
-                        ServiceError::invalid(&format!("parts_needed[{i}]"), "unknown part")
+                        ServiceError::unknown(&format!("parts_needed[{i}]"), "part", sku)
                     })?;
                 }
                 p.clone()
@@ -554,10 +585,7 @@ impl Service {
             .fetch_optional(&mut *tx)
             .await?;
             if !path.is_some_and(|p| p.starts_with(scope)) {
-                return Err(ServiceError::invalid(
-                    "technician_id",
-                    "unknown technician in this provider's network",
-                ));
+                return Err(ServiceError::unknown("technician_id", "technician", t));
             }
         }
         apply_transition(&mut tx, &ticket, to, &who.actor(), note, technician_id, now).await?;
@@ -852,6 +880,19 @@ impl Service {
             ticket.technician_id.as_deref(),
         ) {
             return Err(ServiceError::not_found("ticket", ticket_id));
+        }
+        // The state decides first: an open ticket cannot be closed, whatever its report says.
+        if !ticket.state.can_move_to(TicketState::Closed) {
+            return Err(ServiceError::IllegalTransition {
+                from: ticket.state.as_str().to_owned(),
+                to: TicketState::Closed.as_str().to_owned(),
+                allowed: ticket
+                    .state
+                    .next()
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect(),
+            });
         }
         for (i, used) in report.parts_used.iter().enumerate() {
             crate::stock::consume_for_ticket(&mut tx, ticket_id, &used.sku, used.quantity, now)

@@ -301,22 +301,28 @@ pub trait WebhookTransport: Send + Sync {
 
 // ---------------------------------------------------------------- registration
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewWebhook {
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$",
+        max_length = 2000
+    )]
     pub url: String,
+    #[schema(min_length = 16, max_length = 256)]
     pub secret: String,
     /// Receive the events of this provider's subtree; none = every event (admin only).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct Webhook {
     pub webhook_id: String,
     pub url: String,
     pub provider_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct OutboxEntry {
     pub event_id: String,
     pub webhook_id: String,
@@ -409,7 +415,7 @@ impl Service {
         if let Some(p) = &provider_id {
             self.provider(p)
                 .await
-                .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
+                .map_err(|_| ServiceError::unknown("provider_id", "provider", p))?;
         }
         let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
             return Err(ServiceError::invalid("url", "no host"));
