@@ -291,7 +291,8 @@ fn is_json(content_type: &HeaderValue) -> bool {
 
 /// A type's schema as JSON with the components it refers to, made once per type.
 fn schema_of<T: ToSchema + 'static>() -> Arc<(Value, Components)> {
-    static CACHE: OnceLock<Mutex<HashMap<TypeId, Arc<(Value, Components)>>>> = OnceLock::new();
+    type Cache = Mutex<HashMap<TypeId, Arc<(Value, Components)>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     cache

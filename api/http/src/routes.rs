@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::problem::{Auth, JsonBody, PathParams, Problem, Query};
 use crate::table::{Res, Route, ok, r};
-use prognos_service::auth::{IssuedKey, NewApiKey, Role};
+use prognos_service::auth::{IssuedKey, NewApiKey};
 use prognos_service::dispatch::{BatchRequest, BatchResult, Candidate};
 use prognos_service::network::{
     Customer, DeviceContext, Location, NewCustomer, NewLocation, NewProvider, NewServiceDevice,
