@@ -1,13 +1,17 @@
 """Schemathesis hooks for scripts/schemathesis.sh: the rules between fields that the OpenAPI
 document states in words but JSON Schema cannot express (one bound depends on another field,
-or on which source a ticket comes from). Only schema-valid (positive) cases are adjusted, so
-that "valid data is accepted" is checked against the real rule; invalid cases are left alone.
-Each rule here is also enforced by the server with a 400/422 naming the field."""
+or on which source a ticket comes from). A generated body or query that breaks such a rule is
+mended with valid values (only fields of the right type are touched, so an invalid case keeps
+its violation), so that "valid data is accepted" is checked against the real rule, in every
+phase (the stateful one too). Each rule is also enforced by the server with a 400/422 naming
+the field."""
 
+import re
 from datetime import datetime, timezone
 
+ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
 import schemathesis
-from schemathesis import GenerationMode
 
 
 def _to_ms(value):
@@ -43,8 +47,23 @@ def _int(value):
         return None
 
 
+def _json_int(value):
+    """An integer in a JSON body (2 or 2.0; never text, which would be a type error)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if value == int(value) else None
+
+
 def _body(case):
     return case.body if isinstance(case.body, dict) else None
+
+
+class _Case:
+    """What the rules look at: the body or the query of one generated request."""
+
+    def __init__(self, body=None, query=None):
+        self.body = body
+        self.query = query
 
 
 def _apikey(case):
@@ -72,8 +91,11 @@ def _provider(case):
     b = _body(case)
     if b is None:
         return
+    parent = b.get("parent_id")
     if b.get("kind") == "oem":
-        b.pop("parent_id", None)
+        # Only a valid id is dropped: an invalid one is the violation of an invalid case.
+        if isinstance(parent, str) and ID.match(parent):
+            b.pop("parent_id")
     elif b.get("parent_id") is None:
         b["parent_id"] = "oem"
 
@@ -81,7 +103,11 @@ def _provider(case):
 def _technician(case):
     # A shift starts before it ends.
     b = _body(case)
-    if b is not None and b.get("shift_start_min", 480) >= b.get("shift_end_min", 1020):
+    if b is None:
+        return
+    start, end = _json_int(b.get("shift_start_min", 480)), _json_int(b.get("shift_end_min", 1020))
+    # Mended only when each value is within its own bounds.
+    if start is not None and end is not None and 0 <= start <= 1439 and 1 <= end <= 1440 and start >= end:
         b["shift_start_min"], b["shift_end_min"] = 480, 1020
 
 
@@ -90,8 +116,9 @@ def _sla(case):
     b = _body(case)
     if b is None:
         return
-    onsite, response = _int(b.get("onsite_secs")), _int(b.get("response_secs"))
-    if onsite is not None and response is not None and onsite < response:
+    onsite, response = _json_int(b.get("onsite_secs")), _json_int(b.get("response_secs"))
+    valid = lambda v: v is not None and 1 <= v <= 31_536_000  # noqa: E731
+    if valid(onsite) and valid(response) and onsite < response:
         b["onsite_secs"] = response
 
 
@@ -119,11 +146,31 @@ def _surges(case):
     if not isinstance(q, dict):
         return
     recent, weeks = _int(q.get("recent")), _int(q.get("weeks", 12))
-    if recent is not None and weeks is not None and recent > weeks:
+    if recent is not None and weeks is not None and 1 <= weeks < recent <= 520:
         q["recent"] = weeks
 
 
+def _telemetry(case):
+    # A bucket width that would make more than the engine's limit of buckets over the range
+    # is refused; the default width (the range over `points`) always fits.
+    q = case.query
+    if not isinstance(q, dict) or not isinstance(q.get("step"), str):
+        return
+    step = q["step"].lstrip("0")
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(step[-1:], None)
+    secs = _int(step[:-1]) * unit if unit and _int(step[:-1]) else _int(step)
+    end = _to_ms(_int(q["to"]) if _int(q.get("to")) is not None else q.get("to")) if "to" in q else None
+    if end is None:
+        end = int(datetime.now(timezone.utc).timestamp() * 1000)
+    start = _to_ms(_int(q["from"]) if _int(q.get("from")) is not None else q.get("from")) if "from" in q else None
+    if start is None:
+        start = end - 86_400_000
+    if secs and (end - start) / (secs * 1000) > 1_000_000:
+        del q["step"]
+
+
 RULES = {
+    ("GET", "/api/v1/telemetry"): [_telemetry],
     ("POST", "/api/v1/apikeys"): [_apikey],
     ("POST", "/api/v1/tickets"): [_ticket],
     ("POST", "/api/v1/providers"): [_provider],
@@ -134,14 +181,30 @@ RULES = {
 }
 
 
+def _apply(operation, case):
+    if operation is None:
+        return
+    for rule in RULES.get((operation.method.upper(), operation.path), []):
+        rule(case)
+    if operation.path.startswith(("/api/v1/analytics/", "/api/v1/telemetry")):
+        _period(case)
+
+
+# The coverage and fuzzing phases pass whole cases through `map_case`; the stateful phase
+# draws bodies and queries through `map_body` and `map_query`.
 @schemathesis.hook
 def map_case(context, case):
-    meta = case.meta
-    if meta is None or meta.generation.mode != GenerationMode.POSITIVE:
-        return case
-    key = (case.operation.method.upper(), case.operation.path)
-    for rule in RULES.get(key, []):
-        rule(case)
-    if case.operation.path.startswith(("/api/v1/analytics/", "/api/v1/telemetry")):
-        _period(case)
+    _apply(case.operation, case)
     return case
+
+
+@schemathesis.hook
+def map_body(context, body):
+    _apply(context.operation, _Case(body=body))
+    return body
+
+
+@schemathesis.hook
+def map_query(context, query):
+    _apply(context.operation, _Case(query=query))
+    return query

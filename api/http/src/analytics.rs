@@ -137,10 +137,16 @@ enum BucketName {
 #[into_params(parameter_in = Query)]
 struct SeriesParams {
     /// Device ids, comma-separated.
-    #[param(pattern = "[^\\s\\x1c-\\x1f,]", max_length = 4000)]
+    #[param(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000,]",
+        max_length = 4000
+    )]
     device: String,
     /// Metric names, comma-separated.
-    #[param(pattern = "[^\\s\\x1c-\\x1f,]", max_length = 4000)]
+    #[param(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000,]",
+        max_length = 4000
+    )]
     metric: String,
     /// Start (default: 24 h before `to`).
     #[param(value_type = Option<Instant>, inline)]
@@ -154,8 +160,9 @@ struct SeriesParams {
     /// Bucket width: seconds, or 30s, 15m, 1h, 1d (default: the range over `points`).
     #[param(pattern = "^0*[1-9][0-9]{0,6}[smhd]?$")]
     step: Option<String>,
-    /// LTTB points, and the default bucket count.
-    #[param(minimum = 1, maximum = 100000, default = 1000)]
+    /// LTTB points (it keeps the first, the last and one per bucket between), and the
+    /// default bucket count.
+    #[param(minimum = 3, maximum = 100000, default = 1000)]
     points: Option<i64>,
     #[param(inline)]
     format: Option<Format>,

@@ -82,7 +82,10 @@ impl ProviderKind {
 pub struct NewProvider {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: Option<String>,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub name: String,
     pub kind: ProviderKind,
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
@@ -127,7 +130,10 @@ const PROVIDER_COLS: &str = "provider_id, name, kind, parent_id, path, regions";
 pub struct NewCustomer {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: Option<String>,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub name: String,
     #[serde(default = "default_tier")]
     #[schema(pattern = "^(standard|premium)$", default = "standard")]
@@ -157,9 +163,15 @@ pub struct NewSite {
     pub site_id: Option<String>,
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: String,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub name: String,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub region: String,
     #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
@@ -186,9 +198,15 @@ pub struct NewServiceDevice {
     pub device_id: String,
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub site_id: String,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub serial: String,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub model: String,
     #[schema(max_length = 200)]
     pub batch: Option<String>,
@@ -236,7 +254,10 @@ pub struct DeviceContext {
 
 #[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Skill {
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub skill: String,
     /// 1 (trainee) … 5 (expert).
     #[schema(minimum = 1, maximum = 5)]
@@ -249,9 +270,15 @@ pub struct NewTechnician {
     pub technician_id: Option<String>,
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: String,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub name: String,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub region: String,
     #[schema(minimum = -90, maximum = 90)]
     pub home_lat: f64,
@@ -304,7 +331,10 @@ pub struct Technician {
 pub struct Part {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub name: String,
     #[serde(default)]
     #[schema(max_items = 200)]
@@ -376,7 +406,10 @@ pub struct NewLocation {
     /// A van is made with its technician (POST /api/v1/technicians).
     #[schema(value_type = NewLocationKind)]
     pub kind: LocationKind,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub name: String,
     #[schema(max_length = 200)]
     pub region: Option<String>,
@@ -1052,7 +1085,7 @@ impl Service {
         if let Some(p) = &new.provider_id {
             self.provider(p)
                 .await
-                .map_err(|_| ServiceError::invalid("provider_id", "unknown provider"))?;
+                .map_err(|_| ServiceError::unknown("provider_id", "provider", p))?;
         }
         let id = id_or_new(&new.location_id, "location_id", "L")?;
         sqlx::query(

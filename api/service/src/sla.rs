@@ -16,7 +16,10 @@ use crate::ticket_log::{
 #[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SlaPolicy {
     pub priority: Priority,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 64)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 64
+    )]
     pub tier: String,
     #[schema(minimum = 1, maximum = 31536000)]
     pub response_secs: i64,

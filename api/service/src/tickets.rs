@@ -58,9 +58,15 @@ pub enum IntakeSource {
 pub struct NewTicket {
     #[schema(value_type = Option<IntakeSource>)]
     pub source: Option<TicketSource>,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub title: Option<String>,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 4000)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 4000
+    )]
     pub description: Option<String>,
     /// A device of the service registry.
     #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9._-]{1,64}$")]
@@ -70,7 +76,10 @@ pub struct NewTicket {
     #[schema(max_length = 100)]
     pub skill: Option<String>,
     pub priority: Option<Priority>,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub contact_name: Option<String>,
     /// Digits, spaces and + - ( ).
     #[schema(pattern = "^[0-9 +()-]*[0-9][0-9 +()-]*$", max_length = 40)]
@@ -153,14 +162,23 @@ pub struct PartUsed {
 
 #[derive(utoipa::ToSchema, Debug, Clone, Deserialize, Serialize)]
 pub struct ServiceReport {
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 4000)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 4000
+    )]
     pub cause: String,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 4000)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 4000
+    )]
     pub fix: String,
     #[serde(default)]
     #[schema(max_items = 100)]
     pub parts_used: Vec<PartUsed>,
-    #[schema(pattern = "[^\\s\\x1c-\\x1f]", max_length = 200)]
+    #[schema(
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        max_length = 200
+    )]
     pub signed_off_by: String,
     pub close_code: CloseCode,
     #[schema(minimum = 1, maximum = 5)]
