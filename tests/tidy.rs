@@ -136,11 +136,27 @@ fn member_sources(member: &str) -> Vec<(PathBuf, String)> {
 
 #[test]
 fn the_domain_crates_hold_no_http_types() {
-    // Cargo enforces the seam: without the dependency, no axum type can appear.
+    // Cargo enforces the seam: without the dependency, no axum or hyper type can appear. The
+    // domain decides what a webhook is and where it may go; putting it on the wire (hyper's
+    // client, TLS) is api/http's, behind the domain's `WebhookTransport` trait — so neither
+    // an HTTP server type nor an HTTP client type reaches the domain.
     for member in ["api/service", "api/analytics", "models", "stats", "ingest"] {
         let deps = dependencies(member);
         assert!(!deps.is_empty(), "{member} has a [dependencies] table");
-        for http in ["axum", "hyper", "hyper-util", "tower", "tower-http"] {
+        for http in [
+            "axum",
+            "hyper",
+            "hyper-util",
+            "http",
+            "http-body",
+            "http-body-util",
+            "tower",
+            "tower-http",
+            "tower-service",
+            "reqwest",
+            "tokio-rustls",
+            "rustls",
+        ] {
             assert!(
                 !deps.iter().any(|d| d == http),
                 "{member} depends on {http}: HTTP belongs to api/http"
@@ -163,6 +179,31 @@ fn the_domain_crates_describe_their_types_without_http() {
     }
     for member in ["api/service", "api/analytics"] {
         assert!(!dependencies(member).iter().any(|d| d == "utoipa-axum"));
+    }
+}
+
+#[test]
+fn scope_is_never_a_like_pattern() {
+    // `LIKE` treats `_` and `%` in a provider id as wildcards and ignores ASCII case, so
+    // `sp_1` once saw `sp-1`'s network. Subtrees are exact prefixes (`auth::within`).
+    for member in ["api/service", "api/analytics"] {
+        for (file, text) in member_sources(member) {
+            if file.to_string_lossy().ends_with("tests.rs") {
+                continue;
+            }
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                assert!(
+                    !line.to_ascii_uppercase().contains(" LIKE "),
+                    "{}:{}: SQL LIKE; compare exact prefixes (auth::within)",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod openapi;
 pub mod ops;
 pub mod problem;
 mod routes;
+mod schema;
 pub mod server;
 mod table;
 pub mod text;

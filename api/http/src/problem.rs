@@ -299,7 +299,7 @@ fn schema_of<T: ToSchema + 'static>() -> Arc<(Value, Components)> {
         .entry(TypeId::of::<T>())
         .or_insert_with(|| {
             let mut schemas = Vec::new();
-            let root = crate::table::named::<T>(&mut schemas);
+            let root = crate::schema::named::<T>(&mut schemas);
             let components = schemas
                 .into_iter()
                 .map(|(name, s)| (name, serde_json::to_value(s).unwrap_or(Value::Null)))

@@ -6,39 +6,14 @@
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
+use utoipa::openapi::RefOr;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::Schema;
-use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::problem::Problem;
-
-/// Named schemas collected while the document is built.
-pub(crate) type Schemas = Vec<(String, RefOr<Schema>)>;
-/// The schema of a type: adds what it refers to to the collection, returns its own.
-pub(crate) type SchemaFn = fn(&mut Schemas) -> RefOr<Schema>;
-
-/// A named type: `$ref` to its component.
-pub(crate) fn named<T: ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
-    T::schemas(out);
-    out.push((T::name().into_owned(), T::schema()));
-    RefOr::Ref(Ref::from_schema_name(T::name()))
-}
-
-/// A list of a named type.
-pub(crate) fn list<T: ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
-    let item = named::<T>(out);
-    utoipa::openapi::schema::ArrayBuilder::new()
-        .items(item)
-        .into()
-}
-
-/// A type written out in place (generic wrappers such as `Paged<T>`).
-pub(crate) fn inline<T: ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
-    T::schemas(out);
-    T::schema()
-}
+pub(crate) use crate::schema::{SchemaFn, Schemas, inline, list, named};
 
 /// What a route answers on success.
 #[derive(Clone, Copy)]

@@ -276,6 +276,15 @@ pub fn parse_webhook_url(raw: &str) -> std::result::Result<Url, String> {
     if url.fragment().is_some() {
         return Err("a fragment is never sent; leave it out".to_owned());
     }
+    // What goes on the wire: RFC 3986 characters only (the WHATWG parser leaves a few it
+    // tolerates, like `|` or `^`, which an HTTP request target may not carry).
+    if let Some(c) = url
+        .as_str()
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || "\"<>\\^`{|}".contains(*c))
+    {
+        return Err(format!("{c:?} must be percent-encoded"));
+    }
     Ok(url)
 }
 
@@ -760,6 +769,9 @@ mod tests {
             "http://x/\u{85}",
             "http://user:pw@x/",
             "http://x/#frag",
+            "http://x/a|b",
+            "http://x/a^b",
+            "http://x/?q={1}",
             "x",
             "",
         ] {
