@@ -402,7 +402,15 @@ fn decode_senml(value: &Value, now_us: i64) -> Result<Decoded, Rejection> {
             None => 0.0,
         } + base_time;
         let ts_us = if t.abs() < SENML_RELATIVE_LIMIT_S {
-            now_us + (t * 1e6).round() as i64
+            // Checked: a receive time near the end of the i64 range must not overflow.
+            now_us
+                .checked_add((t * 1e6).round() as i64)
+                .ok_or_else(|| {
+                    reject(
+                        Reason::BadTimestamp,
+                        format!("SenML time {t} s relative to {now_us} µs is out of range"),
+                    )
+                })?
         } else if (t * 1e6).abs() < 9.0e18 {
             (t * 1e6).round() as i64
         } else {
@@ -517,6 +525,19 @@ mod tests {
             "x".repeat(300_000)
         );
         assert_eq!(telemetry(&big).unwrap_err().reason, Reason::Oversized);
+    }
+
+    /// Found by tests/decode_properties.rs: without serde_json's `float_roundtrip` this value
+    /// was stored one ULP off; a relative SenML time at a receive time near i64::MAX
+    /// overflowed (a panic in debug builds).
+    #[test]
+    fn values_round_trip_exactly_and_relative_time_cannot_overflow() {
+        let x = -3.378194033311277e141f64;
+        let d = telemetry(&format!(r#"{{"metrics": {{"a": {x:?}}}}}"#)).unwrap();
+        assert_eq!(d.points[0].value.to_bits(), x.to_bits());
+        let senml = br#"[{"n": "a", "v": 1, "t": 10}]"#;
+        let r = decode_payload(TopicKind::Senml, senml, i64::MAX - 5, &Limits::default());
+        assert_eq!(r.unwrap_err().reason, Reason::BadTimestamp);
     }
 
     #[test]
