@@ -71,6 +71,35 @@ pub struct MqttFile {
     pub tls_key: Option<PathBuf>,
     pub max_connections: Option<usize>,
     pub ingest_buffer_mib: Option<usize>,
+    /// Largest MQTT packet accepted (default 4 × `ingest.max_payload_bytes`, at least 64 KiB);
+    /// larger ones disconnect the device. Payloads between the two are dead-lettered.
+    pub max_packet_bytes: Option<usize>,
+    /// Longest a TLS handshake may take (default 10 000 ms).
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// Longest topic or subscription filter (default 256 bytes).
+    pub max_topic_bytes: Option<usize>,
+    /// Subscriptions one device connection may hold (default 8).
+    pub max_subscriptions_per_connection: Option<usize>,
+    /// Distinct subscription filters the broker keeps in all (default 1024).
+    pub max_filters: Option<usize>,
+    /// Keep retained messages for later subscribers (default false).
+    pub retain: Option<bool>,
+    /// Sockets held open at once (default: max_connections + 256, within the open-files limit).
+    pub max_open_sockets: Option<usize>,
+    /// Failed logins of one client id per window before it is refused (default 5).
+    pub auth_failures_per_client_id: Option<u32>,
+    /// Failed logins from one address (IPv6: /64) per window before it is refused (default 30).
+    pub auth_failures_per_address: Option<u32>,
+    /// The throttling window (default 60 s).
+    pub auth_failure_window_secs: Option<u64>,
+    /// Client ids and addresses tracked for throttling, each (default 65 536).
+    pub auth_throttle_max_tracked: Option<usize>,
+    /// Keep-alive (s) assumed for a device that asks for 0, "none" (default 300).
+    pub zero_keep_alive_secs: Option<u16>,
+    /// How often the broker probes its own listener (default 5000 ms).
+    pub probe_interval_ms: Option<u64>,
+    /// How long one probe may take (default 3000 ms).
+    pub probe_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +142,12 @@ pub struct IngestFile {
     pub dead_letter_file_mib: Option<u64>,
     /// Payload bytes kept per dead letter (default 4096).
     pub dead_letter_payload_bytes: Option<usize>,
+    /// Distinct metric names one device may use (default 1000); a message with a new name
+    /// past it is dead-lettered (`too_many_metrics`).
+    pub max_metrics_per_device: Option<usize>,
+    /// Devices whose metric names are tracked (default 100 000); past it a new device's
+    /// messages are dead-lettered (`too_many_devices`).
+    pub max_devices_tracked: Option<usize>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -127,6 +162,19 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_connections: usize,
     pub ingest_buffer_bytes: usize,
+    /// `None`: derived from `max_payload_bytes`.
+    pub max_packet_bytes: Option<usize>,
+    pub tls_handshake_timeout: Duration,
+    pub max_topic_bytes: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_filters: usize,
+    pub retain: bool,
+    pub max_open_sockets: Option<usize>,
+    pub zero_keep_alive_secs: u16,
+    pub mqtt_auth_throttle: prognos_broker::ThrottleConfig,
+    pub probe: prognos_broker::ProbeConfig,
+    pub max_metrics_per_device: usize,
+    pub max_devices_tracked: usize,
     pub flush_interval: Duration,
     pub flush_rows: usize,
     pub max_payload_bytes: usize,
@@ -251,7 +299,66 @@ impl Settings {
             ingest_buffer_bytes: file
                 .mqtt
                 .ingest_buffer_mib
-                .map_or(defaults.ingest_buffer_bytes, |m| m * 1024 * 1024),
+                .map_or(defaults.ingest_buffer_bytes, |m| {
+                    m.saturating_mul(1024 * 1024)
+                }),
+            max_packet_bytes: file.mqtt.max_packet_bytes,
+            tls_handshake_timeout: file
+                .mqtt
+                .tls_handshake_timeout_ms
+                .map_or(defaults.tls_handshake_timeout, Duration::from_millis),
+            max_topic_bytes: file
+                .mqtt
+                .max_topic_bytes
+                .unwrap_or(defaults.max_topic_bytes),
+            max_subscriptions_per_connection: file
+                .mqtt
+                .max_subscriptions_per_connection
+                .unwrap_or(defaults.max_subscriptions_per_connection),
+            max_filters: file.mqtt.max_filters.unwrap_or(defaults.max_filters),
+            retain: file.mqtt.retain.unwrap_or(defaults.retain),
+            max_open_sockets: file.mqtt.max_open_sockets,
+            zero_keep_alive_secs: file
+                .mqtt
+                .zero_keep_alive_secs
+                .unwrap_or(defaults.zero_keep_alive_secs),
+            mqtt_auth_throttle: prognos_broker::ThrottleConfig {
+                failures_per_client_id: file
+                    .mqtt
+                    .auth_failures_per_client_id
+                    .unwrap_or(defaults.mqtt_auth_throttle.failures_per_client_id),
+                failures_per_address: file
+                    .mqtt
+                    .auth_failures_per_address
+                    .unwrap_or(defaults.mqtt_auth_throttle.failures_per_address),
+                window: file
+                    .mqtt
+                    .auth_failure_window_secs
+                    .map_or(defaults.mqtt_auth_throttle.window, Duration::from_secs),
+                max_tracked: file
+                    .mqtt
+                    .auth_throttle_max_tracked
+                    .unwrap_or(defaults.mqtt_auth_throttle.max_tracked),
+            },
+            probe: prognos_broker::ProbeConfig {
+                interval: file
+                    .mqtt
+                    .probe_interval_ms
+                    .map_or(defaults.probe.interval, Duration::from_millis),
+                timeout: file
+                    .mqtt
+                    .probe_timeout_ms
+                    .map_or(defaults.probe.timeout, Duration::from_millis),
+                ..defaults.probe.clone()
+            },
+            max_metrics_per_device: file
+                .ingest
+                .max_metrics_per_device
+                .unwrap_or(defaults.max_metrics_per_device),
+            max_devices_tracked: file
+                .ingest
+                .max_devices_tracked
+                .unwrap_or(defaults.max_devices_tracked),
             flush_interval: file
                 .ingest
                 .flush_interval_secs
@@ -312,6 +419,7 @@ impl Settings {
 
     pub fn defaults(data_dir: PathBuf) -> Settings {
         let limits = prognos_ingest::Limits::default();
+        let broker = prognos_broker::BrokerConfig::new(([127, 0, 0, 1], 1883).into());
         Settings {
             data_dir,
             mqtt_addr: DEFAULT_MQTT_ADDR
@@ -324,8 +432,20 @@ impl Settings {
             http_limits: prognos_http::server::HttpLimits::default(),
             auth_throttle: prognos_http::throttle::AuthThrottleConfig::default(),
             tls: None,
-            max_connections: 10_000,
+            max_connections: broker.max_connections,
             ingest_buffer_bytes: 256 * 1024 * 1024,
+            max_packet_bytes: None,
+            tls_handshake_timeout: Duration::from_millis(broker.tls_handshake_timeout_ms),
+            max_topic_bytes: broker.max_topic_bytes,
+            max_subscriptions_per_connection: broker.max_subscriptions_per_connection,
+            max_filters: broker.max_filters,
+            retain: broker.retain,
+            max_open_sockets: None,
+            zero_keep_alive_secs: broker.zero_keep_alive_secs,
+            mqtt_auth_throttle: prognos_broker::ThrottleConfig::default(),
+            probe: broker.probe,
+            max_metrics_per_device: limits.max_metrics_per_device,
+            max_devices_tracked: limits.max_devices_tracked,
             flush_interval: Duration::from_secs(30),
             flush_rows: 1_000_000,
             max_payload_bytes: limits.max_payload_bytes,
@@ -390,6 +510,37 @@ impl Settings {
         if self.ingest_buffer_bytes < 8 * 1024 {
             bail!("config: mqtt.ingest_buffer_mib must be at least 1");
         }
+        if self
+            .max_packet_bytes
+            .is_some_and(|n| !(1024..=256 * 1024 * 1024).contains(&n))
+        {
+            bail!("config: mqtt.max_packet_bytes must be between 1 KiB and 256 MiB");
+        }
+        if self.tls_handshake_timeout < Duration::from_millis(100) {
+            bail!("config: mqtt.tls_handshake_timeout_ms must be at least 100");
+        }
+        if self.max_topic_bytes < 64 {
+            bail!("config: mqtt.max_topic_bytes must be at least 64");
+        }
+        let t = &self.mqtt_auth_throttle;
+        if t.failures_per_client_id == 0 || t.failures_per_address == 0 || t.max_tracked == 0 {
+            bail!(
+                "config: mqtt.auth_failures_per_client_id, auth_failures_per_address and auth_throttle_max_tracked must be at least 1"
+            );
+        }
+        if t.window.is_zero() {
+            bail!("config: mqtt.auth_failure_window_secs must be at least 1");
+        }
+        if self.probe.interval < Duration::from_millis(50)
+            || self.probe.timeout < Duration::from_millis(50)
+        {
+            bail!("config: mqtt.probe_interval_ms and probe_timeout_ms must be at least 50");
+        }
+        if self.max_metrics_per_device == 0 || self.max_devices_tracked == 0 {
+            bail!(
+                "config: ingest.max_metrics_per_device and max_devices_tracked must be at least 1"
+            );
+        }
         Ok(())
     }
 
@@ -403,6 +554,8 @@ impl Settings {
             max_payload_bytes: self.max_payload_bytes,
             max_future_us: self.max_future_us,
             max_past_us: self.max_past_us,
+            max_metrics_per_device: self.max_metrics_per_device,
+            max_devices_tracked: self.max_devices_tracked,
         };
         config
     }
@@ -417,7 +570,18 @@ impl Settings {
         config.max_connections = self.max_connections;
         config.ingest_ring_bytes = self.ingest_buffer_bytes;
         // Larger than the ingest limit so oversized payloads reach the dead-letter store.
-        config.max_packet_bytes = self.max_payload_bytes.saturating_mul(4).max(64 * 1024);
+        config.max_packet_bytes = self
+            .max_packet_bytes
+            .unwrap_or_else(|| self.max_payload_bytes.saturating_mul(4).max(64 * 1024));
+        config.tls_handshake_timeout_ms =
+            u64::try_from(self.tls_handshake_timeout.as_millis()).unwrap_or(u64::MAX);
+        config.max_topic_bytes = self.max_topic_bytes;
+        config.max_subscriptions_per_connection = self.max_subscriptions_per_connection;
+        config.max_filters = self.max_filters;
+        config.retain = self.retain;
+        config.max_open_sockets = self.max_open_sockets;
+        config.zero_keep_alive_secs = self.zero_keep_alive_secs.max(1);
+        config.probe = self.probe.clone();
         config
     }
 }

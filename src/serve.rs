@@ -107,7 +107,10 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
     let http_addr = http_listener.local_addr()?;
-    let auth = Authenticator::new(Arc::new(RegistryAuth(registry.clone())));
+    let auth = Authenticator::with_throttle(
+        Arc::new(RegistryAuth(registry.clone())),
+        settings.mqtt_auth_throttle.clone(),
+    );
     let mut broker = Broker::start(&settings.broker_config(), auth).await?;
     let mqtt_addrs = broker.local_addrs();
     let link = broker
@@ -120,7 +123,14 @@ pub async fn start(
     })
     .await??;
     let stats = ingest.stats();
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health {
+        mqtt: broker.health(),
+        ..Health::default()
+    });
+    let tls_reload = broker.tls_reload();
+    if !tls_reload.is_empty() {
+        crate::signals::reload_tls_on_hangup(tls_reload, shutdown.clone())?;
+    }
 
     let stop = shutdown.child_token();
     let reader_stop = Arc::new(AtomicBool::new(false));

@@ -27,3 +27,33 @@ pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
     });
     Ok(())
 }
+
+/// Reloads the MQTT TLS certificate and key on SIGHUP (e.g. after a renewal) until `stop`.
+/// A file that does not load is logged and the certificate in use stays.
+pub fn reload_tls_on_hangup(
+    tls: prognos_broker::TlsReload,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    received = hangup.recv() => if received.is_none() { return },
+                }
+                match tls.reload() {
+                    Ok(()) => info!("SIGHUP: MQTT TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: MQTT TLS certificate not reloaded; the previous one stays in use")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (tls, stop);
+    Ok(())
+}

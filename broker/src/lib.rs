@@ -6,10 +6,12 @@
 
 mod auth;
 mod link;
+mod probe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rumqttd::local::LinkBuilder;
 use rumqttd::protocol::v4::V4;
@@ -20,10 +22,11 @@ use rumqttd::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-pub use auth::{AuthCheck, Authenticator};
+pub use auth::{AuthCheck, Authenticator, MAX_CREDENTIAL_BYTES, ThrottleConfig};
 pub use link::{IngestLink, LinkError, LinkEvent, RawPublish};
+pub use probe::{BrokerHealth, MqttState, ProbeConfig};
 
 /// The topic filter the ingest link subscribes to; every device topic lies under it.
 pub const TELEMETRY_FILTER: &str = "prognos/v1/#";
@@ -40,6 +43,7 @@ pub struct BrokerConfig {
     pub mqtt5_addr: Option<SocketAddr>,
     /// TLS certificate chain and key (PEM); when set, both listeners speak TLS.
     pub tls: Option<TlsFiles>,
+    /// Device connections at once (the self-probe briefly takes one of them too).
     pub max_connections: usize,
     /// Largest publish accepted on the wire; the ingest applies its own (smaller) limit and
     /// dead-letters what lies between, so an oversized payload is recorded, not just dropped.
@@ -48,6 +52,24 @@ pub struct BrokerConfig {
     /// this, rumqttd drops the oldest messages (detected and counted by [`IngestLink`]).
     pub ingest_ring_bytes: usize,
     pub connection_timeout_ms: u16,
+    /// Longest a TLS handshake may take; the handshake runs in the connection's own task, so
+    /// a slow one delays only itself.
+    pub tls_handshake_timeout_ms: u64,
+    /// Longest topic or filter a device may use (bytes); longer ones disconnect it.
+    pub max_topic_bytes: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Distinct filters the router keeps for device subscriptions (each has its own ring).
+    pub max_filters: usize,
+    /// Whether the broker keeps retained messages (see [`BrokerConfig::new`]).
+    pub retain: bool,
+    /// Sockets the listeners hold open at once, before and after CONNECT. `None`:
+    /// `max_connections` plus room for connections in setup, within the open-files limit.
+    pub max_open_sockets: Option<usize>,
+    /// A device connecting with keep-alive 0 (allowed by MQTT: "no keep-alive") is treated
+    /// as if it had asked for this many seconds, so an idle connection still ends.
+    pub zero_keep_alive_secs: u16,
+    pub probe: ProbeConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +88,19 @@ impl BrokerConfig {
             max_packet_bytes: 1024 * 1024,
             ingest_ring_bytes: 256 * 1024 * 1024,
             connection_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: rumqttd::DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+            max_topic_bytes: 256,
+            max_subscriptions_per_connection: 8,
+            max_filters: 1024,
+            // Retained messages are off: nothing in Prognos reads them (the ingest link
+            // subscribes before any device connects and stores every message durably itself;
+            // devices may subscribe only under their own prefix), while rumqttd kept each one
+            // in memory, per topic, forever — a device could pin gigabytes. A retained
+            // publish is still delivered and stored, only not kept for later subscribers.
+            retain: false,
+            max_open_sockets: None,
+            zero_keep_alive_secs: 300,
+            probe: ProbeConfig::default(),
         }
     }
 }
@@ -82,6 +117,8 @@ pub enum BrokerError {
     TlsFile(PathBuf),
     #[error("cannot attach the ingest link to the router: {0}")]
     Link(String),
+    #[error("cannot load the TLS certificate or key: {0}")]
+    Tls(String),
 }
 
 enum Listener {
@@ -93,6 +130,67 @@ enum Listener {
 pub struct Broker {
     listeners: Vec<(SocketAddr, Listener)>,
     link: Option<IngestLink>,
+    tls: Vec<rumqttd::TlsReloader>,
+    health: Arc<BrokerHealth>,
+    probe: (probe::Target, ProbeConfig),
+}
+
+/// Reloads the listeners' TLS certificate and key from their files (e.g. on SIGHUP).
+#[derive(Clone)]
+pub struct TlsReload(Vec<rumqttd::TlsReloader>);
+
+impl TlsReload {
+    /// Connections accepted afterwards use the new files; on an error every listener keeps
+    /// the certificate it had.
+    pub fn reload(&self) -> Result<(), BrokerError> {
+        for reloader in &self.0 {
+            reloader
+                .reload()
+                .map_err(|e| BrokerError::Tls(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// File descriptors kept back from MQTT sockets for the WAL, Parquet files, SQLite and HTTP.
+const RESERVED_FDS: u64 = 512;
+/// Sockets allowed beyond `max_connections` for connections still in TLS or CONNECT.
+const SETUP_SOCKETS: usize = 256;
+
+/// The soft open-files limit (Linux: from /proc; elsewhere unknown).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// How many sockets the listeners may hold: `max_connections` plus room for setup, but
+/// never so many that the process runs out of file descriptors (then every accept fails,
+/// and so do WAL and Parquet files).
+fn socket_budget(config: &BrokerConfig) -> usize {
+    if let Some(n) = config.max_open_sockets {
+        return n.max(1);
+    }
+    let wanted = config.max_connections.saturating_add(SETUP_SOCKETS);
+    match open_files_limit() {
+        Some(limit) => {
+            let allowed = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+            if allowed < wanted {
+                warn!(
+                    max_connections = config.max_connections,
+                    open_files_limit = limit,
+                    mqtt_sockets = allowed,
+                    "the open-files limit allows fewer MQTT sockets than max_connections needs: raise it (ulimit -n)"
+                );
+            }
+            wanted.min(allowed).max(1)
+        }
+        None => wanted,
+    }
 }
 
 /// Segments of the ingest filter's ring; rumqttd drops whole segments, so several smaller
@@ -110,7 +208,8 @@ impl Broker {
             max_segment_count: INGEST_RING_SEGMENTS,
         };
         let router_config = RouterConfig {
-            max_connections: config.max_connections,
+            // The in-process ingest link takes a slot of its own.
+            max_connections: config.max_connections.saturating_add(1),
             max_outgoing_packet_count: 200,
             // Devices may subscribe (under their own prefix) to commands; keep those rings small.
             max_segment_size: 1024 * 1024,
@@ -121,6 +220,10 @@ impl Broker {
             )])),
             initialized_filters: Some(vec![TELEMETRY_FILTER.to_owned()]),
             shared_subscriptions_strategy: Default::default(),
+            disable_retain: !config.retain,
+            max_subscriptions_per_connection: Some(config.max_subscriptions_per_connection),
+            // The ingest filter is one of them.
+            max_filters: Some(config.max_filters.saturating_add(1)),
         };
         let router_tx = Router::new(0, router_config).spawn();
 
@@ -146,6 +249,9 @@ impl Broker {
         };
 
         let mut listeners = Vec::new();
+        let mut reloaders = Vec::new();
+        // One budget for every listener: what runs out is the process's file descriptors.
+        let sockets = Arc::new(tokio::sync::Semaphore::new(socket_budget(config)));
         let mut addrs = vec![(config.mqtt_addr, false)];
         if let Some(addr) = config.mqtt5_addr {
             addrs.push((addr, true));
@@ -162,6 +268,7 @@ impl Broker {
                 listen: local,
                 tls: tls.clone(),
                 next_connection_delay_ms: 0,
+                tls_handshake_timeout_ms: Some(config.tls_handshake_timeout_ms),
                 connections: ConnectionSettings {
                     connection_timeout_ms: config.connection_timeout_ms,
                     max_payload_size: config.max_packet_bytes,
@@ -170,24 +277,56 @@ impl Broker {
                     external_auth: None,
                     dynamic_filters: false,
                     client_topic_prefix: Some(DEVICE_TOPIC_PREFIX.to_owned()),
+                    connect_handler: Some(connect_handler(auth.clone())),
+                    max_topic_len: Some(config.max_topic_bytes),
+                    zero_keep_alive_idle_secs: Some(config.zero_keep_alive_secs),
                 },
             };
-            let check = auth.clone();
-            settings.set_auth_handler(move |client_id, username, password| {
-                let check = check.clone();
-                async move { check.verify(&client_id, &username, &password).await }
-            });
-            let listener = if v5 {
-                Listener::V5(Server::new(settings, router_tx.clone(), V5), tcp)
+            // The handler alone decides; the upstream hooks stay unset.
+            settings.connections.external_auth = None;
+            let (listener, reloader) = if v5 {
+                let mut server = Server::new(settings, router_tx.clone(), V5);
+                server.limit_sockets(sockets.clone());
+                let reloader = server
+                    .load_tls()
+                    .map_err(|e| BrokerError::Tls(e.to_string()))?;
+                (Listener::V5(server, tcp), reloader)
             } else {
-                Listener::V4(Server::new(settings, router_tx.clone(), V4), tcp)
+                let mut server = Server::new(settings, router_tx.clone(), V4);
+                server.limit_sockets(sockets.clone());
+                let reloader = server
+                    .load_tls()
+                    .map_err(|e| BrokerError::Tls(e.to_string()))?;
+                (Listener::V4(server, tcp), reloader)
             };
+            reloaders.extend(reloader);
             listeners.push((local, listener));
         }
+        // The probe speaks MQTT 3.1.1, so it checks the first (3.1.1) listener.
+        let (client_id, secret) = auth.probe_credentials();
+        let target = probe::Target {
+            addr: probe::Target::loopback(listeners[0].0),
+            tls: tls.as_ref().map(|_| probe::tls_connector()),
+            client_id,
+            secret,
+        };
         Ok(Broker {
             listeners,
             link: Some(link),
+            tls: reloaders,
+            health: Arc::new(BrokerHealth::default()),
+            probe: (target, config.probe.clone()),
         })
+    }
+
+    /// What the self-probe finds (for `/healthz`).
+    pub fn health(&self) -> Arc<BrokerHealth> {
+        self.health.clone()
+    }
+
+    /// Reloads the TLS certificate and key (empty without TLS).
+    pub fn tls_reload(&self) -> TlsReload {
+        TlsReload(self.tls.clone())
     }
 
     /// The address each listener is bound to: MQTT 3.1.1 first, then MQTT 5 if configured.
@@ -205,6 +344,14 @@ impl Broker {
     /// new ones are accepted.
     pub async fn serve(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
+        let (target, probe_config) = self.probe;
+        // Not in `tasks`: the probe never ends by itself, and must not stop the listeners.
+        let probe = tokio::spawn(probe::run(
+            target,
+            probe_config,
+            self.health.clone(),
+            shutdown.clone(),
+        ));
         for (addr, listener) in self.listeners {
             info!(%addr, "MQTT listener serving");
             match listener {
@@ -223,7 +370,16 @@ impl Broker {
             }
         }
         tasks.abort_all();
+        probe.abort();
     }
+}
+
+/// The listeners' connect handler: every CONNECT goes through [`Authenticator::decide`].
+fn connect_handler(auth: Authenticator) -> rumqttd::ConnectHandler {
+    Arc::new(move |request| {
+        let auth = auth.clone();
+        Box::pin(async move { auth.decide(request).await })
+    })
 }
 
 /// Counters of what the broker refused, for `/metrics`.

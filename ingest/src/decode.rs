@@ -5,6 +5,9 @@
 //! A message is accepted whole or rejected whole: a half-stored message would be harder to
 //! reason about than a dead letter that can be replayed after a fix.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+
 use serde_json::Value;
 
 /// Why a message went to the dead-letter store. The `as_str` names are the metric labels.
@@ -21,10 +24,14 @@ pub enum Reason {
     TimestampFuture,
     TimestampPast,
     Empty,
+    /// The device used more distinct metric names than `Limits::max_metrics_per_device`.
+    TooManyMetrics,
+    /// `Limits::max_devices_tracked` devices are tracked already; a new one is not.
+    TooManyDevices,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Reason::UnknownTopic,
         Reason::Oversized,
         Reason::MalformedJson,
@@ -36,6 +43,8 @@ impl Reason {
         Reason::TimestampFuture,
         Reason::TimestampPast,
         Reason::Empty,
+        Reason::TooManyMetrics,
+        Reason::TooManyDevices,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +60,8 @@ impl Reason {
             Reason::TimestampFuture => "timestamp_future",
             Reason::TimestampPast => "timestamp_past",
             Reason::Empty => "empty",
+            Reason::TooManyMetrics => "too_many_metrics",
+            Reason::TooManyDevices => "too_many_devices",
         }
     }
 }
@@ -152,6 +163,11 @@ pub struct Limits {
     pub max_future_us: i64,
     /// How far behind the receive time a timestamp may be (store-and-forward backlog).
     pub max_past_us: i64,
+    /// Distinct metric names one device may use (each is a series kept forever).
+    pub max_metrics_per_device: usize,
+    /// Devices whose metric names [`MetricNames`] tracks; bounds its memory together with
+    /// `max_metrics_per_device` (about 16 bytes a name).
+    pub max_devices_tracked: usize,
 }
 
 impl Default for Limits {
@@ -161,7 +177,82 @@ impl Default for Limits {
             max_payload_bytes: 256 * 1024,
             max_future_us: 3_600_000_000,
             max_past_us: 400 * DAY_US,
+            max_metrics_per_device: 1000,
+            max_devices_tracked: 100_000,
         }
+    }
+}
+
+/// The metric names each device has used, so that one device cannot create series without
+/// bound (every name is a series in the data set and in the models). Names are kept as
+/// 64-bit hashes under a key drawn at start (a device cannot aim collisions at it), so
+/// memory is about 16 bytes a name: at most `max_devices_tracked × max_metrics_per_device`.
+///
+/// Not persisted: after a restart a device may again introduce up to the limit of names
+/// it has not used since the start.
+#[derive(Debug, Default)]
+pub struct MetricNames {
+    devices: HashMap<String, HashSet<u64>>,
+    hasher: RandomState,
+}
+
+impl MetricNames {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Admits a message's points whole or rejects it whole: every name it uses must be
+    /// known for the device or fit within the device's limit.
+    pub fn admit(
+        &mut self,
+        device: &str,
+        points: &[DecodedPoint],
+        limits: &Limits,
+    ) -> Result<(), Rejection> {
+        if !self.devices.contains_key(device) && self.devices.len() >= limits.max_devices_tracked {
+            return Err(reject(
+                Reason::TooManyDevices,
+                format!(
+                    "metric names of {} devices are tracked already (ingest.max_devices_tracked)",
+                    self.devices.len()
+                ),
+            ));
+        }
+        let known = self.devices.entry(device.to_owned()).or_default();
+        let mut new: Vec<u64> = points
+            .iter()
+            .map(|p| self.hasher.hash_one(p.metric.as_str()))
+            .filter(|h| !known.contains(h))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if known.len() + new.len() > limits.max_metrics_per_device {
+            let used = known.len();
+            if used == 0 {
+                // Nothing admitted: do not keep an empty entry that would hold a device slot.
+                self.devices.remove(device);
+            }
+            return Err(reject(
+                Reason::TooManyMetrics,
+                format!(
+                    "device uses {used} metric names and this message brings {} new ones; at most {} (ingest.max_metrics_per_device)",
+                    new.len(),
+                    limits.max_metrics_per_device
+                ),
+            ));
+        }
+        known.extend(new);
+        Ok(())
+    }
+
+    /// Devices tracked.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Names tracked for `device`.
+    pub fn names(&self, device: &str) -> usize {
+        self.devices.get(device).map_or(0, HashSet::len)
     }
 }
 
@@ -448,6 +539,53 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_764_000_000_000_000;
+
+    fn points(names: &[&str]) -> Vec<DecodedPoint> {
+        names
+            .iter()
+            .map(|n| DecodedPoint {
+                metric: (*n).to_owned(),
+                ts_us: NOW,
+                value: 1.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn metric_names_are_bounded_per_device_and_in_devices() {
+        let limits = Limits {
+            max_metrics_per_device: 3,
+            max_devices_tracked: 2,
+            ..Limits::default()
+        };
+        let mut names = MetricNames::new();
+        names.admit("d1", &points(&["a", "b"]), &limits).unwrap();
+        // Known names never count twice; one new one still fits.
+        names
+            .admit("d1", &points(&["a", "b", "b", "c"]), &limits)
+            .unwrap();
+        let err = names
+            .admit("d1", &points(&["a", "d"]), &limits)
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::TooManyMetrics);
+        // Rejected whole: "d" was not recorded, the known names still pass.
+        assert_eq!(names.names("d1"), 3);
+        names.admit("d1", &points(&["c"]), &limits).unwrap();
+        // Another device has its own budget.
+        names
+            .admit("d2", &points(&["x", "y", "z"]), &limits)
+            .unwrap();
+        let err = names.admit("d3", &points(&["a"]), &limits).unwrap_err();
+        assert_eq!(err.reason, Reason::TooManyDevices);
+        assert_eq!(names.devices(), 2);
+        // A first message too wide for the limit takes no device slot.
+        let mut names = MetricNames::new();
+        let err = names
+            .admit("d1", &points(&["a", "b", "c", "d"]), &limits)
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::TooManyMetrics);
+        assert_eq!(names.devices(), 0);
+    }
 
     fn telemetry(payload: &str) -> Result<Decoded, Rejection> {
         decode_payload(

@@ -390,6 +390,7 @@ impl Ingest {
                 memtable,
                 seal_tx: Some(seal_tx),
                 names: HashMap::new(),
+                metric_names: decode::MetricNames::new(),
                 removed_upto: 0,
                 stopping: stopping.clone(),
                 last_dead_letter_log: None,
@@ -480,6 +481,8 @@ struct Writer {
     seal_tx: Option<SyncSender<Sealed>>,
     /// Interned device and metric names: rows share one allocation per name.
     names: HashMap<String, Arc<str>>,
+    /// Metric names per device, bounded (`Limits::max_metrics_per_device`).
+    metric_names: decode::MetricNames,
     removed_upto: u64,
     stopping: Arc<AtomicBool>,
     /// When a dead-letter failure was last logged (they are logged at most once a second).
@@ -563,6 +566,9 @@ impl Writer {
                     message.received_us,
                     &self.config.limits,
                 )?;
+                // Bounded series per device (and devices tracked): past it, a dead letter.
+                self.metric_names
+                    .admit(device, &d.points, &self.config.limits)?;
                 Ok((device.to_owned(), kind, d))
             });
             match decoded {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod mqtt_raw;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -69,10 +71,17 @@ impl Server {
         Server::start_with(data_dir, extra, &ServerOptions::default())
     }
 
+    /// Like [`Server::start`], with the server's standard error captured (see [`Stderr`]).
+    pub fn start_capturing_stderr(data_dir: &Path, extra: &[&str]) -> (Server, Stderr) {
+        let mut server = Self::spawn(Command::new(BIN), data_dir, extra, Stdio::piped());
+        let stderr = Stderr::capture(server.child.stderr.take().unwrap());
+        (server, stderr)
+    }
+
     /// [`Server::start`] with the log (stderr) in a file and/or a file-descriptor limit.
     pub fn start_with(data_dir: &Path, extra: &[&str], options: &ServerOptions) -> Server {
         // `prlimit` (util-linux) sets the limit of the process it then becomes.
-        let mut command = match options.max_open_files {
+        let command = match options.max_open_files {
             Some(n) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={n}")).arg(BIN);
@@ -84,6 +93,10 @@ impl Server {
             Some(path) => Stdio::from(File::create(path).unwrap()),
             None => Stdio::inherit(),
         };
+        Self::spawn(command, data_dir, extra, stderr)
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, extra: &[&str], stderr: Stdio) -> Server {
         let mut child = command
             .args([
                 "serve",
@@ -165,6 +178,66 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A server's standard error, read by a thread: every line is echoed to the test's own
+/// standard error (cut to 300 bytes) and the last 10 000 are kept, with the longest length.
+#[derive(Clone)]
+pub struct Stderr(std::sync::Arc<std::sync::Mutex<StderrLines>>);
+
+#[derive(Default)]
+pub struct StderrLines {
+    pub lines: std::collections::VecDeque<String>,
+    pub longest: usize,
+    pub count: usize,
+}
+
+impl Stderr {
+    fn capture(pipe: std::process::ChildStderr) -> Stderr {
+        let shared = Stderr(Default::default());
+        let sink = shared.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut raw = Vec::new();
+            // Bytes, not `lines()`: a line need not be UTF-8.
+            while reader
+                .read_until(b'\n', &mut raw)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
+                raw.clear();
+                let mut cut = line.len().min(300);
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                eprintln!("{}", &line[..cut]);
+                let mut s = sink.0.lock().unwrap();
+                s.longest = s.longest.max(line.len());
+                s.count += 1;
+                if s.lines.len() == 10_000 {
+                    s.lines.pop_front();
+                }
+                s.lines.push_back(line);
+            }
+        });
+        shared
+    }
+
+    /// The longest line so far (bytes).
+    pub fn longest_line(&self) -> usize {
+        self.0.lock().unwrap().longest
+    }
+
+    /// Lines kept that contain `needle`.
+    pub fn matching(&self, needle: &str) -> Vec<String> {
+        let s = self.0.lock().unwrap();
+        s.lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 }
 

@@ -21,11 +21,17 @@ use crate::server::HttpLimits;
 pub struct Health {
     pub router_lost: AtomicBool,
     pub ingest_failed: AtomicBool,
+    /// The broker's self-probe: whether a new MQTT connection gets its CONNACK.
+    pub mqtt: Arc<prognos_broker::BrokerHealth>,
 }
 
 impl Health {
     pub fn ok(&self) -> bool {
-        !self.router_lost.load(Ordering::Relaxed) && !self.ingest_failed.load(Ordering::Relaxed)
+        !self.router_lost.load(Ordering::Relaxed)
+            && !self.ingest_failed.load(Ordering::Relaxed)
+            // A full broker is a capacity limit, not a fault (a restart would only drop the
+            // connected devices); one that answers no CONNECT is failing.
+            && self.mqtt.state() != prognos_broker::MqttState::NotAccepting
     }
 }
 
@@ -75,6 +81,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         "dead_letters_dropped": s.dead_letters_dropped,
         "dead_letter_write_failures": s.dead_letter_write_failures,
         "router": if state.health.router_lost.load(Ordering::Relaxed) { "lost" } else { "ok" },
+        "mqtt": state.health.mqtt.state().as_str(),
+        "mqtt_probe_error": state.health.mqtt.last_error(),
         "committed_lsn": s.committed_lsn,
         "flushed_lsn": s.flushed_lsn,
         "wal_lag_points": s.wal_lag_points,

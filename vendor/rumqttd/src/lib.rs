@@ -24,7 +24,9 @@ pub use link::local;
 pub use link::meters;
 pub use router::{Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMeter, Router};
 use segments::Storage;
-pub use server::{Broker, LinkType, Server};
+#[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+pub use server::TlsReloader;
+pub use server::{Broker, LinkType, Server, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
 
 pub use self::router::shared_subs::Strategy;
 
@@ -117,6 +119,10 @@ pub struct ServerSettings {
     pub tls: Option<TlsConfig>,
     pub next_connection_delay_ms: u64,
     pub connections: ConnectionSettings,
+    /// Prognos patch: longest a TLS handshake may take before the socket is closed
+    /// (default `DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS`, 10 s).
+    #[serde(default)]
+    pub tls_handshake_timeout_ms: Option<u64>,
 }
 
 impl ServerSettings {
@@ -158,6 +164,86 @@ pub struct ConnectionSettings {
     /// A publish, subscription or last will outside it is refused and the client disconnected.
     #[serde(default)]
     pub client_topic_prefix: Option<String>,
+    /// Prognos patch: decides every CONNECT, with the peer's address, and may refuse it with
+    /// a CONNACK return code (upstream closed the socket without a CONNACK). When set, it
+    /// alone decides (`auth` and `external_auth` are not consulted).
+    #[serde(skip)]
+    pub connect_handler: Option<ConnectHandler>,
+    /// Prognos patch: longest topic or filter (bytes) a client may use; longer ones
+    /// disconnect it. `None`: the protocol's 65,535.
+    #[serde(default)]
+    pub max_topic_len: Option<usize>,
+    /// Prognos patch: accept keep-alive 0 (MQTT allows it; upstream closed the socket
+    /// without a CONNACK) and treat it as this keep-alive: the connection is closed after
+    /// 1.5 times this long without a packet. `None`: refuse keep-alive 0.
+    #[serde(default)]
+    pub zero_keep_alive_idle_secs: Option<u16>,
+}
+
+/// Prognos patch: what a [`ConnectHandler`] is asked. Strings come from the network: bound
+/// and escape them before logging them (see [`loggable`]).
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    pub client_id: String,
+    /// Empty when the CONNECT carries no login.
+    pub username: String,
+    pub password: String,
+    pub peer: SocketAddr,
+}
+
+/// Prognos patch: a [`ConnectHandler`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectDecision {
+    Accept,
+    /// Answer with a CONNACK carrying this code, then close.
+    Refuse(protocol::ConnectReturnCode),
+}
+
+pub type ConnectHandler = Arc<
+    dyn Fn(ConnectRequest) -> Pin<Box<dyn std::future::Future<Output = ConnectDecision> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Prognos patch: about the longest text (in bytes, after escaping) that [`loggable`] keeps.
+pub const LOGGABLE_MAX_CHARS: usize = 200;
+
+/// Prognos patch: a client-supplied string fit for a log line: control characters and
+/// non-ASCII escaped, cut after [`LOGGABLE_MAX_CHARS`] bytes with the original length noted. An MQTT
+/// string may be 64 KiB; logging it whole lets a client write huge lines or forge entries.
+pub fn loggable(text: &str) -> String {
+    let (mut out, cut) = escape_prefix(text);
+    if cut {
+        out.push_str(&format!("…({} bytes)", text.len()));
+    }
+    out
+}
+
+/// Prognos patch: [`loggable`] for bytes that may not be UTF-8 (topics).
+pub fn loggable_bytes(bytes: &[u8]) -> String {
+    // Decode no more than can be shown; a cut through a character shows as U+FFFD.
+    let shown = &bytes[..bytes.len().min(LOGGABLE_MAX_CHARS * 4)];
+    let (mut out, cut) = escape_prefix(&String::from_utf8_lossy(shown));
+    if cut || shown.len() < bytes.len() {
+        out.push_str(&format!("…({} bytes)", bytes.len()));
+    }
+    out
+}
+
+/// About the first [`LOGGABLE_MAX_CHARS`] bytes of `text`, escaped, and whether it was cut.
+fn escape_prefix(text: &str) -> (String, bool) {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() >= LOGGABLE_MAX_CHARS {
+            return (out, true);
+        }
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    (out, false)
 }
 
 /// Prognos patch: publishes, subscriptions and last wills refused because their topic lies
@@ -196,6 +282,10 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
+            .field("client_topic_prefix", &self.client_topic_prefix)
+            .field("connect_handler", &self.connect_handler.is_some())
+            .field("max_topic_len", &self.max_topic_len)
+            .field("zero_keep_alive_idle_secs", &self.zero_keep_alive_idle_secs)
             .finish()
     }
 }
@@ -221,6 +311,20 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// Prognos patch: keep no retained messages. A publish with the retain flag is delivered
+    /// to current subscribers as usual but not stored for later ones (upstream kept every
+    /// retained message in memory, per topic, without bound).
+    #[serde(default)]
+    pub disable_retain: bool,
+    /// Prognos patch: most subscriptions one connection may hold; a SUBSCRIBE beyond it is
+    /// answered with a failure code for that filter.
+    #[serde(default)]
+    pub max_subscriptions_per_connection: Option<usize>,
+    /// Prognos patch: most distinct filters the router keeps (each with its own ring of up to
+    /// `max_segment_size × max_segment_count` bytes, never freed); a subscription that would
+    /// create one more is answered with a failure code.
+    #[serde(default)]
+    pub max_filters: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -47,6 +48,9 @@ pub enum Error {
     TrySend(#[from] TrySendError<(ConnectionId, Event)>),
     #[error("Link error = {0}")]
     Link(#[from] LinkError),
+    /// Prognos patch: a packet refused by `RemoteLink::check_packet`.
+    #[error("Protocol violation: {0}")]
+    ProtocolViolation(String),
 }
 
 /// Orchestrates between Router and Network.
@@ -58,6 +62,8 @@ pub struct RemoteLink<P> {
     link_rx: LinkRx,
     notifications: VecDeque<Notification>,
     pub(crate) will_delay_interval: u32,
+    /// Prognos patch: `ConnectionSettings::max_topic_len`.
+    max_topic_len: Option<usize>,
 }
 
 impl<P: Protocol> RemoteLink<P> {
@@ -69,6 +75,7 @@ impl<P: Protocol> RemoteLink<P> {
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
         topic_prefix: Option<String>,
+        max_topic_len: Option<usize>,
     ) -> Result<RemoteLink<P>, Error> {
         let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
             return Err(Error::NotConnectPacket(connect_packet));
@@ -94,7 +101,7 @@ impl<P: Protocol> RemoteLink<P> {
         // the Will Delay Interval has passed or the Session ends, whichever happens first
         let will_delay_interval = min(session_expiry, delay_interval);
 
-        let (link_tx, link_rx, notification) = LinkBuilder::new(client_id, router_tx)
+        let built = LinkBuilder::new(client_id, router_tx.clone())
             .tenant_id(tenant_id)
             .clean_session(clean_session)
             .last_will(lastwill)
@@ -102,7 +109,20 @@ impl<P: Protocol> RemoteLink<P> {
             .dynamic_filters(dynamic_filters)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
             .topic_prefix(topic_prefix)
-            .build()?;
+            .build();
+        let (link_tx, link_rx, notification) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                // Prognos patch: the router refused the connection (no free slot, or an
+                // invalid client id) without a CONNACK; say so instead of just closing.
+                let ack = ConnAck {
+                    session_present: false,
+                    code: ConnectReturnCode::ServerUnavailable,
+                };
+                let _ = network.write(Packet::ConnAck(ack, None)).await;
+                return Err(e.into());
+            }
+        };
 
         let id = link_rx.id();
         Span::current().record("connection_id", id);
@@ -112,7 +132,13 @@ impl<P: Protocol> RemoteLink<P> {
                 let mut new_props = props.clone().unwrap_or_default();
                 new_props.assigned_client_identifier = assigned_client_id;
                 *props = Some(new_props);
-                network.write(packet).await?;
+                if let Err(e) = network.write(packet).await {
+                    // Prognos patch: the router has registered this connection; tell it the
+                    // connection is gone, or its slot stays taken (counted against
+                    // `max_connections`) with no link behind it.
+                    let _ = router_tx.send_async((id, Event::Disconnect)).await;
+                    return Err(e.into());
+                }
             }
         }
 
@@ -124,6 +150,7 @@ impl<P: Protocol> RemoteLink<P> {
             link_rx,
             notifications: VecDeque::with_capacity(100),
             will_delay_interval,
+            max_topic_len,
         })
     }
 
@@ -136,10 +163,17 @@ impl<P: Protocol> RemoteLink<P> {
             select! {
                 o = self.network.read() => {
                     let packet = o?;
+                    // Prognos patch: read into a local batch and check every packet before
+                    // the router sees any of it.
+                    let mut batch = VecDeque::new();
+                    batch.push_back(packet);
+                    self.network.readv(&mut batch)?;
+                    for packet in &batch {
+                        self.check_packet(packet)?;
+                    }
                     let len = {
                         let mut buffer = self.link_tx.buffer();
-                        buffer.push_back(packet);
-                        self.network.readv(&mut buffer)?;
+                        buffer.extend(batch);
                         buffer.len()
                     };
 
@@ -171,11 +205,77 @@ impl<P: Protocol> RemoteLink<P> {
     }
 }
 
+impl<P> RemoteLink<P> {
+    /// Prognos patch: refuses (and so disconnects) packets a client must not send or whose
+    /// topic or filter is invalid: upstream let wildcards and NUL into publish topics, never
+    /// checked filter syntax (`valid_filter` was unused), passed topics of any length to the
+    /// router (which caches every distinct one), and only logged a second CONNECT or a
+    /// server-to-client packet.
+    fn check_packet(&self, packet: &Packet) -> Result<(), Error> {
+        let refuse = |what: &str, text: &str| {
+            tracing::warn!(
+                target: "prognos_broker::protocol",
+                client_id = crate::loggable(&self.connect.client_id),
+                text = crate::loggable(text),
+                "{what}: client disconnected"
+            );
+            Err(Error::ProtocolViolation(what.to_owned()))
+        };
+        let too_long = |text: &str| self.max_topic_len.is_some_and(|max| text.len() > max);
+        match packet {
+            Packet::Publish(publish, _) => {
+                let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+                    return refuse(
+                        "publish topic is not UTF-8",
+                        &crate::loggable_bytes(&publish.topic),
+                    );
+                };
+                if too_long(topic) {
+                    return refuse("publish topic too long", topic);
+                }
+                // An empty topic is valid only with an MQTT 5 topic alias (the router checks).
+                if !crate::protocol::valid_topic(topic) || topic.contains('\0') {
+                    return refuse("publish topic with a wildcard or NUL", topic);
+                }
+            }
+            Packet::Subscribe(subscribe, _) => {
+                if subscribe.filters.is_empty() {
+                    return refuse("subscribe without a filter", "");
+                }
+                for filter in &subscribe.filters {
+                    if too_long(&filter.path) {
+                        return refuse("subscription filter too long", &filter.path);
+                    }
+                    if !crate::protocol::valid_filter(&filter.path) || filter.path.contains('\0') {
+                        return refuse("invalid subscription filter", &filter.path);
+                    }
+                }
+            }
+            Packet::Unsubscribe(unsubscribe, _) => {
+                if unsubscribe.filters.is_empty() {
+                    return refuse("unsubscribe without a filter", "");
+                }
+                if let Some(filter) = unsubscribe.filters.iter().find(|f| too_long(f)) {
+                    return refuse("unsubscribe filter too long", filter);
+                }
+            }
+            Packet::Connect(..) => return refuse("second CONNECT", ""),
+            Packet::ConnAck(..)
+            | Packet::SubAck(..)
+            | Packet::UnsubAck(..)
+            | Packet::PingResp(..) => return refuse("server-to-client packet from a client", ""),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Read MQTT connect packet from network and verify it.
 /// authentication and checks are done here.
 pub async fn mqtt_connect<P>(
     config: Arc<ConnectionSettings>,
     network: &mut Network<P>,
+    peer: SocketAddr,
 ) -> Result<Packet, Error>
 where
     P: Protocol,
@@ -195,18 +295,53 @@ where
         packet => return Err(Error::NotConnectPacket(packet)),
     };
 
-    Span::current().record("client_id", &connect.client_id);
+    // Prognos patch: the client id is the peer's text; bound it in the span (logs).
+    Span::current().record("client_id", crate::loggable(&connect.client_id));
 
-    handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    // Prognos patch: a connect handler decides with the peer's address and answers a refusal
+    // with a CONNACK (upstream closed the socket without one).
+    if let Some(handler) = &config.connect_handler {
+        let request = crate::ConnectRequest {
+            client_id: connect.client_id.clone(),
+            username: login
+                .as_ref()
+                .map(|l| l.username.clone())
+                .unwrap_or_default(),
+            password: login
+                .as_ref()
+                .map(|l| l.password.clone())
+                .unwrap_or_default(),
+            peer,
+        };
+        if let crate::ConnectDecision::Refuse(code) = handler(request).await {
+            let ack = ConnAck {
+                session_present: false,
+                code,
+            };
+            network.write(Packet::ConnAck(ack, None)).await?;
+            return Err(Error::InvalidAuth);
+        }
+    } else {
+        handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    }
 
     // When keep_alive feature is disabled client can live forever, which is not good in
     // distributed broker context so currenlty we don't allow it.
-    if connect.keep_alive == 0 {
-        return Err(Error::ZeroKeepAlive);
-    }
-
-    let empty_client_id = connect.client_id.is_empty();
-    let clean_session = connect.clean_session;
+    // (Prognos patch: MQTT allows keep-alive 0; with `zero_keep_alive_idle_secs` set such a
+    // client is accepted and closed after that long without a packet.)
+    let mut packet = packet;
+    let (empty_client_id, clean_session) = match &mut packet {
+        Packet::Connect(connect, ..) => {
+            if connect.keep_alive == 0 {
+                match config.zero_keep_alive_idle_secs {
+                    Some(idle) => connect.keep_alive = idle.max(1),
+                    None => return Err(Error::ZeroKeepAlive),
+                }
+            }
+            (connect.client_id.is_empty(), connect.clean_session)
+        }
+        _ => return Err(Error::NotConnectPacket(packet)),
+    };
 
     if empty_client_id && !clean_session {
         let ack = ConnAck {
@@ -286,6 +421,9 @@ mod tests {
             external_auth: None,
             dynamic_filters: false,
             client_topic_prefix: None,
+            connect_handler: None,
+            max_topic_len: None,
+            zero_keep_alive_idle_secs: None,
         }
     }
 

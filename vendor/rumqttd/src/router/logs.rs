@@ -11,7 +11,7 @@ use crate::{ConnectionId, Filter, Offset, RouterConfig, Topic};
 
 use crate::segments::{CommitLog, Position};
 use crate::Storage;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::time::Instant;
 
@@ -62,6 +62,9 @@ pub struct DataLog {
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
+
+/// Prognos patch: most topics `DataLog::matches` keeps filter lists for.
+const MAX_CACHED_TOPICS: usize = 100_000;
 
 impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
@@ -136,12 +139,26 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
+                    // Prognos patch: this is a cache of every distinct topic ever published;
+                    // upstream let it grow without bound. Start over when it is full.
+                    if self.publish_filters.len() >= MAX_CACHED_TOPICS {
+                        self.publish_filters.clear();
+                    }
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 
                 Some(v)
             }
         }
+    }
+
+    /// Prognos patch: whether `filter` is kept already, and how many filters are.
+    pub fn has_filter(&self, filter: &str) -> bool {
+        self.filter_indexes.contains_key(filter)
+    }
+
+    pub fn filter_count(&self) -> usize {
+        self.filter_indexes.len()
     }
 
     pub fn next_native_offset(&mut self, filter: &str) -> (FilterIdx, Offset) {
@@ -261,6 +278,10 @@ impl DataLog {
         publish_properties: Option<PublishProperties>,
         topic: Topic,
     ) {
+        // Prognos patch: see `RouterConfig::disable_retain`
+        if self.config.disable_retain {
+            return;
+        }
         let pub_with_props = (publish, publish_properties);
         self.retained_publishes.insert(topic, pub_with_props.into());
     }
@@ -372,8 +393,23 @@ where
 pub struct AckLog {
     // Committed acks per connection. First pkid, last pkid, data
     committed: VecDeque<Ack>,
-    // Recorded qos 2 publishes
-    recorded: VecDeque<(Publish, Option<PublishProperties>)>,
+    // Prognos patch: packet ids of QoS 2 publishes delivered and awaiting their PUBREL
+    // (upstream kept the publishes themselves, without bound)
+    recorded: HashSet<u16>,
+}
+
+/// Prognos patch: most QoS 2 publishes one connection may leave without PUBREL.
+pub const MAX_PENDING_QOS2: usize = 1024;
+
+/// Prognos patch: what `AckLog::pubrec` made of a QoS 2 publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QoS2Receipt {
+    /// Deliver it.
+    New,
+    /// Its packet id awaits a PUBREL already: acknowledged again, not delivered again.
+    Duplicate,
+    /// More than `MAX_PENDING_QOS2` await their PUBREL.
+    TooMany,
 }
 
 impl AckLog {
@@ -381,7 +417,7 @@ impl AckLog {
     pub fn new() -> AckLog {
         AckLog {
             committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            recorded: HashSet::new(),
         }
     }
 
@@ -400,10 +436,17 @@ impl AckLog {
         self.committed.push_back(ack);
     }
 
-    pub fn pubrec(&mut self, publish: Publish, props: Option<PublishProperties>, ack: PubRec) {
-        let ack = Ack::PubRec(ack);
-        self.recorded.push_back((publish, props));
-        self.committed.push_back(ack);
+    pub fn pubrec(&mut self, pkid: u16, ack: PubRec) -> QoS2Receipt {
+        let receipt = if self.recorded.contains(&pkid) {
+            QoS2Receipt::Duplicate
+        } else if self.recorded.len() >= MAX_PENDING_QOS2 {
+            return QoS2Receipt::TooMany;
+        } else {
+            self.recorded.insert(pkid);
+            QoS2Receipt::New
+        };
+        self.committed.push_back(Ack::PubRec(ack));
+        receipt
     }
 
     pub fn pubrel(&mut self, ack: PubRel) {
@@ -411,10 +454,11 @@ impl AckLog {
         self.committed.push_back(ack);
     }
 
-    pub fn pubcomp(&mut self, ack: PubComp) -> Option<(Publish, Option<PublishProperties>)> {
-        let ack = Ack::PubComp(ack);
-        self.committed.push_back(ack);
-        self.recorded.pop_front()
+    /// Returns whether the packet id awaited its PUBREL.
+    pub fn pubcomp(&mut self, ack: PubComp) -> bool {
+        let known = self.recorded.remove(&ack.pkid);
+        self.committed.push_back(Ack::PubComp(ack));
+        known
     }
 
     pub fn pingresp(&mut self, ack: PingResp) {

@@ -341,6 +341,9 @@ pub struct MeterData {
     pub size: usize,
 }
 
+/// Prognos patch: most topics one connection's `IncomingMeter` meters one by one.
+const MAX_METERED_TOPICS: usize = 64;
+
 #[derive(Debug, Default, Clone)]
 pub struct IncomingMeter {
     publishes: HashMap<Topic, MeterData>,
@@ -350,12 +353,18 @@ pub struct IncomingMeter {
 
 impl IncomingMeter {
     pub fn register_publish(&mut self, publish: &Publish) -> Result<(), std::str::Utf8Error> {
-        let meter = {
-            let topic = std::str::from_utf8(&publish.topic)?.to_string();
-            self.publishes.entry(topic).or_default()
-        };
-        meter.count += 1;
-        meter.size += publish.len();
+        let topic = std::str::from_utf8(&publish.topic)?;
+        // Prognos patch: per-topic meters for at most MAX_METERED_TOPICS topics (upstream
+        // added one for every distinct topic a connection ever used); the totals count all.
+        if !self.publishes.contains_key(topic) && self.publishes.len() < MAX_METERED_TOPICS {
+            self.publishes
+                .insert(topic.to_owned(), MeterData::default());
+        }
+        let meter = self.publishes.get_mut(topic);
+        if let Some(meter) = meter {
+            meter.count += 1;
+            meter.size += publish.len();
+        }
 
         self.total_publishes.count += 1;
         self.total_publishes.size += publish.len();

@@ -21,7 +21,7 @@ use tracing::{debug, error, info, trace, warn};
 use super::alertlog::{Alert, AlertLog};
 use super::graveyard::Graveyard;
 use super::iobufs::{Incoming, Outgoing};
-use super::logs::{AckLog, DataLog};
+use super::logs::{AckLog, DataLog, QoS2Receipt};
 use super::scheduler::{ScheduleReason, Scheduler};
 use super::shared_subs::SharedGroup;
 use super::{
@@ -557,7 +557,7 @@ impl Router {
         for packet in packets.drain(0..) {
             match packet {
                 Packet::Publish(publish, properties) => {
-                    let span = tracing::error_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
+                    let span = tracing::error_span!("publish", topic = %crate::loggable_bytes(&publish.topic), pkid = publish.pkid);
                     let _guard = span.enter();
 
                     let qos = publish.qos;
@@ -594,10 +594,29 @@ impl Router {
                                 reason: PubRecReason::Success,
                             };
 
+                            // Prognos patch: deliver now and keep only the packet id until
+                            // PUBREL ("method B" of MQTT 3.1.1 §4.3.3). Upstream held every
+                            // QoS 2 publish, payload and all, until its PUBREL, without
+                            // bound: a client that never sent PUBREL grew the router's
+                            // memory until the process died.
                             let ackslog = self.ackslog.get_mut(id).unwrap();
-                            ackslog.pubrec(publish, properties, pubrec);
-                            force_ack = true;
-                            continue;
+                            match ackslog.pubrec(pkid, pubrec) {
+                                QoS2Receipt::New => force_ack = true,
+                                // Resent before its PUBREL: acknowledge, do not deliver twice.
+                                QoS2Receipt::Duplicate => {
+                                    force_ack = true;
+                                    continue;
+                                }
+                                QoS2Receipt::TooMany => {
+                                    warn!(
+                                        target: "prognos_broker::limits",
+                                        client_id = crate::loggable(&client_id),
+                                        "too many QoS 2 publishes without PUBREL: client disconnected"
+                                    );
+                                    disconnect = true;
+                                    break;
+                                }
+                            }
                         }
                         QoS::AtMostOnce => {
                             // Do nothing
@@ -650,11 +669,10 @@ impl Router {
                     // let len = s.len();
 
                     for f in &mut subscribe.filters {
-                        let span =
-                            tracing::info_span!("subscribe", topic = f.path, pkid = subscribe.pkid);
+                        let span = tracing::info_span!("subscribe", topic = %crate::loggable(&f.path), pkid = subscribe.pkid);
                         let _guard = span.enter();
 
-                        info!("Adding subscription on topic {}", f.path);
+                        info!("Adding subscription on topic {}", crate::loggable(&f.path));
                         let connection = self.connections.get_mut(id).unwrap();
 
                         if let Err(e) = validate_subscription(connection, f) {
@@ -671,6 +689,32 @@ impl Router {
                             group = Some(grp);
                             filter = filter_path;
                         };
+
+                        // Prognos patch: bounded subscriptions per connection and filters in
+                        // all (upstream: unbounded, and a filter's ring is never freed).
+                        let connection = self.connections.get(id).unwrap();
+                        let full_connection = !connection.subscriptions.contains(&f.path)
+                            && self
+                                .config
+                                .max_subscriptions_per_connection
+                                .is_some_and(|max| connection.subscriptions.len() >= max);
+                        let full_router = !self.datalog.has_filter(&filter)
+                            && self
+                                .config
+                                .max_filters
+                                .is_some_and(|max| self.datalog.filter_count() >= max);
+                        if full_connection || full_router {
+                            warn!(
+                                target: "prognos_broker::limits",
+                                client_id = crate::loggable(&client_id),
+                                filter = crate::loggable(&f.path),
+                                full_connection,
+                                full_router,
+                                "subscription refused: too many subscriptions"
+                            );
+                            return_codes.push(SubscribeReasonCode::QuotaExceeded);
+                            continue;
+                        }
 
                         let subscription_id = props.as_ref().and_then(|p| p.id);
 
@@ -710,7 +754,7 @@ impl Router {
                     let connection = self.connections.get_mut(id).unwrap();
                     let pkid = unsubscribe.pkid;
                     for filter in &unsubscribe.filters {
-                        let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
+                        let span = tracing::info_span!("unsubscribe", topic = %crate::loggable(filter), pkid);
                         let _guard = span.enter();
 
                         debug!("Removing subscription on filter {}", filter);
@@ -795,7 +839,7 @@ impl Router {
                     ackslog.pubrel(pubrel);
                     self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
                 }
-                Packet::PubRel(pubrel, None) => {
+                Packet::PubRel(pubrel, _) => {
                     let span = tracing::info_span!("pubrel", pkid = pubrel.pkid);
                     let _guard = span.enter();
 
@@ -805,44 +849,12 @@ impl Router {
                         reason: PubCompReason::Success,
                     };
 
-                    // NOTE: client can try to resend previously unacked pubrels
-                    // on reconnection ( with clean session false )
-                    // we try to retrive publish assuming broker saved the previous state
-                    // successfully in graveyard.
-                    let (publish, props) = match ackslog.pubcomp(pubcomp) {
-                        Some(v) => v,
-                        None => {
-                            disconnect = true;
-                            break;
-                        }
-                    };
-
-                    // Try to append publish to commitlog
-                    match append_to_commitlog(
-                        id,
-                        publish,
-                        props,
-                        &mut self.datalog,
-                        &mut self.notifications,
-                        &mut self.connections,
-                    ) {
-                        Ok(_offset) => {
-                            // Even if one of the data in the batch is appended to commitlog,
-                            // set new data. This triggers notifications to wake waiters.
-                            // Don't overwrite this flag to false if it is already true.
-                            new_data = true;
-                        }
-                        Err(e) => {
-                            // Disconnect on bad publishes
-                            error!(
-                                reason = ?e, "Failed to append to commitlog"
-                            );
-                            self.router_meters.failed_publishes += 1;
-                            disconnect = true;
-                            break;
-                        }
-                    };
-                    self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
+                    // Prognos patch: the publish went to the commit log when it arrived
+                    // ("method B"); here only its packet id is released. A PUBREL for an id
+                    // not held (e.g. resent after a reconnect) is still answered with a
+                    // PUBCOMP, as MQTT requires, instead of disconnecting the client.
+                    ackslog.pubcomp(pubcomp);
+                    force_ack = true;
                 }
                 Packet::PubComp(pubcomp, _) => {
                     let span = tracing::info_span!("pubcomp", pkid = pubcomp.pkid);
@@ -1222,9 +1234,9 @@ fn append_to_commitlog(
             crate::count_topic_prefix_violation();
             warn!(
                 target: "prognos_broker::acl",
-                client_id = connection.client_id,
-                topic,
-                prefix = tenant_prefix,
+                client_id = crate::loggable(&connection.client_id),
+                topic = crate::loggable(topic),
+                prefix = crate::loggable(tenant_prefix),
                 "publish outside the client's topic prefix refused"
             );
             return Err(RouterError::BadTenant(
@@ -1739,9 +1751,9 @@ fn validate_subscription(
             crate::count_topic_prefix_violation();
             warn!(
                 target: "prognos_broker::acl",
-                client_id = connection.client_id,
-                filter = filter.path,
-                prefix = tenant_prefix,
+                client_id = crate::loggable(&connection.client_id),
+                filter = crate::loggable(&filter.path),
+                prefix = crate::loggable(tenant_prefix),
                 "subscription outside the client's topic prefix refused"
             );
             return Err(RouterError::InvalidFilterPrefix(filter.path.to_owned()));

@@ -45,7 +45,7 @@ use crate::link::local::{self, LinkRx, LinkTx};
 use crate::router::{Event, Router};
 use crate::{Config, ConnectionId, ServerSettings};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::error::Elapsed;
 use tokio::{task, time};
 
@@ -358,6 +358,42 @@ pub struct Server<P> {
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
     awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    /// Prognos patch: the TLS acceptor, built once from the certificate files (upstream read
+    /// and parsed them again for every connection), replaceable by [`TlsReloader`].
+    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    tls: Option<Arc<std::sync::RwLock<Arc<TLSAcceptor>>>>,
+    /// Prognos patch: bound on the sockets this listener holds open at once (shared with
+    /// other listeners if the caller wishes), including those not yet past CONNECT.
+    sockets: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// Prognos patch: how long a TLS handshake may take when `ServerSettings` names no limit.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// Prognos patch: pause after a failed `accept` (typically EMFILE, out of file descriptors),
+/// which would otherwise repeat at once and spin a core.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Prognos patch: reloads a listener's certificate and key from the files its `TlsConfig`
+/// names; connections accepted afterwards use them, open connections keep theirs.
+#[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+#[derive(Clone)]
+pub struct TlsReloader {
+    config: crate::TlsConfig,
+    slot: Arc<std::sync::RwLock<Arc<TLSAcceptor>>>,
+}
+
+#[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+impl TlsReloader {
+    /// Reads the files again; on an error the previous certificate stays in use.
+    pub fn reload(&self) -> Result<(), Error> {
+        let acceptor = Arc::new(TLSAcceptor::new(&self.config)?);
+        *self
+            .slot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
+        Ok(())
+    }
 }
 
 impl<P: Protocol + Clone + Send + 'static> Server<P> {
@@ -371,21 +407,32 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             router_tx,
             protocol,
             awaiting_will_handler: Arc::new(Mutex::new(HashMap::default())),
+            #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+            tls: None,
+            sockets: None,
         }
     }
 
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
-        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
-        match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
-        }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
+    /// Prognos patch: loads the TLS certificate and key now (once), so that a bad file is an
+    /// error before serving, and returns a handle that reloads them. `None` without TLS.
+    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    pub fn load_tls(&mut self) -> Result<Option<TlsReloader>, Error> {
+        let Some(config) = &self.config.tls else {
+            return Ok(None);
+        };
+        let acceptor = Arc::new(TLSAcceptor::new(config)?);
+        let slot = Arc::new(std::sync::RwLock::new(acceptor));
+        self.tls = Some(slot.clone());
+        Ok(Some(TlsReloader {
+            config: config.clone(),
+            slot,
+        }))
+    }
+
+    /// Prognos patch: holds a permit of `sockets` for every socket this listener keeps open;
+    /// a socket accepted while none is free is closed at once.
+    pub fn limit_sockets(&mut self, sockets: Arc<tokio::sync::Semaphore>) {
+        self.sockets = Some(sockets);
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
@@ -395,9 +442,24 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
 
     /// Prognos patch: serve on a listener the caller has bound, so that the caller sees bind
     /// errors and may use port 0.
+    ///
+    /// Also (Prognos patch) the TLS handshake runs in the connection's own task under a
+    /// timeout (`ServerSettings::tls_handshake_timeout_ms`): upstream awaited it in the accept
+    /// loop, so one client that opened a TCP connection and sent nothing stopped every new
+    /// connection on the listener.
     pub async fn run(&mut self, listener: TcpListener, link_type: LinkType) -> Result<(), Error> {
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
+
+        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+        if self.config.tls.is_some() && self.tls.is_none() {
+            self.load_tls()?;
+        }
+        let handshake_timeout = Duration::from_millis(
+            self.config
+                .tls_handshake_timeout_ms
+                .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
+        );
 
         let config = Arc::new(self.config.connections.clone());
         info!(
@@ -411,72 +473,124 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 Ok((s, r)) => (s, r),
                 Err(e) => {
                     error!(error=?e, "Unable to accept socket.");
+                    time::sleep(ACCEPT_ERROR_BACKOFF).await;
                     continue;
                 }
             };
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
+            let permit = match &self.sockets {
+                Some(sockets) => match sockets.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        warn!(
+                            name = self.config.name,
+                            ?addr,
+                            "too many open MQTT sockets: connection closed"
+                        );
+                        drop(stream);
+                        continue;
+                    }
+                },
+                None => None,
             };
 
-            info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
-            );
+            #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+            let tls = self.tls.as_ref().map(|slot| {
+                slot.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            });
 
             let config = config.clone();
             let router_tx = self.router_tx.clone();
+            let name = self.config.name.clone();
+            let will_handlers = self.awaiting_will_handler.clone();
             count += 1;
+            let connection_number = count;
 
             let protocol = self.protocol.clone();
-            match link_type {
-                #[cfg(feature = "websocket")]
-                LinkType::Websocket => {
-                    let stream = match accept_hdr_async(network, WSCallback).await {
-                        Ok(s) => Box::new(WsStream::new(s)),
-                        Err(e) => {
-                            error!(error=?e, "Websocket failed handshake");
-                            continue;
+            task::spawn(async move {
+                // Released when the connection ends, whichever way.
+                let _permit = permit;
+                #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+                let accepted = match tls {
+                    Some(acceptor) => {
+                        match time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok((tenant_id, network))) => Ok((network, tenant_id)),
+                            Ok(Err(e)) => Err(format!("{e}")),
+                            Err(_) => Err(format!(
+                                "no TLS handshake within {} ms",
+                                handshake_timeout.as_millis()
+                            )),
                         }
-                    };
-                    task::spawn(
+                    }
+                    None => Ok((Box::new(stream) as Box<dyn N>, None)),
+                };
+                #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+                let accepted: Result<(Box<dyn N>, Option<String>), String> = {
+                    let _ = handshake_timeout;
+                    Ok((Box::new(stream), None))
+                };
+                let (network, tenant_id) = match accepted {
+                    Ok(o) => o,
+                    Err(e) => {
+                        warn!(?addr, error = e, "Tls accept error");
+                        return;
+                    }
+                };
+
+                info!(name, ?addr, count = connection_number, tenant=?tenant_id, "accept");
+
+                match link_type {
+                    #[cfg(feature = "websocket")]
+                    LinkType::Websocket => {
+                        let stream = match accept_hdr_async(network, WSCallback).await {
+                            Ok(s) => Box::new(WsStream::new(s)),
+                            Err(e) => {
+                                error!(error=?e, "Websocket failed handshake");
+                                return;
+                            }
+                        };
                         remote(
                             config,
                             tenant_id.clone(),
                             router_tx,
                             stream,
                             protocol,
-                            self.awaiting_will_handler.clone(),
+                            will_handlers,
+                            addr,
                         )
                         .instrument(tracing::info_span!(
                             "websocket_link",
                             client_id = field::Empty,
                             connection_id = field::Empty
-                        )),
-                    )
+                        ))
+                        .await
+                    }
+                    LinkType::Remote => {
+                        remote(
+                            config,
+                            tenant_id.clone(),
+                            router_tx,
+                            network,
+                            protocol,
+                            will_handlers,
+                            addr,
+                        )
+                        .instrument(tracing::error_span!(
+                            "remote_link",
+                            ?tenant_id,
+                            client_id = field::Empty,
+                            connection_id = field::Empty,
+                        ))
+                        .await
+                    }
                 }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
-            };
+            });
 
-            time::sleep(delay).await;
+            if !delay.is_zero() {
+                time::sleep(delay).await;
+            }
         }
     }
 }
@@ -511,6 +625,7 @@ async fn remote<P: Protocol>(
     stream: Box<dyn N>,
     protocol: P,
     will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    peer: std::net::SocketAddr,
 ) {
     let mut network = Network::new(
         stream,
@@ -521,11 +636,12 @@ async fn remote<P: Protocol>(
 
     let dynamic_filters = config.dynamic_filters;
     let topic_prefix_template = config.client_topic_prefix.clone();
+    let max_topic_len = config.max_topic_len;
 
-    let connect_packet = match mqtt_connect(config, &mut network).await {
+    let connect_packet = match mqtt_connect(config, &mut network, peer).await {
         Ok(p) => p,
         Err(e) => {
-            error!(error=?e, "Error while handling MQTT connect packet");
+            error!(error=%e, "Error while handling MQTT connect packet");
             return;
         }
     };
@@ -555,20 +671,26 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    // Prognos patch (upstream issue #1062, fix proposed in PR #1066): take the previous
+    // connection's sender out of the map and release the lock before sending, and never
+    // unwrap the send. A connection that failed during setup (a reset before its CONNACK, a
+    // full router) leaves a sender whose receiver is gone; upstream unwrapped that send while
+    // holding the lock, so its panic poisoned the mutex and every later CONNECT on the
+    // listener panicked too. `lock_will_handlers` also recovers a poisoned map, so no panic
+    // elsewhere can spread to every connection again.
+    let previous = lock_will_handlers(&will_handlers).remove(&client_id);
+    if let Some(sender) = previous {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        // Disconnected: that connection's will task is gone; there is nothing to tell it.
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
-    will_handlers
-        .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+    lock_will_handlers(&will_handlers).insert(client_id.clone(), will_tx.clone());
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -579,12 +701,15 @@ async fn remote<P: Protocol>(
         dynamic_filters,
         assigned_client_id,
         topic_prefix,
+        max_topic_len,
     )
     .await
     {
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
+            // Prognos patch: a connection that never started leaves no entry behind.
+            remove_will_handler(&will_handlers, &client_id, &will_tx);
             return;
         }
     };
@@ -631,8 +756,9 @@ async fn remote<P: Protocol>(
     {
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
-            // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            // no need to keep the sender after timeout (Prognos patch: only if it is still
+            // ours; a newer connection with this client id may have put its own there)
+            remove_will_handler(&will_handlers, &client_id, &will_tx);
             // as will delay interval has passed, publish the will message
             true
         }
@@ -646,5 +772,25 @@ async fn remote<P: Protocol>(
         // It won't matter in this case as we don't use it
         // but might affect logs?
         router_tx.send((connection_id, message)).ok();
+    }
+}
+
+type WillHandlers = Mutex<HashMap<String, Sender<AwaitingWill>>>;
+
+/// Prognos patch: the will handler map, recovered if a panic elsewhere poisoned it (the map
+/// holds only senders, which stay consistent whatever panicked).
+fn lock_will_handlers(
+    handlers: &WillHandlers,
+) -> std::sync::MutexGuard<'_, HashMap<String, Sender<AwaitingWill>>> {
+    handlers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Prognos patch: removes `client_id`'s entry only if it is `ours`.
+fn remove_will_handler(handlers: &WillHandlers, client_id: &str, ours: &Sender<AwaitingWill>) {
+    let mut map = lock_will_handlers(handlers);
+    if map.get(client_id).is_some_and(|s| s.same_channel(ours)) {
+        map.remove(client_id);
     }
 }

@@ -55,6 +55,11 @@ fn connect_code(return_code: ConnectReturnCode) -> u8 {
         ConnectReturnCode::ServiceUnavailable => 3,
         ConnectReturnCode::BadUserNamePassword => 4,
         ConnectReturnCode::NotAuthorized => 5,
-        _ => unreachable!(),
+        // Prognos patch: MQTT 5 reasons have no 3.1.1 code of their own; map them to the
+        // nearest one instead of panicking (`unreachable!`) in the connection task.
+        ConnectReturnCode::UnsupportedProtocolVersion => 1,
+        ConnectReturnCode::BadAuthenticationMethod => 4,
+        ConnectReturnCode::Banned => 5,
+        _ => 3,
     }
 }
