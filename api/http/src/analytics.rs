@@ -418,14 +418,15 @@ async fn telemetry_series(State(s): State<AppState>, Auth(who): Auth, p: Params)
         return Err(Problem::parameter("metric", "give at least one metric"));
     }
     let to_ms = time_param(&p, "to")?.unwrap_or_else(|| s.svc.clock.now_ms());
-    let from_ms = time_param(&p, "from")?.unwrap_or(to_ms - 86_400_000);
+    // Saturating: `to` may be any i64 the parser accepts (found by tests/http_properties.rs).
+    let from_ms = time_param(&p, "from")?.unwrap_or(to_ms.saturating_sub(86_400_000));
     let (from_us, to_us) = (from_ms.saturating_mul(1000), to_ms.saturating_mul(1000));
     let points = count(&p, "points", 1000, MAX_POINTS)?;
     let step_us = p.str("step").map(|v| duration_us("step", &v)).transpose()?;
     let (downsample, step_us) = match p.str("agg").as_deref() {
         None | Some("buckets") => (
             Downsample::Buckets,
-            Some(step_us.unwrap_or(((to_us - from_us) / points as i64).max(1))),
+            Some(step_us.unwrap_or((to_us.saturating_sub(from_us) / points as i64).max(1))),
         ),
         Some("raw") => (Downsample::Raw, step_us),
         Some("lttb") => (Downsample::Lttb { points }, step_us),
