@@ -60,6 +60,10 @@ pub struct MqttFile {
 #[serde(deny_unknown_fields)]
 pub struct HttpFile {
     pub addr: Option<SocketAddr>,
+    /// Most (device, metric) series one telemetry query may ask for (default 1,000).
+    pub telemetry_max_series: Option<usize>,
+    /// Most points in one telemetry answer, over all its series (default 1,000,000).
+    pub telemetry_max_points: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +104,7 @@ pub struct Settings {
     pub profiles: Vec<prognos_models::profile::AssetProfile>,
     pub sla_check_interval: Duration,
     pub webhook_ca_file: Option<PathBuf>,
+    pub telemetry_limits: prognos_analytics::telemetry::SeriesLimits,
 }
 
 pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
@@ -229,6 +234,16 @@ impl Settings {
                 .sla_check_interval_ms
                 .map_or(defaults.sla_check_interval, Duration::from_millis),
             webhook_ca_file: file.service.webhook_ca_file,
+            telemetry_limits: prognos_analytics::telemetry::SeriesLimits {
+                max_series: file
+                    .http
+                    .telemetry_max_series
+                    .unwrap_or(defaults.telemetry_limits.max_series),
+                max_response_points: file
+                    .http
+                    .telemetry_max_points
+                    .unwrap_or(defaults.telemetry_limits.max_response_points),
+            },
         };
         settings.validate()?;
         Ok(settings)
@@ -259,6 +274,7 @@ impl Settings {
             profiles: Vec::new(),
             sla_check_interval: Duration::from_secs(10),
             webhook_ca_file: None,
+            telemetry_limits: prognos_analytics::telemetry::SeriesLimits::default(),
         }
     }
 
@@ -280,6 +296,13 @@ impl Settings {
         }
         if self.sla_check_interval < Duration::from_millis(50) {
             bail!("config: service.sla_check_interval_ms must be at least 50");
+        }
+        let t = &self.telemetry_limits;
+        if t.max_series == 0 || t.max_series > 1_000_000 {
+            bail!("config: http.telemetry_max_series must be between 1 and 1,000,000");
+        }
+        if t.max_response_points == 0 || t.max_response_points > 100_000_000 {
+            bail!("config: http.telemetry_max_points must be between 1 and 100,000,000");
         }
         if self.ingest_buffer_bytes < 8 * 1024 {
             bail!("config: mqtt.ingest_buffer_mib must be at least 1");

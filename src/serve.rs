@@ -90,6 +90,7 @@ pub async fn start(
     };
     let mut service_api = prognos_http::ApiContext::new(db.clone());
     service_api.telemetry_root = Some(settings.data_dir.join("telemetry"));
+    service_api.telemetry_limits = settings.telemetry_limits;
     let jobs_config = JobsConfig {
         sla_interval: settings.sla_check_interval,
         ..JobsConfig::default()

@@ -57,6 +57,11 @@ pub struct Server {
 impl Server {
     /// Starts `prognos serve` on port 0 and reads the bound ports from its first line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (test hooks).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -68,6 +73,7 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

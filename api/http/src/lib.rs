@@ -29,6 +29,8 @@ pub struct ApiContext {
     pub clock: Arc<dyn Clock>,
     /// The Parquet telemetry data set (`{data_dir}/telemetry`) the telemetry queries read.
     pub telemetry_root: Option<PathBuf>,
+    /// Bounds on one telemetry series query (series asked for, points answered).
+    pub telemetry_limits: prognos_analytics::telemetry::SeriesLimits,
 }
 
 impl ApiContext {
@@ -37,6 +39,7 @@ impl ApiContext {
             db,
             clock: Arc::new(SystemClock),
             telemetry_root: None,
+            telemetry_limits: Default::default(),
         }
     }
 
@@ -49,6 +52,7 @@ impl ApiContext {
 pub struct AppState {
     pub svc: Service,
     pub telemetry_root: Option<Arc<PathBuf>>,
+    pub telemetry_limits: prognos_analytics::telemetry::SeriesLimits,
 }
 
 /// The service API router: `/api/v1/…`, `/track/…`, `/openapi.json`. No fallback, so it
@@ -61,6 +65,7 @@ pub fn router(ctx: ApiContext) -> Router {
     app.with_state(AppState {
         svc: ctx.service(),
         telemetry_root: ctx.telemetry_root.clone().map(Arc::new),
+        telemetry_limits: ctx.telemetry_limits,
     })
 }
 
