@@ -125,6 +125,10 @@ pub struct HttpFile {
     pub auth_failures_burst: Option<u32>,
     /// …and per minute after that (default 10); then 429 with Retry-After.
     pub auth_failures_per_minute: Option<u32>,
+    /// Most (device, metric) series one telemetry query may ask for (default 1,000).
+    pub telemetry_max_series: Option<usize>,
+    /// Most points in one telemetry answer, over all its series (default 1,000,000).
+    pub telemetry_max_points: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +191,7 @@ pub struct Settings {
     pub sla_check_interval: Duration,
     pub webhook_ca_file: Option<PathBuf>,
     pub webhook_policy: prognos_service::webhooks::DestinationPolicy,
+    pub telemetry_limits: prognos_analytics::telemetry::SeriesLimits,
 }
 
 pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
@@ -412,6 +417,16 @@ impl Settings {
                 )
                 .map_err(|e| anyhow::anyhow!("config: webhooks.allowed_destinations: {e}"))?,
             },
+            telemetry_limits: prognos_analytics::telemetry::SeriesLimits {
+                max_series: file
+                    .http
+                    .telemetry_max_series
+                    .unwrap_or(defaults.telemetry_limits.max_series),
+                max_response_points: file
+                    .http
+                    .telemetry_max_points
+                    .unwrap_or(defaults.telemetry_limits.max_response_points),
+            },
         };
         settings.validate()?;
         Ok(settings)
@@ -458,6 +473,7 @@ impl Settings {
             sla_check_interval: Duration::from_secs(10),
             webhook_ca_file: None,
             webhook_policy: prognos_service::webhooks::DestinationPolicy::strict(),
+            telemetry_limits: prognos_analytics::telemetry::SeriesLimits::default(),
         }
     }
 
@@ -506,6 +522,13 @@ impl Settings {
             bail!(
                 "config: http.auth_failures_burst and http.auth_failures_per_minute must be at least 1"
             );
+        }
+        let t = &self.telemetry_limits;
+        if t.max_series == 0 || t.max_series > 1_000_000 {
+            bail!("config: http.telemetry_max_series must be between 1 and 1,000,000");
+        }
+        if t.max_response_points == 0 || t.max_response_points > 100_000_000 {
+            bail!("config: http.telemetry_max_points must be between 1 and 100,000,000");
         }
         if self.ingest_buffer_bytes < 8 * 1024 {
             bail!("config: mqtt.ingest_buffer_mib must be at least 1");

@@ -92,6 +92,7 @@ pub async fn start(
     service_api.telemetry_root = Some(settings.data_dir.join("telemetry"));
     service_api.auth_throttle = settings.auth_throttle;
     service_api.webhook_policy = settings.webhook_policy.clone();
+    service_api.telemetry_limits = settings.telemetry_limits;
     let jobs_config = JobsConfig {
         sla_interval: settings.sla_check_interval,
         ..JobsConfig::default()

@@ -190,10 +190,10 @@ pub fn write_parquet(
         points += rows.len() as u64;
         store.write_flush(rows, batch_no, batch_no)?;
     }
-    store.compact(
-        batch_no,
-        &prognos_ingest::store::CompactionPolicy::closed(2),
-    )?;
+    let policy = prognos_ingest::store::CompactionPolicy::closed(2);
+    store.compact(batch_no, &policy)?;
+    // Every day is closed: merge each into its day file, as the ingest does once a day ends.
+    store.compact_days(batch_no, &policy)?;
     let files = store.files()?;
     let labels = out.join("labels.jsonl");
     prognos_simulators::write_labels_jsonl(fleet.labels(), std::fs::File::create(&labels)?)?;

@@ -456,3 +456,135 @@ fn one_devices_junk_stays_within_the_dead_letter_quota() {
     assert_eq!(&last[..6], format!("{{{:05}", n - 1).as_bytes());
     assert_eq!(points(&read_telemetry(dir.path()), "junk-1", "ok").len(), 1);
 }
+
+/// The day files of the data set (in `date=…` directories) and the hour files.
+fn data_files(data_dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut days, mut hours) = (Vec::new(), Vec::new());
+    let root = data_dir.join("telemetry");
+    for date in std::fs::read_dir(&root).into_iter().flatten() {
+        let date = date.unwrap().path();
+        for entry in std::fs::read_dir(&date).into_iter().flatten() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                for f in std::fs::read_dir(&p).unwrap() {
+                    let f = f.unwrap().path();
+                    if f.extension().is_some_and(|e| e == "parquet") {
+                        hours.push(f);
+                    }
+                }
+            } else if p.extension().is_some_and(|e| e == "parquet") {
+                days.push(p);
+            }
+        }
+    }
+    (days, hours)
+}
+
+#[test]
+fn kill_9_during_day_compaction_then_restart_keeps_every_point_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = add_device(dir.path(), "dc-1");
+    let config = write_config(
+        dir.path(),
+        "[ingest]\nflush_interval_secs = 1\n[models]\nenabled = false\n",
+    );
+    // Every hour of the day before yesterday (UTC): a closed day.
+    let day_ms = 86_400_000;
+    let day0 = (now_ms() / day_ms - 2) * day_ms;
+    let message = |second: i64| {
+        let items: Vec<String> = (0..24)
+            .map(|h| {
+                format!(
+                    r#"{{"ts": {}, "metrics": {{"a": {}}}}}"#,
+                    day0 + h * 3_600_000 + second * 1000,
+                    h * 100 + second
+                )
+            })
+            .collect();
+        format!("[{}]", items.join(","))
+    };
+    let want = |seconds: i64| -> Vec<(i64, f64)> {
+        let mut v: Vec<(i64, f64)> = (0..24)
+            .flat_map(|h| {
+                (0..seconds).map(move |s| {
+                    (
+                        (day0 + h * 3_600_000 + s * 1000) * 1000,
+                        (h * 100 + s) as f64,
+                    )
+                })
+            })
+            .collect();
+        v.sort_by_key(|p| p.0);
+        v
+    };
+    // The merge pauses after its day file is in place and before it removes its inputs:
+    // the kill lands exactly there.
+    let server = Server::start_with_env(
+        dir.path(),
+        &["--config", &config],
+        &[("PROGNOS_TEST_COMPACTION_PAUSE_MS", "20000")],
+    );
+    publish(&server, "dc-1", &secret, &message(0));
+    assert!(wait_until(Duration::from_secs(10), || data_files(
+        dir.path()
+    )
+    .1
+    .len()
+        == 24));
+    publish(&server, "dc-1", &secret, &message(1));
+    assert!(
+        wait_until(Duration::from_secs(15), || !data_files(dir.path())
+            .0
+            .is_empty()),
+        "no day file was written"
+    );
+    let (days, hours) = data_files(dir.path());
+    assert_eq!(
+        (days.len(), hours.len()),
+        (1, 48),
+        "paused with every input still there"
+    );
+    server.kill9();
+
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let health = server.http_get("/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // The restart removed the merged inputs: the day file alone holds the day, once.
+    let (days, hours) = data_files(dir.path());
+    assert_eq!((days.len(), hours.len()), (1, 0), "{days:?} {hours:?}");
+    assert_eq!(points(&read_telemetry(dir.path()), "dc-1", "a"), want(2));
+    // Late data for the compacted day lands in hour files beside it, still once.
+    publish(&server, "dc-1", &secret, &message(2));
+    assert!(wait_until(Duration::from_secs(10), || data_files(
+        dir.path()
+    )
+    .1
+    .len()
+        == 24));
+    assert!(server.terminate().0.success());
+    assert_eq!(points(&read_telemetry(dir.path()), "dc-1", "a"), want(3));
+    // And the API answers the same points from the day file and the hour files.
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let key = create_api_key(dir.path(), "engineer");
+    let auth = format!("Bearer {key}");
+    let reply = http_request(
+        server.http_port,
+        "GET",
+        &format!(
+            "/api/v1/telemetry?device=dc-1&metric=a&agg=raw&from={}&to={}",
+            day0,
+            day0 + day_ms
+        ),
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let ts: Vec<i64> = reply.body["series"][0]["ts_us"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ts, want(3).iter().map(|p| p.0).collect::<Vec<_>>());
+    assert!(server.terminate().0.success());
+}

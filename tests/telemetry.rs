@@ -454,3 +454,107 @@ fn mqtt5_listener_serves_v5_clients() {
     assert_eq!(points.len(), 1);
     assert_eq!(points[0].1, 5.0);
 }
+
+#[test]
+fn telemetry_queries_are_bounded_in_series_and_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = add_device(dir.path(), "cap-1");
+    let config = write_config(
+        dir.path(),
+        "[ingest]\nflush_interval_secs = 1\n[models]\nenabled = false\n\
+         [http]\ntelemetry_max_series = 50\ntelemetry_max_points = 100\n",
+    );
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let t0 = now_ms() - 3_600_000;
+    let items: Vec<String> = (0..150)
+        .map(|i| format!(r#"{{"ts": {}, "metrics": {{"a": {i}}}}}"#, t0 + i * 1000))
+        .collect();
+    let topic = "prognos/v1/cap-1/telemetry";
+    assert!(
+        server
+            .pub_qos1("cap-1", &secret, topic, &format!("[{}]", items.join(",")))
+            .success()
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        read_telemetry(dir.path())
+            .get(&("cap-1".to_owned(), "a".to_owned()))
+            .is_some_and(|p| p.len() == 150)
+    }));
+    let auth = format!("Bearer {}", create_api_key(dir.path(), "engineer"));
+    let get = |path: &str| {
+        http_request(
+            server.http_port,
+            "GET",
+            path,
+            &[("Authorization", &auth)],
+            "",
+        )
+    };
+    let range = format!("&from={}&to={}", t0 - 1000, t0 + 200_000);
+    let devices = |n: usize| {
+        let mut d: Vec<String> = (0..n - 1).map(|i| format!("nobody-{i:05}")).collect();
+        d.push("cap-1".into());
+        d.join(",")
+    };
+    let refused = |r: &Reply, field: &str| {
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.content_type, "application/problem+json");
+        assert_eq!(r.body["field"], field, "{}", r.text);
+    };
+    // 51 series asked for: refused before anything is read, naming the parameter.
+    refused(
+        &get(&format!(
+            "/api/v1/telemetry?device={}&metric=a{range}",
+            devices(51)
+        )),
+        "device",
+    );
+    // A 26 KiB URL of device ids × metrics (once 9 GiB of empty series): refused the same way.
+    let long = format!(
+        "/api/v1/telemetry?device={}&metric=a,b,c{range}",
+        devices(1800)
+    );
+    assert!(long.len() > 26 * 1024, "{}", long.len());
+    refused(&get(&long), "device");
+    // 50 series × 2 buckets fit; only the series with data is answered.
+    let r = get(&format!(
+        "/api/v1/telemetry?device={}&metric=a&points=2{range}",
+        devices(50)
+    ));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let series = r.body["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{}", r.text);
+    assert_eq!(series[0]["device_id"], "cap-1");
+    assert_eq!(
+        series[0]["count"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum::<u64>(),
+        150
+    );
+    // 50 series × 1000 buckets (the default) would exceed 100 points: refused.
+    refused(
+        &get(&format!(
+            "/api/v1/telemetry?device={}&metric=a{range}",
+            devices(50)
+        )),
+        "step",
+    );
+    // Raw: 150 points of one series exceed 100 points per response.
+    refused(
+        &get(&format!(
+            "/api/v1/telemetry?device=cap-1&metric=a&agg=raw{range}"
+        )),
+        "step",
+    );
+    let r = get(&format!(
+        "/api/v1/telemetry?device=cap-1&metric=a&agg=raw&from={}&to={}",
+        t0,
+        t0 + 50_000
+    ));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["series"][0]["ts_us"].as_array().unwrap().len(), 50);
+    assert!(server.terminate().0.success());
+}

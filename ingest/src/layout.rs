@@ -3,10 +3,14 @@
 //!
 //! - Hive partitions by hour: `date=YYYY-MM-DD/hour=HH/` under the data set root;
 //! - one file per flush per partition, named by the WAL LSN range it holds
-//!   (`part-{first:020}-{last:020}.parquet`), and merged files (`compact-…`); anything else
-//!   in a partition (`*.tmp`) is not data;
+//!   (`part-{first:020}-{last:020}.parquet`), and merged files of one hour (`compact-…`);
+//! - a closed day's files merged into one day file in the date directory itself
+//!   (`date=YYYY-MM-DD/day-{first}-{last}.parquet`), which holds every hour of that day;
+//!   anything else (`*.tmp`) is not data;
 //! - long format: `ts` (timestamp µs, UTC), `device_id` and `metric` (dictionary-encoded
-//!   strings), `value` (f64); rows sorted by device, metric, ts inside a file.
+//!   strings), `value` (f64); rows sorted by device, metric, ts inside a file, so one series
+//!   of one file is one contiguous run of rows. Merged files carry that run list in their
+//!   footer ([`SERIES_INDEX_KEY`]), so a reader finds a series without decoding a row.
 
 use std::sync::Arc;
 
@@ -15,6 +19,14 @@ use chrono::{DateTime, Datelike, Timelike};
 
 /// Microseconds in an hour partition.
 pub const HOUR_US: i64 = 3_600_000_000;
+/// Hour partitions in a day file.
+pub const DAY_HOURS: i64 = 24;
+
+/// Footer key of the series index of merged files: a JSON array of
+/// `[device_id, metric, rows]`, one per series in file order (the rows of a series are
+/// contiguous and the series follow each other, so a series' first row is the sum of the
+/// counts before it).
+pub const SERIES_INDEX_KEY: &str = "prognos.series_index.v1";
 
 /// Column names, in file order.
 pub const TS: &str = "ts";
@@ -55,16 +67,40 @@ pub fn parse_hour_dir(name: &str) -> Option<i64> {
     (0..24).contains(&h).then_some(h)
 }
 
+/// `date=YYYY-MM-DD` for a day (days since the epoch), the directory of its day file.
+pub fn date_dir(day: i64) -> String {
+    let t = DateTime::from_timestamp_micros(day.saturating_mul(DAY_HOURS * HOUR_US))
+        .unwrap_or_default();
+    format!("date={:04}-{:02}-{:02}", t.year(), t.month(), t.day())
+}
+
+/// The day (days since the epoch) an hour partition belongs to.
+pub fn day_of(partition: Partition) -> i64 {
+    partition.div_euclid(DAY_HOURS)
+}
+
 /// The partition of a `date=…` / `hour=…` directory pair.
 pub fn parse_partition_dir(date: &str, hour: &str) -> Option<Partition> {
     Some(parse_date_dir(date)? * 24 + parse_hour_dir(hour)?)
 }
 
-/// What wrote a data file: a flush of the memtable or a compaction.
+/// What wrote a data file: a flush of the memtable, a compaction of one hour, or a
+/// compaction of a closed day (a day file, in the date directory, spanning its 24 hours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     Part,
     Compact,
+    Day,
+}
+
+impl FileKind {
+    /// Hour partitions a file of this kind spans.
+    pub fn hours(self) -> i64 {
+        match self {
+            FileKind::Part | FileKind::Compact => 1,
+            FileKind::Day => DAY_HOURS,
+        }
+    }
 }
 
 /// A data file's name, parsed.
@@ -76,11 +112,13 @@ pub struct DataFileName {
 }
 
 impl DataFileName {
-    /// `{part|compact}-{first_lsn}-{last_lsn}.parquet`; anything else is not data.
+    /// `{part|compact|day}-{first_lsn}-{last_lsn}.parquet`; anything else is not data.
     pub fn parse(name: &str) -> Option<DataFileName> {
         let stem = name.strip_suffix(".parquet")?;
         let (kind, rest) = if let Some(rest) = stem.strip_prefix("part-") {
             (FileKind::Part, rest)
+        } else if let Some(rest) = stem.strip_prefix("day-") {
+            (FileKind::Day, rest)
         } else {
             (FileKind::Compact, stem.strip_prefix("compact-")?)
         };
@@ -97,6 +135,7 @@ impl DataFileName {
         let prefix = match self.kind {
             FileKind::Part => "part",
             FileKind::Compact => "compact",
+            FileKind::Day => "day",
         };
         format!(
             "{prefix}-{:020}-{:020}.parquet",
@@ -143,6 +182,22 @@ mod tests {
         assert_eq!(parse_partition_dir("date=2025-11-24", "hour=24"), None);
         assert_eq!(parse_partition_dir("date=2025-13-01", "hour=01"), None);
         assert_eq!(parse_partition_dir("2025-11-24", "hour=01"), None);
+    }
+
+    #[test]
+    fn day_directories_are_the_date_of_their_hours() {
+        for p in [0, 23, 24, 491_000, -1] {
+            let hour = partition_dir(p);
+            assert!(hour.starts_with(&date_dir(day_of(p))), "{hour}");
+            assert_eq!(parse_date_dir(&date_dir(day_of(p))), Some(day_of(p)));
+        }
+        let day = DataFileName {
+            kind: FileKind::Day,
+            first_lsn: 3,
+            last_lsn: 9,
+        };
+        assert_eq!(DataFileName::parse(&day.render()), Some(day));
+        assert_eq!(FileKind::Day.hours(), 24);
     }
 
     #[test]

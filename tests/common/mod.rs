@@ -71,6 +71,13 @@ impl Server {
         Server::start_with(data_dir, extra, &ServerOptions::default())
     }
 
+    /// [`Server::start`] with extra environment variables (test hooks).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BIN);
+        command.envs(env.iter().copied());
+        Self::spawn(command, data_dir, extra, Stdio::inherit())
+    }
+
     /// Like [`Server::start`], with the server's standard error captured (see [`Stderr`]).
     pub fn start_capturing_stderr(data_dir: &Path, extra: &[&str]) -> (Server, Stderr) {
         let mut server = Self::spawn(Command::new(BIN), data_dir, extra, Stdio::piped());

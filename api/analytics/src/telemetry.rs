@@ -64,7 +64,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
 use prognos_ingest::layout::{
-    self, DataFileName, HOUR_US, dict_field, parse_date_dir, parse_hour_dir, ts_type,
+    self, DAY_HOURS, DataFileName, FileKind, HOUR_US, dict_field, parse_date_dir, parse_hour_dir,
+    ts_type,
 };
 use serde::Serialize;
 
@@ -160,8 +161,8 @@ impl ScanStats {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SeriesResult {
-    /// One per requested (device, metric), devices outer, in request order (duplicates in
-    /// the request removed); a series with no data in the range has empty vectors.
+    /// One per requested (device, metric) that has data in the range, devices outer, in
+    /// request order (duplicates in the request removed); a series without data is left out.
     pub series: Vec<Series>,
     pub scan: ScanStats,
 }
@@ -276,23 +277,62 @@ pub fn default_threads() -> usize {
         .min(8)
 }
 
+/// Bounds on one series query, whatever its parameters: the memory it may take and the
+/// size of its answer. Over a bound the query is refused (an invalid parameter naming what
+/// to change), never cut short silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesLimits {
+    /// Most (device, metric) series one query may ask for (`devices × metrics`).
+    pub max_series: usize,
+    /// Most points in one answer, over all its series (buckets, LTTB or raw points).
+    pub max_response_points: usize,
+}
+
+impl SeriesLimits {
+    pub const DEFAULT_MAX_SERIES: usize = 1_000;
+    pub const DEFAULT_MAX_RESPONSE_POINTS: usize = 1_000_000;
+    /// Raw points LTTB may hold in memory per point of the answer.
+    const LTTB_INPUT_FACTOR: usize = 16;
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        SeriesLimits {
+            max_series: Self::DEFAULT_MAX_SERIES,
+            max_response_points: Self::DEFAULT_MAX_RESPONSE_POINTS,
+        }
+    }
+}
+
 /// [`query_series_with_threads`] with [`default_threads`].
 pub fn query_series(root: &Path, q: &SeriesQuery) -> Result<SeriesResult, QueryError> {
     query_series_with_threads(root, q, default_threads())
 }
 
-/// Series for `devices × metrics` over `[from_us, to_us)` from the data set at `root`
-/// (`{data_dir}/telemetry`). The parameters are validated before anything is read.
+/// [`query_series_limited`] with the default [`SeriesLimits`].
 pub fn query_series_with_threads(
     root: &Path,
     q: &SeriesQuery,
     threads: usize,
 ) -> Result<SeriesResult, QueryError> {
+    query_series_limited(root, q, threads, SeriesLimits::default())
+}
+
+/// Series for `devices × metrics` over `[from_us, to_us)` from the data set at `root`
+/// (`{data_dir}/telemetry`). The parameters are validated, against `limits` too, before
+/// anything is read.
+pub fn query_series_limited(
+    root: &Path,
+    q: &SeriesQuery,
+    threads: usize,
+    limits: SeriesLimits,
+) -> Result<SeriesResult, QueryError> {
     let started = Instant::now();
-    let plan = SeriesPlan::new(q)?;
+    let plan = SeriesPlan::new(q, limits)?;
     let partitions = list_partitions(root)?;
     let shared = SharedCounts {
         points: (0..plan.n_series()).map(|_| AtomicU64::new(0)).collect(),
+        total: AtomicU64::new(0),
     };
     let workers = run_parallel(
         partitions.len(),
@@ -388,13 +428,13 @@ pub fn dataset_info(root: &Path) -> Result<DatasetInfo, QueryError> {
     let mut info = DatasetInfo {
         partitions: partitions.len() as u64,
         from_us: partitions.first().map(|p| p.hour * HOUR_US),
-        to_us: partitions.last().map(|p| (p.hour + 1) * HOUR_US),
+        to_us: partitions.iter().map(|p| p.end_hour() * HOUR_US).max(),
         ..DatasetInfo::default()
     };
     let bytes = Arc::new(AtomicU64::new(0));
     for p in &partitions {
-        for f in list_files(&p.dir)? {
-            let Some(file) = OpenFile::open(&f.path, &bytes, ArrowReaderOptions::new())? else {
+        for f in list_files(p)? {
+            let Some(file) = OpenFile::open(&f.path, &bytes)? else {
                 continue;
             };
             info.files += 1;
@@ -410,8 +450,8 @@ pub fn dataset_info(root: &Path) -> Result<DatasetInfo, QueryError> {
 pub fn first_series(root: &Path) -> Result<Option<(String, String)>, QueryError> {
     let bytes = Arc::new(AtomicU64::new(0));
     for p in list_partitions(root)? {
-        for f in list_files(&p.dir)? {
-            let Some(file) = OpenFile::open(&f.path, &bytes, ArrowReaderOptions::new())? else {
+        for f in list_files(&p)? {
+            let Some(file) = OpenFile::open(&f.path, &bytes)? else {
                 continue;
             };
             for rg in 0..file.metadata().num_row_groups() {
@@ -450,24 +490,38 @@ pub fn first_series(root: &Path) -> Result<Option<(String, String)>, QueryError>
 // Listing and partition pruning
 // ---------------------------------------------------------------------------------------
 
-/// One `date=…/hour=…` directory.
+/// One `date=…/hour=…` directory, or one `date=…` directory with its day files.
 struct Partition {
-    /// Hours since the epoch.
+    /// Hours since the epoch of the first hour.
     hour: i64,
+    /// Hours the partition's files span: 1, or 24 for the day files of a date directory.
+    hours: i64,
     dir: PathBuf,
 }
 
 impl Partition {
+    fn end_hour(&self) -> i64 {
+        self.hour + self.hours
+    }
+
     fn overlaps(&self, from_us: i64, to_us: i64) -> bool {
-        from_us < to_us && self.hour * HOUR_US < to_us && (self.hour + 1) * HOUR_US > from_us
+        from_us < to_us
+            && self.hour.saturating_mul(HOUR_US) < to_us
+            && self.end_hour().saturating_mul(HOUR_US) > from_us
     }
 
     fn inside(&self, from_us: i64, to_us: i64) -> bool {
-        self.hour * HOUR_US >= from_us && (self.hour + 1) * HOUR_US <= to_us
+        self.hour.saturating_mul(HOUR_US) >= from_us
+            && self.end_hour().saturating_mul(HOUR_US) <= to_us
+    }
+
+    fn is_day(&self) -> bool {
+        self.hours > 1
     }
 }
 
-/// Every hour partition under `root`, in time order. A missing `root` is an empty data set.
+/// Every partition under `root`, in time order (a date's day files before its hours). A
+/// missing `root` is an empty data set.
 fn list_partitions(root: &Path) -> Result<Vec<Partition>, QueryError> {
     let dates = match fs::read_dir(root) {
         Ok(d) => d,
@@ -481,7 +535,7 @@ fn list_partitions(root: &Path) -> Result<Vec<Partition>, QueryError> {
             continue;
         };
         let date_path = date.path();
-        let hours = match fs::read_dir(&date_path) {
+        let entries = match fs::read_dir(&date_path) {
             Ok(h) => h,
             // Not a directory, or removed meanwhile: nothing to read there.
             Err(e)
@@ -494,23 +548,31 @@ fn list_partitions(root: &Path) -> Result<Vec<Partition>, QueryError> {
             }
             Err(e) => return Err(io_err(&date_path)(e)),
         };
-        for hour in hours {
-            let hour = hour.map_err(io_err(&date_path))?;
-            if let Some(h) = hour.file_name().to_str().and_then(parse_hour_dir) {
+        let mut has_day_file = false;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&date_path))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(h) = parse_hour_dir(name) {
                 out.push(Partition {
                     hour: day * 24 + h,
-                    dir: hour.path(),
+                    hours: 1,
+                    dir: entry.path(),
                 });
+            } else if DataFileName::parse(name).is_some_and(|n| n.kind == FileKind::Day) {
+                has_day_file = true;
             }
         }
+        if has_day_file {
+            out.push(Partition {
+                hour: day * 24,
+                hours: DAY_HOURS,
+                dir: date_path,
+            });
+        }
     }
-    out.sort_by_key(|p| p.hour);
+    out.sort_by_key(|p| (p.hour, std::cmp::Reverse(p.hours)));
     Ok(out)
-}
-
-/// The first LSN of a data file's name; `None` for anything that is not data.
-fn data_file_first_lsn(name: &str) -> Option<u64> {
-    DataFileName::parse(name).map(|n| n.first_lsn)
 }
 
 /// A data file of a partition; `first_lsn` orders files of one partition by age.
@@ -519,7 +581,10 @@ struct DataFile {
     path: PathBuf,
 }
 
-fn list_files(dir: &Path) -> Result<Vec<DataFile>, QueryError> {
+/// The data files of a partition: day files of a date directory, the other kinds in an
+/// hour directory (as the store lays them out).
+fn list_files(p: &Partition) -> Result<Vec<DataFile>, QueryError> {
+    let dir = &p.dir;
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e)
@@ -535,9 +600,12 @@ fn list_files(dir: &Path) -> Result<Vec<DataFile>, QueryError> {
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(io_err(dir))?;
-        if let Some(first_lsn) = entry.file_name().to_str().and_then(data_file_first_lsn) {
+        let Some(name) = entry.file_name().to_str().and_then(DataFileName::parse) else {
+            continue;
+        };
+        if (name.kind == FileKind::Day) == p.is_day() {
             out.push(DataFile {
-                first_lsn,
+                first_lsn: name.first_lsn,
                 path: entry.path(),
             });
         }
@@ -699,15 +767,22 @@ struct OpenFile {
     reader: CountedFile,
     meta: ArrowReaderMetadata,
     cols: Columns,
+    /// The footer's series index, if the file has a valid one.
+    index: Option<Arc<SeriesIndex>>,
 }
 
 impl OpenFile {
-    /// Opens `path` and reads its footer (and the page index `options` ask for). `None` if
-    /// the file is gone (compaction removed it after the listing).
-    fn open(
+    /// Opens `path` and takes its footer, page index and series index from the metadata
+    /// cache, or reads them (and caches them). `None` if the file is gone (compaction
+    /// removed it after the listing).
+    fn open(path: &Path, bytes: &Arc<AtomicU64>) -> Result<Option<OpenFile>, QueryError> {
+        Self::open_cached(path, bytes, metadata_cache())
+    }
+
+    fn open_cached(
         path: &Path,
         bytes: &Arc<AtomicU64>,
-        options: ArrowReaderOptions,
+        cache: &MetadataCache,
     ) -> Result<Option<OpenFile>, QueryError> {
         let file = match File::open(path) {
             Ok(f) => f,
@@ -717,34 +792,28 @@ impl OpenFile {
             }
             Err(e) => return Err(io_err(path)(e)),
         };
-        let len = file.metadata().map_err(io_err(path))?.len();
+        let stat = file.metadata().map_err(io_err(path))?;
+        let len = stat.len();
         let reader = CountedFile {
             file: Arc::new(file),
             len,
             bytes: bytes.clone(),
         };
-        // The store's schema as a hint spares decoding the Arrow schema embedded in every
-        // footer; a file with another layout is read with its own schema instead.
-        let meta =
-            match ArrowReaderMetadata::load(&reader, options.clone().with_schema(store_schema())) {
-                Ok(meta) => meta,
-                Err(_) => ArrowReaderMetadata::load(&reader, options).map_err(pq_err(path))?,
-            };
-        let schema = meta.metadata().file_metadata().schema_descr();
-        let find = |name: &str| {
-            schema
-                .columns()
-                .iter()
-                .position(|c| c.path().parts().len() == 1 && c.name() == name)
-                .ok_or_else(|| layout(path, format!("no top-level column {name}")))
+        let key = CacheKey::of(path, &stat);
+        let cached = match cache.get(&key) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(load_metadata(path, &reader)?);
+                cache.insert(key, c.clone());
+                c
+            }
         };
-        let cols = Columns {
-            ts: find(layout::TS)?,
-            device: find(layout::DEVICE_ID)?,
-            metric: find(layout::METRIC)?,
-            value: find(layout::VALUE)?,
-        };
-        Ok(Some(OpenFile { reader, meta, cols }))
+        Ok(Some(OpenFile {
+            reader,
+            meta: cached.meta.clone(),
+            cols: cached.cols,
+            index: cached.index.clone(),
+        }))
     }
 
     fn metadata(&self) -> &ParquetMetaData {
@@ -775,6 +844,261 @@ impl OpenFile {
         }
         builder.build().map_err(pq_err(path))
     }
+}
+
+/// Reads a file's footer with its page index (column and offset index, where present),
+/// finds the store's columns and parses the series index.
+fn load_metadata(path: &Path, reader: &CountedFile) -> Result<CachedMeta, QueryError> {
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    // The store's schema as a hint spares decoding the Arrow schema embedded in every
+    // footer; a file with another layout is read with its own schema instead.
+    let meta = match ArrowReaderMetadata::load(reader, options.clone().with_schema(store_schema()))
+    {
+        Ok(meta) => meta,
+        Err(_) => ArrowReaderMetadata::load(reader, options).map_err(pq_err(path))?,
+    };
+    let schema = meta.metadata().file_metadata().schema_descr();
+    let find = |name: &str| {
+        schema
+            .columns()
+            .iter()
+            .position(|c| c.path().parts().len() == 1 && c.name() == name)
+            .ok_or_else(|| layout(path, format!("no top-level column {name}")))
+    };
+    let cols = Columns {
+        ts: find(layout::TS)?,
+        device: find(layout::DEVICE_ID)?,
+        metric: find(layout::METRIC)?,
+        value: find(layout::VALUE)?,
+    };
+    let index = SeriesIndex::from_metadata(meta.metadata()).map(Arc::new);
+    if index.is_none()
+        && meta
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .is_some_and(|kv| kv.iter().any(|k| k.key == layout::SERIES_INDEX_KEY))
+    {
+        tracing::warn!(path = %path.display(), "series index does not match the file; ignored");
+    }
+    let bytes = meta.metadata().memory_size()
+        + index.as_ref().map_or(0, |i| i.memory_size())
+        + path.as_os_str().len()
+        + 256;
+    Ok(CachedMeta {
+        meta,
+        cols,
+        index,
+        bytes,
+    })
+}
+
+/// The series index of a merged file ([`layout::SERIES_INDEX_KEY`]): every series' rows,
+/// sorted by (device, metric) as the rows are.
+struct SeriesIndex {
+    /// (device, metric, first row in the file, rows).
+    series: Vec<(Box<str>, Box<str>, u64, u64)>,
+}
+
+impl SeriesIndex {
+    /// The index of a file's footer, if it has one that agrees with the file (sorted, and
+    /// its counts add up to the file's rows); anything else is ignored, never trusted.
+    fn from_metadata(meta: &ParquetMetaData) -> Option<SeriesIndex> {
+        let kv = meta.file_metadata().key_value_metadata()?;
+        let text = kv
+            .iter()
+            .find(|k| k.key == layout::SERIES_INDEX_KEY)?
+            .value
+            .as_deref()?;
+        let runs: Vec<(Box<str>, Box<str>, u64)> = serde_json::from_str(text).ok()?;
+        let mut series = Vec::with_capacity(runs.len());
+        let mut start = 0u64;
+        for (d, m, n) in runs {
+            if let Some((pd, pm, _, _)) = series.last()
+                && (pd, pm) >= (&d, &m)
+            {
+                return None;
+            }
+            series.push((d, m, start, n));
+            start = start.checked_add(n)?;
+        }
+        let rows = u64::try_from(meta.file_metadata().num_rows()).ok()?;
+        (start == rows).then_some(SeriesIndex { series })
+    }
+
+    /// Rows of `device`/`metric` in the file.
+    fn rows_of(&self, device: &str, metric: &str) -> Option<Range<u64>> {
+        let i = self
+            .series
+            .binary_search_by(|(d, m, _, _)| (&**d, &**m).cmp(&(device, metric)))
+            .ok()?;
+        let (_, _, start, n) = &self.series[i];
+        Some(*start..start + n)
+    }
+
+    fn memory_size(&self) -> usize {
+        self.series
+            .iter()
+            .map(|(d, m, _, _)| d.len() + m.len() + 48)
+            .sum::<usize>()
+            + 24
+    }
+}
+
+/// What the metadata cache keeps of a file.
+struct CachedMeta {
+    meta: ArrowReaderMetadata,
+    cols: Columns,
+    index: Option<Arc<SeriesIndex>>,
+    /// Approximate heap size, counted against the cache's budget.
+    bytes: usize,
+}
+
+/// A file as the cache knows it: the path and what `stat` says of it, so a file written
+/// again under the same name (a retried flush) is not served stale metadata.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct CacheKey {
+    path: PathBuf,
+    len: u64,
+    modified_ns: i128,
+    inode: u64,
+}
+
+impl CacheKey {
+    fn of(path: &Path, stat: &fs::Metadata) -> CacheKey {
+        let modified_ns = stat
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(stat);
+        #[cfg(not(unix))]
+        let inode = 0;
+        CacheKey {
+            path: path.to_owned(),
+            len: stat.len(),
+            modified_ns,
+            inode,
+        }
+    }
+}
+
+/// Most bytes of footers, page indexes and series indexes the process keeps
+/// ([`metadata_cache`]): enough for every file of a year of day files of a large fleet.
+pub const METADATA_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A bounded cache of file metadata, least recently used out first. Files are immutable
+/// once renamed into place (a merged file gets a new name), so an entry never goes stale;
+/// one for a removed file ages out.
+pub struct MetadataCache {
+    budget: usize,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<CacheKey, (Arc<CachedMeta>, u64)>,
+    bytes: usize,
+    tick: u64,
+    hits: u64,
+    misses: u64,
+}
+
+/// Entries, bytes, hits and misses of a [`MetadataCache`].
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: usize,
+    pub bytes: usize,
+    pub budget: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl MetadataCache {
+    pub fn new(budget: usize) -> MetadataCache {
+        MetadataCache {
+            budget,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &CacheKey) -> Option<Arc<CachedMeta>> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let found = inner.map.get_mut(key).map(|(m, used)| {
+            *used = tick;
+            m.clone()
+        });
+        if found.is_some() {
+            inner.hits += 1;
+        } else {
+            inner.misses += 1;
+        }
+        found
+    }
+
+    /// Keeps `meta` unless it alone exceeds the budget; evicts the least recently used
+    /// entries until the total fits.
+    fn insert(&self, key: CacheKey, meta: Arc<CachedMeta>) {
+        if meta.bytes > self.budget {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let bytes = meta.bytes;
+        if let Some((old, _)) = inner.map.insert(key, (meta, tick)) {
+            inner.bytes -= old.bytes;
+        }
+        inner.bytes += bytes;
+        if inner.bytes > self.budget {
+            // Evict down to 7/8 of the budget at once, so a scan larger than the cache
+            // sorts once per eighth of the budget rather than once per file.
+            let target = self.budget - self.budget / 8;
+            let mut by_age: Vec<(u64, CacheKey, usize)> = inner
+                .map
+                .iter()
+                .map(|(k, (m, used))| (*used, k.clone(), m.bytes))
+                .collect();
+            by_age.sort_unstable_by_key(|e| e.0);
+            for (_, k, b) in by_age {
+                if inner.bytes <= target {
+                    break;
+                }
+                inner.map.remove(&k);
+                inner.bytes -= b;
+            }
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.lock();
+        CacheStats {
+            entries: inner.map.len(),
+            bytes: inner.bytes,
+            budget: self.budget,
+            hits: inner.hits,
+            misses: inner.misses,
+        }
+    }
+
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.map.clear();
+        inner.bytes = 0;
+    }
+}
+
+/// The process's metadata cache, shared by every query.
+pub fn metadata_cache() -> &'static MetadataCache {
+    static CACHE: std::sync::OnceLock<MetadataCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| MetadataCache::new(METADATA_CACHE_BYTES))
 }
 
 /// The schema the store writes ([`prognos_ingest::layout::schema`]).
@@ -1103,13 +1427,16 @@ struct SeriesPlan {
     to: i64,
     mode: Mode,
     max_points: usize,
+    /// Most raw points collected over all series (raw answer, or LTTB's input).
+    max_raw_total: usize,
 }
 
 /// Request order without repeats, and the same sorted by name.
 fn distinct(names: &[String]) -> (Vec<String>, Vec<(String, u32)>) {
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut ordered: Vec<String> = Vec::new();
     for n in names {
-        if !ordered.contains(n) {
+        if seen.insert(n) {
             ordered.push(n.clone());
         }
     }
@@ -1123,7 +1450,7 @@ fn distinct(names: &[String]) -> (Vec<String>, Vec<(String, u32)>) {
 }
 
 impl SeriesPlan {
-    fn new(q: &SeriesQuery) -> Result<SeriesPlan, QueryError> {
+    fn new(q: &SeriesQuery, limits: SeriesLimits) -> Result<SeriesPlan, QueryError> {
         if q.from_us > q.to_us {
             return Err(invalid("from", "`from` is after `to`"));
         }
@@ -1143,9 +1470,28 @@ impl SeriesPlan {
         }
         let (devices, devices_sorted) = distinct(&q.devices);
         let (metrics, metrics_sorted) = distinct(&q.metrics);
-        if devices.len().saturating_mul(metrics.len()) > u32::MAX as usize / 2 {
-            return Err(invalid("device", "too many device × metric series"));
+        let n_series = devices.len().saturating_mul(metrics.len());
+        if n_series > limits.max_series.min(u32::MAX as usize / 2) {
+            return Err(invalid(
+                "device",
+                format!(
+                    "{} devices × {} metrics = {n_series} series exceed the limit of {} per \
+                     query",
+                    devices.len(),
+                    metrics.len(),
+                    limits.max_series
+                ),
+            ));
         }
+        let over_response =
+            |per_series: usize| n_series.saturating_mul(per_series) > limits.max_response_points;
+        let response_limit = |n: usize| {
+            format!(
+                "{n_series} series × {n} points exceed the limit of {} points per response; \
+                 ask for fewer series or points",
+                limits.max_response_points
+            )
+        };
         let mode = match q.downsample {
             Downsample::Raw => Mode::Raw,
             Downsample::Lttb { points } => {
@@ -1157,6 +1503,9 @@ impl SeriesPlan {
                         "points",
                         format!("{points} points exceed the limit of {}", q.max_points),
                     ));
+                }
+                if over_response(points) {
+                    return Err(invalid("points", response_limit(points)));
                 }
                 Mode::Lttb(points)
             }
@@ -1187,6 +1536,9 @@ impl SeriesPlan {
                         ),
                     ));
                 }
+                if over_response(n as usize) {
+                    return Err(invalid("step", response_limit(n as usize)));
+                }
                 Mode::Buckets {
                     step,
                     first,
@@ -1203,6 +1555,12 @@ impl SeriesPlan {
             to: q.to_us,
             mode,
             max_points: q.max_points,
+            max_raw_total: match mode {
+                Mode::Lttb(_) => limits
+                    .max_response_points
+                    .saturating_mul(SeriesLimits::LTTB_INPUT_FACTOR),
+                _ => limits.max_response_points,
+            },
         })
     }
 
@@ -1235,8 +1593,17 @@ impl SeriesPlan {
             ts.extend_from_slice(&c.ts);
             v.extend_from_slice(&c.value);
         }
-        let mut series = Vec::with_capacity(n);
+        let mut series = Vec::new();
         for (s, (ts, value)) in points.into_iter().enumerate() {
+            let empty = match self.mode {
+                Mode::Buckets { .. } => buckets[s].iter().flatten().all(|a| a.count == 0),
+                _ => ts.is_empty(),
+            };
+            if empty {
+                // Only series with data are answered: asking for many that have none must
+                // not cost an allocation each.
+                continue;
+            }
             let device_id = self.devices[s / self.metrics.len()].clone();
             let metric = self.metrics[s % self.metrics.len()].clone();
             let mut out = Series {
@@ -1356,6 +1723,8 @@ pub fn lttb(ts: &[i64], value: &[f64], n: usize) -> (Vec<i64>, Vec<f64>) {
 /// Per-series point counts shared by the workers, so a raw query over the limit stops early.
 struct SharedCounts {
     points: Vec<AtomicU64>,
+    /// Raw points collected over all series (raw answers and LTTB input).
+    total: AtomicU64,
 }
 
 /// Points of one series from one row group of one file.
@@ -1403,7 +1772,7 @@ impl SeriesWorker {
         plan: &SeriesPlan,
         shared: &SharedCounts,
     ) -> Result<(), QueryError> {
-        let files = list_files(&p.dir)?;
+        let files = list_files(p)?;
         self.stats.files_total += files.len() as u64;
         if !p.overlaps(plan.from, plan.to) {
             self.stats.files_pruned += files.len() as u64;
@@ -1431,10 +1800,12 @@ impl SeriesWorker {
         shared: &SharedCounts,
     ) -> Result<bool, QueryError> {
         let path = &f.path;
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let Some(file) = OpenFile::open(path, &self.bytes, options)? else {
+        let Some(file) = OpenFile::open(path, &self.bytes)? else {
             return Ok(false);
         };
+        if let Some(index) = file.index.clone() {
+            return self.indexed_file(&file, &index, hour, f, inside, plan, shared);
+        }
         let meta = file.metadata();
         let cols = file.cols;
         let mut read_any = false;
@@ -1489,6 +1860,88 @@ impl SeriesWorker {
                 f.first_lsn,
                 rg,
                 rows,
+                &runs,
+                plan,
+                shared,
+            )?;
+        }
+        Ok(read_any)
+    }
+
+    /// [`SeriesWorker::file`] for a file with a series index: the requested series' rows
+    /// come from the index, so no `device_id`/`metric` page is read; `ts` and `value` are
+    /// decoded for exactly those rows (cut to the `ts` pages of the range at a cut day).
+    #[allow(clippy::too_many_arguments)]
+    fn indexed_file(
+        &mut self,
+        file: &OpenFile,
+        index: &SeriesIndex,
+        hour: i64,
+        f: &DataFile,
+        inside: bool,
+        plan: &SeriesPlan,
+        shared: &SharedCounts,
+    ) -> Result<bool, QueryError> {
+        let n_metrics = plan.metrics.len() as u32;
+        let mut wanted: Vec<(u64, u64, u32)> = Vec::new();
+        for (d, ds) in &plan.devices_sorted {
+            for (m, ms) in &plan.metrics_sorted {
+                if let Some(r) = index.rows_of(d, m)
+                    && !r.is_empty()
+                {
+                    wanted.push((r.start, r.end, ds * n_metrics + ms));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(false);
+        }
+        wanted.sort_unstable();
+        let meta = file.metadata();
+        let mut read_any = false;
+        let mut rg_start = 0u64;
+        for rg in 0..meta.num_row_groups() {
+            let rows = u64::try_from(meta.row_group(rg).num_rows()).unwrap_or(0);
+            let rg_end = rg_start + rows;
+            let mut runs: Vec<Run> = wanted
+                .iter()
+                .filter(|(s, e, _)| *s < rg_end && *e > rg_start)
+                .map(|&(s, e, series)| Run {
+                    series,
+                    start: (s.max(rg_start) - rg_start) as usize,
+                    len: (e.min(rg_end) - s.max(rg_start)) as usize,
+                })
+                .collect();
+            if !inside
+                && let Some(pages) =
+                    time_page_candidates(meta, rg, file.cols.ts, plan.from, plan.to)
+            {
+                runs = runs
+                    .iter()
+                    .flat_map(|r| {
+                        intersect(&[r.start..r.start + r.len], &pages)
+                            .into_iter()
+                            .map(|x| Run {
+                                series: r.series,
+                                start: x.start,
+                                len: x.len(),
+                            })
+                    })
+                    .collect();
+            }
+            rg_start = rg_end;
+            if runs.is_empty() {
+                continue;
+            }
+            read_any = true;
+            self.stats.row_groups_read += 1;
+            self.read_runs(
+                file,
+                &f.path,
+                hour,
+                f.first_lsn,
+                rg,
+                rows as usize,
                 &runs,
                 plan,
                 shared,
@@ -1668,6 +2121,29 @@ impl SeriesWorker {
                             chunk.value.push(v);
                         }
                         let added = (chunk.ts.len() - before) as u64;
+                        if added > 0
+                            && shared.total.fetch_add(added, Ordering::Relaxed) + added
+                                > plan.max_raw_total as u64
+                        {
+                            return Err(match plan.mode {
+                                Mode::Lttb(_) => invalid(
+                                    "from",
+                                    format!(
+                                        "more than {} raw points to down-sample; narrow the \
+                                         range or the series, or use buckets",
+                                        plan.max_raw_total
+                                    ),
+                                ),
+                                _ => invalid(
+                                    "step",
+                                    format!(
+                                        "more than {} raw points in the response; down-sample \
+                                         (buckets with a step, or LTTB) or ask for fewer series",
+                                        plan.max_raw_total
+                                    ),
+                                ),
+                            });
+                        }
                         if matches!(plan.mode, Mode::Raw) && added > 0 {
                             let total = shared.points[run.series as usize]
                                 .fetch_add(added, Ordering::Relaxed)
@@ -1732,19 +2208,26 @@ impl FleetWorker {
         q: &FleetQuery,
         metrics: &[String],
     ) -> Result<(), QueryError> {
-        let files = list_files(&p.dir)?;
+        let files = list_files(p)?;
         self.stats.files_total += files.len() as u64;
         if !p.overlaps(q.from_us, q.to_us) {
             self.stats.files_pruned += files.len() as u64;
             return Ok(());
         }
-        let bucket = match q.bucket {
-            Bucket::Hour => p.hour * HOUR_US,
-            Bucket::Day => p.hour.div_euclid(24) * DAY_US,
+        // The bucket follows from the partition, except for hour buckets of a day file:
+        // then each row's hour is read from `ts`.
+        let slots = match q.bucket {
+            Bucket::Hour if p.is_day() => Slots {
+                base: p.hour * HOUR_US,
+                width: HOUR_US,
+                n: p.hours as usize,
+            },
+            Bucket::Hour => Slots::one(p.hour * HOUR_US),
+            Bucket::Day => Slots::one(p.hour.div_euclid(24) * DAY_US),
         };
         let cut = !p.inside(q.from_us, q.to_us);
         for f in &files {
-            if self.file(&f.path, bucket, cut, q, metrics)? {
+            if self.file(&f.path, slots, cut, q, metrics)? {
                 self.stats.files_read += 1;
             } else {
                 self.stats.files_pruned += 1;
@@ -1756,15 +2239,12 @@ impl FleetWorker {
     fn file(
         &mut self,
         path: &Path,
-        bucket: i64,
+        slots: Slots,
         cut: bool,
         q: &FleetQuery,
         metrics: &[String],
     ) -> Result<bool, QueryError> {
-        // The offset index lets the reader fetch each page with one exact read; the column
-        // index is of no use to a full scan.
-        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
-        let Some(file) = OpenFile::open(path, &self.bytes, options)? else {
+        let Some(file) = OpenFile::open(path, &self.bytes)? else {
             return Ok(false);
         };
         let meta = file.metadata();
@@ -1774,10 +2254,10 @@ impl FleetWorker {
         if grouped {
             leaves.push(cols.device);
         }
-        if cut {
+        if cut || slots.n > 1 {
             leaves.push(cols.ts);
         }
-        // group id × metric id of this file (the whole file is one bucket).
+        // group id × (metric id × slot) of this file.
         let mut file_acc: Vec<Vec<Agg>> = Vec::new();
         let mut read_any = false;
         for rg in 0..meta.num_row_groups() {
@@ -1805,14 +2285,15 @@ impl FleetWorker {
             for batch in reader {
                 let batch = batch.map_err(|e| pq_err(path)(e.into()))?;
                 self.stats.rows_decoded += batch.num_rows() as u64;
-                self.batch(&batch, path, q, metrics, cut, &mut file_acc)?;
+                self.batch(&batch, path, q, metrics, cut, slots, &mut file_acc)?;
             }
         }
         for (g, per_metric) in file_acc.into_iter().enumerate() {
-            for (m, a) in per_metric.into_iter().enumerate() {
+            for (i, a) in per_metric.into_iter().enumerate() {
                 if a.count > 0 {
+                    let (m, slot) = (i / slots.n, i % slots.n);
                     self.acc
-                        .entry((bucket, g as u32, m as u32))
+                        .entry((slots.start(slot), g as u32, m as u32))
                         .or_default()
                         .merge(&a);
                 }
@@ -1821,6 +2302,7 @@ impl FleetWorker {
         Ok(read_any)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn batch(
         &mut self,
         batch: &RecordBatch,
@@ -1828,6 +2310,7 @@ impl FleetWorker {
         q: &FleetQuery,
         metrics: &[String],
         cut: bool,
+        slots: Slots,
         file_acc: &mut Vec<Vec<Agg>>,
     ) -> Result<(), QueryError> {
         let metric = string_column(batch, "metric", path)?;
@@ -1862,7 +2345,7 @@ impl FleetWorker {
             }
             None => None,
         };
-        let ts = if cut {
+        let ts = if cut || slots.n > 1 {
             Some(column::<TimestampMicrosecondArray>(batch, "ts", path)?)
         } else {
             None
@@ -1874,7 +2357,7 @@ impl FleetWorker {
         if mkeys.len() != n || values.len() != n || dkeys_len != n {
             return Err(layout(path, "columns of a batch differ in length"));
         }
-        let slow = ts.is_some() || value.null_count() > 0;
+        let slow = cut || value.null_count() > 0 || ts.is_some_and(|t| t.null_count() > 0);
         let mut i = 0;
         let mut device_end = 0;
         // Rows come sorted by (device, metric): walk runs of equal keys and aggregate each
@@ -1899,26 +2382,111 @@ impl FleetWorker {
                     file_acc.resize_with(g + 1, Vec::new);
                 }
                 let per_metric = &mut file_acc[g];
-                if per_metric.len() <= m as usize {
-                    per_metric.resize(m as usize + 1, Agg::default());
+                let first = m as usize * slots.n;
+                if per_metric.len() < first + slots.n {
+                    per_metric.resize(first + slots.n, Agg::default());
                 }
-                let agg = &mut per_metric[m as usize];
+                let aggs = &mut per_metric[first..first + slots.n];
                 if slow {
                     for r in i..j {
                         let in_range = ts.is_none_or(|ts| {
                             ts.is_valid(r) && ts.value(r) >= q.from_us && ts.value(r) < q.to_us
                         });
                         if in_range && value.is_valid(r) {
-                            agg.add_values(&values[r..r + 1]);
+                            let slot = ts.map_or(Some(0), |ts| slots.slot(ts.value(r)));
+                            match slot {
+                                Some(k) => aggs[k].add_values(&values[r..r + 1]),
+                                None => self.stray(ts, r, values[r], g, m),
+                            }
                         }
                     }
+                } else if let (Some(ts), true) = (ts, slots.n > 1) {
+                    // Rows of a series are in time order: cut the run where the hour
+                    // changes and aggregate each piece in one loop.
+                    let tv = ts.values();
+                    let mut a = i;
+                    while a < j {
+                        let (lo, hi) = slots.bounds(tv[a]);
+                        let b = a
+                            + 1
+                            + tv[a + 1..j]
+                                .iter()
+                                .take_while(|&&t| t >= lo && t < hi)
+                                .count();
+                        match slots.slot(tv[a]) {
+                            Some(k) => aggs[k].add_values(&values[a..b]),
+                            None => (a..b).for_each(|r| self.stray(Some(ts), r, values[r], g, m)),
+                        }
+                        a = b;
+                    }
                 } else {
-                    agg.add_values(&values[i..j]);
+                    aggs[0].add_values(&values[i..j]);
                 }
             }
             i = j;
         }
         Ok(())
+    }
+}
+
+/// The buckets one file's rows fall into: `n` buckets of `width` from `base` (µs). One for
+/// an hour file, or a day file bucketed by day; 24 for a day file bucketed by hour.
+#[derive(Clone, Copy)]
+struct Slots {
+    base: i64,
+    width: i64,
+    n: usize,
+}
+
+impl Slots {
+    fn one(base: i64) -> Slots {
+        Slots {
+            base,
+            width: i64::MAX,
+            n: 1,
+        }
+    }
+
+    fn start(&self, slot: usize) -> i64 {
+        if self.n == 1 {
+            self.base
+        } else {
+            self.base + slot as i64 * self.width
+        }
+    }
+
+    /// The slot of a time, if it lies in this file's span.
+    fn slot(&self, ts: i64) -> Option<usize> {
+        if self.n == 1 {
+            return Some(0);
+        }
+        let k = ts.checked_sub(self.base)?.div_euclid(self.width);
+        usize::try_from(k).ok().filter(|&k| k < self.n)
+    }
+
+    /// The bounds `[lo, hi)` of the bucket holding `ts`.
+    fn bounds(&self, ts: i64) -> (i64, i64) {
+        let lo = ts.div_euclid(self.width).saturating_mul(self.width);
+        (lo, lo.saturating_add(self.width))
+    }
+}
+
+impl FleetWorker {
+    /// A row outside its file's span (a file laid out by other rules): aggregated into
+    /// the bucket of its own time, so no row is dropped.
+    fn stray(
+        &mut self,
+        ts: Option<&TimestampMicrosecondArray>,
+        r: usize,
+        v: f64,
+        g: usize,
+        m: u32,
+    ) {
+        let t = ts.map_or(0, |ts| ts.value(r));
+        self.acc
+            .entry((t.div_euclid(HOUR_US) * HOUR_US, g as u32, m))
+            .or_default()
+            .add_values(&[v]);
     }
 }
 

@@ -618,7 +618,11 @@ async fn telemetry_series(
         max_points: MAX_POINTS,
     };
     let root = telemetry_root(&s);
-    respond(fmt, move || telemetry::query_series(&root, &q)).await
+    let limits = s.telemetry_limits;
+    respond(fmt, move || {
+        telemetry::query_series_limited(&root, &q, telemetry::default_threads(), limits)
+    })
+    .await
 }
 
 async fn telemetry_fleet(

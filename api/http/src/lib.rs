@@ -40,6 +40,8 @@ pub struct ApiContext {
     pub auth_throttle: throttle::AuthThrottleConfig,
     /// Where webhooks may point (checked at registration; the transport checks again).
     pub webhook_policy: DestinationPolicy,
+    /// Bounds on one telemetry series query (series asked for, points answered).
+    pub telemetry_limits: prognos_analytics::telemetry::SeriesLimits,
 }
 
 impl ApiContext {
@@ -50,6 +52,7 @@ impl ApiContext {
             telemetry_root: None,
             auth_throttle: throttle::AuthThrottleConfig::default(),
             webhook_policy: DestinationPolicy::strict(),
+            telemetry_limits: Default::default(),
         }
     }
 
@@ -64,6 +67,7 @@ pub struct AppState {
     pub svc: Service,
     pub telemetry_root: Option<Arc<PathBuf>>,
     pub auth_throttle: Arc<throttle::AuthThrottle>,
+    pub telemetry_limits: prognos_analytics::telemetry::SeriesLimits,
 }
 
 /// The service API router: `/api/v1/…`, `/track/…`, `/openapi.json`. No fallback, so it
@@ -77,6 +81,7 @@ pub fn router(ctx: ApiContext) -> Router {
         svc: ctx.service(),
         telemetry_root: ctx.telemetry_root.clone().map(Arc::new),
         auth_throttle: Arc::new(throttle::AuthThrottle::new(ctx.auth_throttle)),
+        telemetry_limits: ctx.telemetry_limits,
     })
 }
 
