@@ -2,13 +2,15 @@
 //! library would, resets, floods, hostile strings and limits. Each test names the finding it
 //! covers; every loop is bounded in count and time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mqtt_raw::{self, Raw, Read_};
+use common::mqtt_raw::{self, Raw};
 
 use common::*;
 

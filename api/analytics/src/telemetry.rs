@@ -1919,13 +1919,14 @@ impl SeriesWorker {
                 runs = runs
                     .iter()
                     .flat_map(|r| {
-                        intersect(&[r.start..r.start + r.len], &pages)
-                            .into_iter()
-                            .map(|x| Run {
-                                series: r.series,
-                                start: x.start,
-                                len: x.len(),
-                            })
+                        // One run as a slice of runs (not a vec of the numbers in it).
+                        #[allow(clippy::single_range_in_vec_init)]
+                        let run = [r.start..r.start + r.len];
+                        intersect(&run, &pages).into_iter().map(|x| Run {
+                            series: r.series,
+                            start: x.start,
+                            len: x.len(),
+                        })
                     })
                     .collect();
             }
