@@ -97,6 +97,9 @@ pub struct Principal {
     pub provider_id: Option<String>,
     /// `/oem/agent/provider/` of a provider key: it sees objects whose provider path starts so.
     pub provider_path: Option<String>,
+    /// A technician signed in as a person (console user bound to a technician): sees and
+    /// works only the tickets assigned to that technician. API keys are not bound (`None`).
+    pub technician_id: Option<String>,
 }
 
 impl Principal {
@@ -107,6 +110,7 @@ impl Principal {
             role: Role::Admin,
             provider_id: None,
             provider_path: None,
+            technician_id: None,
         }
     }
 
@@ -134,6 +138,24 @@ impl Principal {
     pub fn scope(&self) -> Option<&str> {
         match self.role {
             Role::Provider => Some(self.provider_path.as_deref().unwrap_or("/nothing/")),
+            _ => None,
+        }
+    }
+
+    /// True when a ticket owned by the provider at `path` and assigned to `technician` is
+    /// visible: the provider scope, and for a technician-bound principal its own jobs only.
+    pub fn sees_ticket(&self, path: Option<&str>, technician: Option<&str>) -> bool {
+        let own_job = match (&self.technician_id, self.role) {
+            (Some(mine), Role::Technician) => technician == Some(mine.as_str()),
+            _ => true,
+        };
+        own_job && self.sees(path)
+    }
+
+    /// The technician a technician-bound principal is limited to.
+    pub fn bound_technician(&self) -> Option<&str> {
+        match self.role {
+            Role::Technician => self.technician_id.as_deref(),
             _ => None,
         }
     }
@@ -247,6 +269,7 @@ impl Service {
             role,
             provider_id: row.get(2),
             provider_path: row.get(3),
+            technician_id: None,
         })
     }
 }
@@ -329,6 +352,7 @@ mod tests {
             role: Role::Provider,
             provider_id: Some("a".into()),
             provider_path: Some("/oem/a/".into()),
+            technician_id: None,
         };
         assert!(p.sees(Some("/oem/a/sp/")));
         assert!(!p.sees(Some("/oem/b/")));

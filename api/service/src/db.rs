@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one_device_table",
         include_str!("../migrations/0006_one_device_table.sql"),
     ),
+    (10, "users", include_str!("../migrations/0010_users.sql")),
 ];
 
 /// The statements of a migration file: `--` comment lines dropped, split at `;`.

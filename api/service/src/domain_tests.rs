@@ -25,6 +25,7 @@ fn as_role(role: Role, provider: Option<(&str, &str)>) -> Principal {
         role,
         provider_id: provider.map(|p| p.0.to_owned()),
         provider_path: provider.map(|p| p.1.to_owned()),
+        technician_id: None,
     }
 }
 

@@ -1180,6 +1180,7 @@ mod tests {
             role: crate::auth::Role::Provider,
             provider_id: Some("ag".into()),
             provider_path: Some("/oem/ag/".into()),
+            technician_id: None,
         };
         assert_eq!(svc.providers(&agent).await.unwrap().len(), 2);
         let p = svc.provider_for_region("north").await.unwrap().unwrap();

@@ -137,6 +137,30 @@ pub struct ServiceReport {
     pub satisfaction: Option<i64>,
 }
 
+/// The moves `who` may make on `ticket` now: the state machine's next states that the
+/// caller's role permits, the same checks [`Service::transition`], [`Service::assign`] and
+/// [`Service::close_ticket`] make. Assigning needs a technician and closing a service report,
+/// so callers offer those two with their forms.
+pub fn transitions_for(who: &Principal, ticket: &Ticket) -> Vec<TicketState> {
+    if !who.sees_ticket(ticket.provider_path.as_deref(), ticket.technician_id.as_deref()) {
+        return Vec::new();
+    }
+    ticket
+        .state
+        .next()
+        .iter()
+        .copied()
+        .filter(|to| match to {
+            TicketState::Closed => who.require(Action::CloseTicket).is_ok(),
+            TicketState::Assigned => who.require(Action::Dispatch).is_ok(),
+            _ => {
+                who.require(Action::Transition).is_ok()
+                    && (who.role != Role::Technician || to.technician_may_set())
+            }
+        })
+        .collect()
+}
+
 /// Priority of a predictive ticket: from the pessimistic RUL bound (or the alert severity
 /// without one), one level up for production-critical devices (criticality 3), one down for
 /// low-criticality ones (1); VIP devices or customers raise it one more.
@@ -427,7 +451,7 @@ impl Service {
     pub async fn ticket(&self, who: &Principal, id: &str) -> Result<Ticket> {
         who.require(Action::ReadTickets)?;
         let t = self.ticket_unscoped(id).await?;
-        if !who.sees(t.provider_path.as_deref()) {
+        if !who.sees_ticket(t.provider_path.as_deref(), t.technician_id.as_deref()) {
             return Err(ServiceError::not_found("ticket", id));
         }
         Ok(t)
@@ -477,7 +501,7 @@ impl Service {
         .bind(&filter.source)
         .bind(&filter.device_id)
         .bind(&filter.provider_id)
-        .bind(&filter.technician_id)
+        .bind(who.bound_technician().or(filter.technician_id.as_deref()))
         .bind(i64::from(filter.open.unwrap_or(false)))
         .bind(who.scope())
         .bind(page.limit + 1)
@@ -516,7 +540,10 @@ impl Service {
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
         let ticket = lock_ticket(&mut tx, ticket_id, now).await?;
-        if !who.sees(ticket.provider_path.as_deref()) {
+        if !who.sees_ticket(
+            ticket.provider_path.as_deref(),
+            ticket.technician_id.as_deref(),
+        ) {
             return Err(ServiceError::not_found("ticket", ticket_id));
         }
         if let (Some(scope), Some(t)) = (who.scope(), technician_id) {
@@ -812,7 +839,10 @@ impl Service {
         let actor = who.actor();
         let mut tx = self.begin_write().await?;
         let ticket = lock_ticket(&mut tx, ticket_id, now).await?;
-        if !who.sees(ticket.provider_path.as_deref()) {
+        if !who.sees_ticket(
+            ticket.provider_path.as_deref(),
+            ticket.technician_id.as_deref(),
+        ) {
             return Err(ServiceError::not_found("ticket", ticket_id));
         }
         for (i, used) in report.parts_used.iter().enumerate() {
