@@ -150,6 +150,30 @@ fn the_domain_crates_hold_no_http_types() {
 }
 
 #[test]
+fn the_console_renders_and_leaves_storage_to_the_domain() {
+    // The console turns domain answers into pages: no SQL, no Parquet, no telemetry layout
+    // of its own, so it cannot bypass the principal-scoped domain functions.
+    let deps = dependencies("api/console");
+    assert!(deps.iter().any(|d| d == "prognos-service"));
+    for storage in ["sqlx", "parquet", "prognos-ingest", "arrow-array"] {
+        assert!(
+            !deps.iter().any(|d| d == storage),
+            "api/console depends on {storage}: pages call prognos-service / prognos-analytics"
+        );
+    }
+    // Only the HTTP crates speak HTTP.
+    for member in members() {
+        if ["api/http", "api/console"].contains(&member.as_str()) {
+            continue;
+        }
+        assert!(
+            !dependencies(&member).iter().any(|d| d == "axum"),
+            "{member} depends on axum: HTTP belongs to api/http and api/console"
+        );
+    }
+}
+
+#[test]
 fn only_the_broker_embeds_rumqttd() {
     let mut members = members();
     members.push(".".into());

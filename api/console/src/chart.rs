@@ -43,7 +43,13 @@ fn fmt_time(ms: i64, span_ms: i64) -> String {
 }
 
 /// One metric of one device over `[from_ms, to_ms)`.
-pub fn chart(s: &Series, unit: Option<&str>, from_ms: i64, to_ms: i64, markers: &[Marker]) -> Markup {
+pub fn chart(
+    s: &Series,
+    unit: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+    markers: &[Marker],
+) -> Markup {
     let n = s.ts_us.len().min(s.value.len());
     let span = (to_ms - from_ms).max(1);
     let (x0, x1) = (LEFT, W - RIGHT);
@@ -52,10 +58,20 @@ pub fn chart(s: &Series, unit: Option<&str>, from_ms: i64, to_ms: i64, markers: 
     let lows = s.min.as_deref().unwrap_or(&s.value[..n]);
     let highs = s.max.as_deref().unwrap_or(&s.value[..n]);
     let finite = |v: &&f64| v.is_finite();
-    let lo = lows.iter().filter(finite).fold(f64::INFINITY, |a, &b| a.min(b));
-    let hi = highs.iter().filter(finite).fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    let lo = lows
+        .iter()
+        .filter(finite)
+        .fold(f64::INFINITY, |a, &b| a.min(b));
+    let hi = highs
+        .iter()
+        .filter(finite)
+        .fold(f64::NEG_INFINITY, |a, &b| a.max(b));
     let (lo, hi) = if lo.is_finite() && hi.is_finite() {
-        if hi - lo < 1e-9 { (lo - 1.0, hi + 1.0) } else { (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)) }
+        if hi - lo < 1e-9 {
+            (lo - 1.0, hi + 1.0)
+        } else {
+            (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        }
     } else {
         (0.0, 1.0)
     };

@@ -34,7 +34,12 @@ impl Lang {
     /// The first supported language of an `Accept-Language` header.
     pub fn from_accept(header: &str) -> Lang {
         for part in header.split(',') {
-            let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let tag = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if tag.starts_with("zh") {
                 return Lang::Zh;
             }
@@ -152,11 +157,17 @@ pub const EN: &[(&str, &str)] = &[
     ("reservations", "Reserved parts"),
     ("description", "Description"),
     ("forbidden", "Forbidden"),
-    ("forbidden_text", "You may not open this page (or it does not exist)."),
+    (
+        "forbidden_text",
+        "You may not open this page (or it does not exist).",
+    ),
     ("not_found", "Not found"),
     ("not_found_text", "There is nothing here."),
     ("error", "Error"),
-    ("csrf_failed", "The form expired or was not sent from this console. Reload and try again."),
+    (
+        "csrf_failed",
+        "The form expired or was not sent from this console. Reload and try again.",
+    ),
     ("done", "Done."),
     ("track_title", "Your service request"),
     ("track_code", "Tracking code"),
@@ -167,8 +178,14 @@ pub const EN: &[(&str, &str)] = &[
     ("rate_title", "How did we do?"),
     ("rate_send", "Send rating"),
     ("rate_thanks", "Thank you for your rating."),
-    ("rate_followup", "We are sorry. A follow-up visit has been opened."),
-    ("rate_comment", "Comment (optional, no personal data please)"),
+    (
+        "rate_followup",
+        "We are sorry. A follow-up visit has been opened.",
+    ),
+    (
+        "rate_comment",
+        "Comment (optional, no personal data please)",
+    ),
     ("jobs_title", "My jobs"),
     ("no_jobs", "No open jobs."),
     ("navigate", "Navigate"),
@@ -280,7 +297,10 @@ pub const ZH: &[(&str, &str)] = &[
     ("not_found", "未找到"),
     ("not_found_text", "这里什么都没有。"),
     ("error", "错误"),
-    ("csrf_failed", "表单已过期或并非来自本控制台。请刷新后重试。"),
+    (
+        "csrf_failed",
+        "表单已过期或并非来自本控制台。请刷新后重试。",
+    ),
     ("done", "已完成。"),
     ("track_title", "您的服务请求"),
     ("track_code", "查询码"),

@@ -49,9 +49,13 @@ fn rul(lang: Lang, h: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> Markup {
 fn site_map(lang: Lang, devices: &[FleetDevice]) -> Markup {
     let mut sites: BTreeMap<&str, (&str, f64, f64, Health, usize)> = BTreeMap::new();
     for d in devices {
-        let e = sites
-            .entry(d.site_id.as_str())
-            .or_insert((d.site_name.as_str(), d.lat, d.lon, Health::Healthy, 0));
+        let e = sites.entry(d.site_id.as_str()).or_insert((
+            d.site_name.as_str(),
+            d.lat,
+            d.lon,
+            Health::Healthy,
+            0,
+        ));
         e.3 = e.3.max(d.health);
         e.4 += 1;
     }
@@ -65,8 +69,12 @@ fn site_map(lang: Lang, devices: &[FleetDevice]) -> Markup {
         lon0 = lon0.min(*lon);
         lon1 = lon1.max(*lon);
     }
-    let pad = 0.5;
-    let (lat0, lat1, lon0, lon1) = (lat0 - pad, lat1 + pad, lon0 - pad, lon1 + pad);
+    // A margin so the outermost sites are not cut at the edge.
+    let (plat, plon) = (
+        ((lat1 - lat0) * 0.08).max(0.5),
+        ((lon1 - lon0) * 0.08).max(0.5),
+    );
+    let (lat0, lat1, lon0, lon1) = (lat0 - plat, lat1 + plat, lon0 - plon, lon1 + plon);
     let (w, h) = (640.0, 360.0);
     html! {
         h2 { (lang.t("sites_map")) }
@@ -97,7 +105,11 @@ pub async fn fleet(State(c): State<Console>, u: Signed, Query(q): Pairs) -> Page
         .fleet(&u.principal, &FleetFilter::default())
         .await
         .map_err(|e| u.fail(e))?;
-    let shown = c.svc.fleet(&u.principal, &filter).await.map_err(|e| u.fail(e))?;
+    let shown = c
+        .svc
+        .fleet(&u.principal, &filter)
+        .await
+        .map_err(|e| u.fail(e))?;
     let options = |f: fn(&FleetDevice) -> Option<&str>| -> BTreeSet<String> {
         all.iter().filter_map(|d| f(d).map(str::to_owned)).collect()
     };
@@ -171,7 +183,12 @@ fn metrics_of(model: &str, alerts: &[AlertRecord]) -> Vec<(String, Option<String
     let profile = prognos_models::profile::builtin_rotating();
     let mut out: Vec<(String, Option<String>)> = Vec::new();
     if profile.models.iter().any(|m| m == model) {
-        out.extend(profile.metrics.iter().map(|m| (m.name.clone(), m.unit.clone())));
+        out.extend(
+            profile
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.unit.clone())),
+        );
     }
     for a in alerts {
         if let Some(m) = a.evidence.get("metrics").and_then(|m| m.as_object()) {
@@ -183,7 +200,11 @@ fn metrics_of(model: &str, alerts: &[AlertRecord]) -> Vec<(String, Option<String
         }
     }
     if out.is_empty() {
-        out = profile.metrics.iter().map(|m| (m.name.clone(), m.unit.clone())).collect();
+        out = profile
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.unit.clone()))
+            .collect();
     }
     out
 }
@@ -207,7 +228,11 @@ pub async fn device(
 ) -> PageResult {
     let lang = u.lang;
     let who = &u.principal;
-    let ctx = c.svc.device_context(who, &id).await.map_err(|e| u.fail(e))?;
+    let ctx = c
+        .svc
+        .device_context(who, &id)
+        .await
+        .map_err(|e| u.fail(e))?;
     let alerts = c
         .svc
         .alerts_visible(who, None, Some(&id), 200)
@@ -221,7 +246,10 @@ pub async fn device(
                 device_id: Some(id.clone()),
                 ..TicketFilter::default()
             },
-            Page { limit: 100, offset: 0 },
+            Page {
+                limit: 100,
+                offset: 0,
+            },
         )
         .await
         .map_err(|e| u.fail(e))?
@@ -247,7 +275,10 @@ pub async fn device(
     ) {
         (Some(f), Some(t)) if f < t && t - f >= 60_000 && t - f <= 400 * 86_400_000 => (f, t),
         _ => {
-            let span = RANGES.iter().find(|(n, _)| *n == range).map_or(7 * 86_400_000, |r| r.1);
+            let span = RANGES
+                .iter()
+                .find(|(n, _)| *n == range)
+                .map_or(7 * 86_400_000, |r| r.1);
             (now - span, now)
         }
     };
@@ -284,21 +315,19 @@ pub async fn device(
         Ok(Vec::new())
     };
     let chart_data = match &series {
-        Ok(list) => json!(list
-            .iter()
-            .map(|s| json!({
-                "metric": s.metric,
-                "ts_ms": s.ts_us.iter().map(|t| t / 1000).collect::<Vec<_>>(),
-                "value": s.value,
-            }))
-            .collect::<Vec<_>>()),
+        Ok(list) => json!(
+            list.iter()
+                .map(|s| json!({
+                    "metric": s.metric,
+                    "ts_ms": s.ts_us.iter().map(|t| t / 1000).collect::<Vec<_>>(),
+                    "value": s.value,
+                }))
+                .collect::<Vec<_>>()
+        ),
         Err(_) => json!([]),
     };
     let d = &ctx.device;
-    let metric_query: String = chosen
-        .iter()
-        .map(|m| format!("&metric={m}"))
-        .collect();
+    let metric_query: String = chosen.iter().map(|m| format!("&metric={m}")).collect();
     let body = html! {
         div.grid {
             div.card {
@@ -367,7 +396,12 @@ pub async fn device(
         h2 { (lang.t("tickets")) }
         (ticket_table(lang, &tickets))
     };
-    ok(page(lang, Some(&u), &format!("{} {}", lang.t("device"), id), body))
+    ok(page(
+        lang,
+        Some(&u),
+        &format!("{} {}", lang.t("device"), id),
+        body,
+    ))
 }
 
 pub fn ticket_table(lang: Lang, tickets: &[prognos_service::ticket_log::Ticket]) -> Markup {
@@ -458,7 +492,10 @@ pub async fn alerts(State(c): State<Console>, u: Signed, Query(q): Pairs) -> Pag
         .map_err(|e| u.fail(e))?;
     // The ticket each alert became (predictive tickets carry their alert id).
     let mut by_alert = HashMap::new();
-    if u.principal.require(prognos_service::auth::Action::ReadTickets).is_ok() {
+    if u.principal
+        .require(prognos_service::auth::Action::ReadTickets)
+        .is_ok()
+    {
         let tickets = c
             .svc
             .tickets(
@@ -467,7 +504,10 @@ pub async fn alerts(State(c): State<Console>, u: Signed, Query(q): Pairs) -> Pag
                     source: Some("predictive".into()),
                     ..TicketFilter::default()
                 },
-                Page { limit: 1000, offset: 0 },
+                Page {
+                    limit: 1000,
+                    offset: 0,
+                },
             )
             .await
             .map_err(|e| u.fail(e))?;

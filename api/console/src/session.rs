@@ -2,11 +2,11 @@
 //! sign-out. The session itself (its id hash, expiry, CSRF token) lives in the domain
 //! (`prognos_service::users`).
 
+use axum::Form;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect};
-use axum::Form;
 use maud::html;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -146,10 +146,15 @@ pub async fn login_page(
         }
         p.langs { a href="/login?lang=en" { "English" } " · " a href="/login?lang=zh" { "中文" } }
     };
-    let mut r = html_response(axum::http::StatusCode::OK, page(lang, None, lang.t("sign_in"), body));
+    let mut r = html_response(
+        axum::http::StatusCode::OK,
+        page(lang, None, lang.t("sign_in"), body),
+    );
     let sec = secure(&c, &headers);
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, "/login", 3600, sec));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_COOKIE, &token, "/login", 3600, sec),
+    );
     if let Some(l) = picked {
         r.headers_mut().append(
             header::SET_COOKIE,
@@ -163,13 +168,18 @@ pub async fn login_page(
 pub struct LoginForm {
     name: String,
     password: String,
+    #[serde(default)]
     csrf: String,
     next: Option<String>,
 }
 
 /// Sign-in. The form's token must equal the sign-in cookie set with the form (a
 /// double-submit token: another site can neither read the cookie nor set it).
-pub async fn login(State(c): State<Console>, headers: HeaderMap, Form(f): Form<LoginForm>) -> PageResult {
+pub async fn login(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> PageResult {
     let lang = guest_lang(&headers);
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(f.csrf.as_bytes())) {
@@ -191,15 +201,24 @@ pub async fn login(State(c): State<Console>, headers: HeaderMap, Form(f): Form<L
     let sec = secure(&c, &headers);
     r.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &grant.session_id, "/", SESSION_TTL_MS / 1000, sec),
+        set_cookie(
+            SESSION_COOKIE,
+            &grant.session_id,
+            "/",
+            SESSION_TTL_MS / 1000,
+            sec,
+        ),
     );
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", "/login", 0, sec));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_COOKIE, "", "/login", 0, sec),
+    );
     Ok(r)
 }
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -223,6 +242,7 @@ pub async fn logout(
 
 #[derive(Deserialize)]
 pub struct LangForm {
+    #[serde(default)]
     csrf: String,
     lang: String,
 }
@@ -247,7 +267,13 @@ pub async fn set_lang(
     let mut r = Redirect::to(&local_path(back.as_deref())).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(LANG_COOKIE, &f.lang, "/", 365 * 86_400, secure(&c, &headers)),
+        set_cookie(
+            LANG_COOKIE,
+            &f.lang,
+            "/",
+            365 * 86_400,
+            secure(&c, &headers),
+        ),
     );
     Ok(r)
 }

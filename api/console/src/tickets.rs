@@ -43,7 +43,14 @@ pub async fn list(State(c): State<Console>, u: Signed, Query(q): Pairs) -> PageR
     };
     let mut tickets = c
         .svc
-        .tickets(&u.principal, &filter, Page { limit: LIST_LIMIT, offset: 0 })
+        .tickets(
+            &u.principal,
+            &filter,
+            Page {
+                limit: LIST_LIMIT,
+                offset: 0,
+            },
+        )
         .await
         .map_err(|e| u.fail(e))?
         .items;
@@ -57,7 +64,12 @@ pub async fn list(State(c): State<Console>, u: Signed, Query(q): Pairs) -> PageR
         rank(a)
             .cmp(&rank(b))
             .then(b.priority.cmp(&a.priority))
-            .then(a.sla.remaining_secs.unwrap_or(i64::MAX).cmp(&b.sla.remaining_secs.unwrap_or(i64::MAX)))
+            .then(
+                a.sla
+                    .remaining_secs
+                    .unwrap_or(i64::MAX)
+                    .cmp(&b.sla.remaining_secs.unwrap_or(i64::MAX)),
+            )
     });
     let filters = html! {
         form.filters method="get" action="/tickets" id="ticket-filters" {
@@ -122,7 +134,11 @@ pub async fn list(State(c): State<Console>, u: Signed, Query(q): Pairs) -> PageR
     } else {
         html! { (filters) (ticket_table(lang, &tickets)) }
     };
-    let title = if board { lang.t("board_title") } else { lang.t("tickets_title") };
+    let title = if board {
+        lang.t("board_title")
+    } else {
+        lang.t("tickets_title")
+    };
     ok(page(lang, Some(&u), title, body))
 }
 
@@ -247,7 +263,12 @@ pub async fn page_of(c: &Console, u: &Signed, id: &str, notice: Option<&str>) ->
             }
         }
     };
-    ok(page(lang, Some(u), &format!("{} {}", lang.t("ticket"), t.ticket_id), body))
+    ok(page(
+        lang,
+        Some(u),
+        &format!("{} {}", lang.t("ticket"), t.ticket_id),
+        body,
+    ))
 }
 
 pub async fn show(State(c): State<Console>, u: Signed, Path(id): Path<String>) -> PageResult {
@@ -256,6 +277,7 @@ pub async fn show(State(c): State<Console>, u: Signed, Path(id): Path<String>) -
 
 #[derive(Deserialize)]
 pub struct TransitionForm {
+    #[serde(default)]
     csrf: String,
     to: String,
     note: Option<String>,
@@ -269,7 +291,8 @@ pub async fn transition(
     Form(f): Form<TransitionForm>,
 ) -> PageResult {
     u.check(&f.csrf)?;
-    let to = TicketState::parse(&f.to).ok_or_else(|| PageError::Invalid(u.lang, "unknown state".into()))?;
+    let to = TicketState::parse(&f.to)
+        .ok_or_else(|| PageError::Invalid(u.lang, "unknown state".into()))?;
     let note = f.note.as_deref().filter(|n| !n.trim().is_empty());
     c.svc
         .transition(&u.principal, &id, to, note, None)
@@ -281,6 +304,7 @@ pub async fn transition(
 
 #[derive(Deserialize)]
 pub struct AssignForm {
+    #[serde(default)]
     csrf: String,
     technician_id: String,
 }
@@ -301,6 +325,7 @@ pub async fn assign(
 
 #[derive(Deserialize)]
 pub struct CloseForm {
+    #[serde(default)]
     csrf: String,
     cause: String,
     fix: String,
@@ -335,9 +360,9 @@ pub async fn close(
         };
         let quantity = match qty.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
             None => 1,
-            Some(q) => q
-                .parse::<i64>()
-                .map_err(|_| PageError::Invalid(lang, format!("quantity of {sku}: expected a number")))?,
+            Some(q) => q.parse::<i64>().map_err(|_| {
+                PageError::Invalid(lang, format!("quantity of {sku}: expected a number"))
+            })?,
         };
         parts_used.push(PartUsed {
             sku: sku.to_owned(),
@@ -374,12 +399,24 @@ pub async fn jobs(State(c): State<Console>, u: Signed) -> PageResult {
     };
     let mut jobs = c
         .svc
-        .tickets(who, &filter, Page { limit: 200, offset: 0 })
+        .tickets(
+            who,
+            &filter,
+            Page {
+                limit: 200,
+                offset: 0,
+            },
+        )
         .await
         .map_err(|e| u.fail(e))?
         .items;
     jobs.retain(|t| t.technician_id.is_some());
-    jobs.sort_by_key(|t| (t.sla.remaining_secs.unwrap_or(i64::MAX), std::cmp::Reverse(t.priority)));
+    jobs.sort_by_key(|t| {
+        (
+            t.sla.remaining_secs.unwrap_or(i64::MAX),
+            std::cmp::Reverse(t.priority),
+        )
+    });
     let mut cards = Vec::new();
     for t in &jobs {
         let site = match &t.device_id {

@@ -69,14 +69,24 @@ async fn render(c: &Console, lang: Lang, code: &str, notice: Option<&str>) -> Re
         Err(ServiceError::NotFound { .. }) => {
             return html_response(
                 StatusCode::NOT_FOUND,
-                page(lang, None, lang.t("not_found"), html! { p.error { (lang.t("not_found_text")) } }),
+                page(
+                    lang,
+                    None,
+                    lang.t("not_found"),
+                    html! { p.error { (lang.t("not_found_text")) } },
+                ),
             );
         }
         Err(e) => {
             tracing::error!(error = %e, "tracking page failed");
             return html_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                page(lang, None, lang.t("error"), html! { p.error { "internal error" } }),
+                page(
+                    lang,
+                    None,
+                    lang.t("error"),
+                    html! { p.error { "internal error" } },
+                ),
             );
         }
     };
@@ -117,7 +127,10 @@ async fn render(c: &Console, lang: Lang, code: &str, notice: Option<&str>) -> Re
             }
         }
     };
-    let mut r = html_response(StatusCode::OK, page(lang, None, lang.t("track_title"), body));
+    let mut r = html_response(
+        StatusCode::OK,
+        page(lang, None, lang.t("track_title"), body),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{RATE_COOKIE}={token}; Path=/track; Max-Age=3600; HttpOnly; SameSite=Lax"
     )) {
@@ -130,6 +143,7 @@ const RATE_COOKIE: &str = "prognos_rate";
 
 #[derive(Deserialize)]
 pub struct RateForm {
+    #[serde(default)]
     csrf: String,
     score: i64,
     comment: Option<String>,
@@ -153,7 +167,11 @@ pub async fn rate(
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| s.chars().take(500).collect::<String>());
-    let outcome = match c.svc.rate_by_tracking_code(&code, f.score, comment.as_deref()).await {
+    let outcome = match c
+        .svc
+        .rate_by_tracking_code(&code, f.score, comment.as_deref())
+        .await
+    {
         Ok(Some(_)) => "followup".to_owned(),
         Ok(None) => "ok".to_owned(),
         Err(ServiceError::Sql(e)) => {
@@ -162,6 +180,10 @@ pub async fn rate(
         }
         Err(_) => "refused".to_owned(),
     };
-    let code: String = code.chars().filter(char::is_ascii_alphanumeric).take(64).collect();
+    let code: String = code
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(64)
+        .collect();
     Redirect::to(&format!("/track/{code}?rated={outcome}")).into_response()
 }

@@ -201,19 +201,33 @@ impl IntoResponse for PageError {
                     .collect();
                 Redirect::to(&format!("/login?next={next}")).into_response()
             }
-            PageError::Forbidden(l) => {
-                error_page(l, StatusCode::FORBIDDEN, l.t("forbidden"), l.t("forbidden_text"))
+            PageError::Forbidden(l) => error_page(
+                l,
+                StatusCode::FORBIDDEN,
+                l.t("forbidden"),
+                l.t("forbidden_text"),
+            ),
+            PageError::NotFound(l) => error_page(
+                l,
+                StatusCode::NOT_FOUND,
+                l.t("not_found"),
+                l.t("not_found_text"),
+            ),
+            PageError::Csrf(l) => error_page(
+                l,
+                StatusCode::FORBIDDEN,
+                l.t("forbidden"),
+                l.t("csrf_failed"),
+            ),
+            PageError::Invalid(l, m) => {
+                error_page(l, StatusCode::UNPROCESSABLE_ENTITY, l.t("error"), &m)
             }
-            PageError::NotFound(l) => {
-                error_page(l, StatusCode::NOT_FOUND, l.t("not_found"), l.t("not_found_text"))
-            }
-            PageError::Csrf(l) => {
-                error_page(l, StatusCode::FORBIDDEN, l.t("forbidden"), l.t("csrf_failed"))
-            }
-            PageError::Invalid(l, m) => error_page(l, StatusCode::UNPROCESSABLE_ENTITY, l.t("error"), &m),
-            PageError::Internal(l) => {
-                error_page(l, StatusCode::INTERNAL_SERVER_ERROR, l.t("error"), "internal error")
-            }
+            PageError::Internal(l) => error_page(
+                l,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                l.t("error"),
+                "internal error",
+            ),
         }
     }
 }

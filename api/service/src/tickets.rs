@@ -142,7 +142,10 @@ pub struct ServiceReport {
 /// [`Service::close_ticket`] make. Assigning needs a technician and closing a service report,
 /// so callers offer those two with their forms.
 pub fn transitions_for(who: &Principal, ticket: &Ticket) -> Vec<TicketState> {
-    if !who.sees_ticket(ticket.provider_path.as_deref(), ticket.technician_id.as_deref()) {
+    if !who.sees_ticket(
+        ticket.provider_path.as_deref(),
+        ticket.technician_id.as_deref(),
+    ) {
         return Vec::new();
     }
     ticket

@@ -222,10 +222,12 @@ impl Service {
         if name.len() > 64 || password.len() > MAX_PASSWORD_BYTES {
             return Err(ServiceError::Unauthorized);
         }
-        let row = sqlx::query("SELECT user_id, password_hash FROM users WHERE name = $1 AND disabled = 0")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT user_id, password_hash FROM users WHERE name = $1 AND disabled = 0",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
         let (user_id, phc) = match &row {
             Some(r) => (Some(r.get::<String, _>(0)), r.get::<String, _>(1)),
             None => (None, DUMMY_HASH.clone()),
