@@ -367,7 +367,17 @@ fn no_module_imports_in_a_circle() {
 #[test]
 fn handlers_never_decide_scope() {
     // Authorisation lives in one layer: every domain method that carries a policy takes the
-    // caller's principal and decides itself. The HTTP crate only authenticates.
+    // caller's principal and decides itself. The HTTP crate only authenticates; the console
+    // may ask the role matrix which links to show, never filter or check scope itself.
+    for (file, text) in member_sources("api/console") {
+        for needle in [".require(", ".scope()", ".sees(", "provider_path"] {
+            assert!(
+                !text.contains(needle),
+                "{} decides authorisation ({needle}); do it in the domain from the principal",
+                file.display()
+            );
+        }
+    }
     for (file, text) in member_sources("api/http") {
         if file.to_string_lossy().ends_with("tests.rs") {
             continue;

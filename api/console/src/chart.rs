@@ -91,13 +91,12 @@ pub fn chart(
     }
     let band = match (&s.min, &s.max) {
         (Some(mn), Some(mx)) if n > 1 => {
-            let mut pts = Vec::with_capacity(2 * n);
-            for i in 0..n {
-                pts.push(format!("{:.1},{:.1}", x(s.ts_us[i] / 1000), y(mx[i])));
-            }
-            for i in (0..n).rev() {
-                pts.push(format!("{:.1},{:.1}", x(s.ts_us[i] / 1000), y(mn[i])));
-            }
+            let upper = s.ts_us.iter().zip(mx).take(n);
+            let lower = s.ts_us.iter().zip(mn).take(n).collect::<Vec<_>>();
+            let pts: Vec<String> = upper
+                .chain(lower.into_iter().rev())
+                .map(|(t, v)| format!("{:.1},{:.1}", x(t / 1000), y(*v)))
+                .collect();
             Some(pts.join(" "))
         }
         _ => None,

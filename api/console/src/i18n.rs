@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn both_tables_have_the_same_keys() {
-        let keys = |t: &[(&str, &str)]| {
+        let keys = |t: &'static [(&'static str, &'static str)]| {
             let mut k: Vec<&str> = t.iter().map(|(k, _)| *k).collect();
             k.sort_unstable();
             k

@@ -11,8 +11,8 @@ use maud::html;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use prognos_service::auth::{Principal, Role};
-use prognos_service::users::{SESSION_TTL_MS, User};
+use prognos_service::auth::Role;
+use prognos_service::users::SESSION_TTL_MS;
 
 use crate::Console;
 use crate::i18n::Lang;
@@ -22,14 +22,7 @@ pub const SESSION_COOKIE: &str = "prognos_session";
 const LOGIN_COOKIE: &str = "prognos_login";
 const LANG_COOKIE: &str = "prognos_lang";
 
-/// A signed-in person.
-#[derive(Debug, Clone)]
-pub struct Signed {
-    pub user: User,
-    pub principal: Principal,
-    pub csrf: String,
-    pub lang: Lang,
-}
+pub use crate::view::Signed;
 
 /// The value of cookie `name` in the request.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -93,21 +86,6 @@ impl FromRequestParts<Console> for Signed {
             principal: s.principal,
             csrf: s.csrf_token,
         })
-    }
-}
-
-impl Signed {
-    /// Checks a form's CSRF token against the session's (constant time).
-    pub fn check(&self, token: &str) -> Result<(), PageError> {
-        if bool::from(token.as_bytes().ct_eq(self.csrf.as_bytes())) {
-            Ok(())
-        } else {
-            Err(PageError::Csrf(self.lang))
-        }
-    }
-
-    pub fn fail(&self, e: prognos_service::ServiceError) -> PageError {
-        PageError::from_service(self, e)
     }
 }
 

@@ -6,11 +6,36 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use prognos_service::ServiceError;
-use prognos_service::auth::{Action, Role};
+use prognos_service::auth::{Action, Principal, Role, allowed};
+use prognos_service::users::User;
+use subtle::ConstantTimeEq;
 
 use crate::assets;
 use crate::i18n::{Lang, state_key};
-use crate::session::Signed;
+
+/// A signed-in person (made from the session cookie by `session`).
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub user: User,
+    pub principal: Principal,
+    pub csrf: String,
+    pub lang: Lang,
+}
+
+impl Signed {
+    /// Checks a form's CSRF token against the session's (constant time).
+    pub fn check(&self, token: &str) -> Result<(), PageError> {
+        if bool::from(token.as_bytes().ct_eq(self.csrf.as_bytes())) {
+            Ok(())
+        } else {
+            Err(PageError::Csrf(self.lang))
+        }
+    }
+
+    pub fn fail(&self, e: ServiceError) -> PageError {
+        PageError::from_service(self, e)
+    }
+}
 
 /// A finished HTML page.
 pub fn page(lang: Lang, user: Option<&Signed>, title: &str, body: Markup) -> Markup {
@@ -58,11 +83,11 @@ fn nav(lang: Lang, u: &Signed) -> Markup {
         @if p.role == Role::Technician {
             a href="/jobs" { (lang.t("nav_jobs")) }
         }
-        @if p.require(Action::RegistryRead).is_ok() && p.role != Role::Technician {
+        @if allowed(p.role, Action::RegistryRead) && p.role != Role::Technician {
             a href="/fleet" { (lang.t("nav_fleet")) }
             a href="/alerts" { (lang.t("nav_alerts")) }
         }
-        @if p.require(Action::ReadTickets).is_ok() {
+        @if allowed(p.role, Action::ReadTickets) {
             a href="/tickets" { (lang.t("nav_tickets")) }
             a href="/tickets?view=board" { (lang.t("nav_board")) }
         }
@@ -140,7 +165,7 @@ impl PageError {
     /// Maps a domain error. A scoped caller (provider, bound technician) gets "forbidden"
     /// for what it cannot see, whether or not it exists, so the answer reveals nothing.
     pub fn from_service(u: &Signed, e: ServiceError) -> PageError {
-        let scoped = u.principal.scope().is_some() || u.principal.bound_technician().is_some();
+        let scoped = u.principal.is_scoped();
         match e {
             ServiceError::NotFound { .. } if scoped => PageError::Forbidden(u.lang),
             ServiceError::NotFound { .. } => PageError::NotFound(u.lang),

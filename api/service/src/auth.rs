@@ -152,6 +152,12 @@ impl Principal {
         own_job && self.sees(path)
     }
 
+    /// True when this principal sees only part of the service (a provider's subtree, a
+    /// technician's own jobs).
+    pub fn is_scoped(&self) -> bool {
+        self.scope().is_some() || self.bound_technician().is_some()
+    }
+
     /// The technician a technician-bound principal is limited to.
     pub fn bound_technician(&self) -> Option<&str> {
         match self.role {
