@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::{
-    alerts, apikey, bench, demo, device, evaluate, evaluate_fleet, query, serve, simulate,
+    alerts, apikey, bench, demo, device, evaluate, evaluate_fleet, query, serve, simulate, user,
 };
 
 #[derive(Debug, Parser)]
@@ -67,6 +67,11 @@ pub enum Command {
     Apikey {
         #[command(subcommand)]
         command: apikey::ApiKeyCommand,
+    },
+    /// People who sign in to the web console.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
     /// Predictive alerts raised by the online models.
     Alerts {
@@ -135,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts { command } => runtime()?.block_on(alerts::run(command)),
         Command::Query { command } => runtime()?.block_on(query::run(command)),
         Command::Apikey { command } => runtime()?.block_on(apikey::run(command)),
+        Command::User { command } => runtime()?.block_on(user::run(command)),
         Command::Bench { command } => runtime()?.block_on(bench::run(command)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),

@@ -15,6 +15,7 @@ mod query;
 mod serve;
 mod signals;
 mod simulate;
+mod user;
 
 use clap::Parser;
 

@@ -208,6 +208,30 @@ fn scope_is_never_a_like_pattern() {
 }
 
 #[test]
+fn the_console_renders_and_leaves_storage_to_the_domain() {
+    // The console turns domain answers into pages: no SQL, no Parquet, no telemetry layout
+    // of its own, so it cannot bypass the principal-scoped domain functions.
+    let deps = dependencies("api/console");
+    assert!(deps.iter().any(|d| d == "prognos-service"));
+    for storage in ["sqlx", "parquet", "prognos-ingest", "arrow-array"] {
+        assert!(
+            !deps.iter().any(|d| d == storage),
+            "api/console depends on {storage}: pages call prognos-service / prognos-analytics"
+        );
+    }
+    // Only the HTTP crates speak HTTP.
+    for member in members() {
+        if ["api/http", "api/console"].contains(&member.as_str()) {
+            continue;
+        }
+        assert!(
+            !dependencies(&member).iter().any(|d| d == "axum"),
+            "{member} depends on axum: HTTP belongs to api/http and api/console"
+        );
+    }
+}
+
+#[test]
 fn only_the_broker_embeds_rumqttd() {
     let mut members = members();
     members.push(".".into());
@@ -406,7 +430,17 @@ fn no_module_imports_in_a_circle() {
 #[test]
 fn handlers_never_decide_scope() {
     // Authorisation lives in one layer: every domain method that carries a policy takes the
-    // caller's principal and decides itself. The HTTP crate only authenticates.
+    // caller's principal and decides itself. The HTTP crate only authenticates; the console
+    // may ask the role matrix which links to show, never filter or check scope itself.
+    for (file, text) in member_sources("api/console") {
+        for needle in [".require(", ".scope()", ".sees(", "provider_path"] {
+            assert!(
+                !text.contains(needle),
+                "{} decides authorisation ({needle}); do it in the domain from the principal",
+                file.display()
+            );
+        }
+    }
     for (file, text) in member_sources("api/http") {
         if file.to_string_lossy().ends_with("tests.rs") {
             continue;

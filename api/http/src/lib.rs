@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use tower_http::compression::CompressionLayer;
 
 use prognos_service::db::Database;
 use prognos_service::webhooks::DestinationPolicy;
@@ -70,19 +71,27 @@ pub struct AppState {
     pub telemetry_limits: prognos_analytics::telemetry::SeriesLimits,
 }
 
-/// The service API router: `/api/v1/…`, `/track/…`, `/openapi.json`. No fallback, so it
-/// merges with other routers.
+/// The service API router: `/api/v1/…`, `/track/…`, `/openapi.json`, and the web console
+/// (`prognos_console`) at `/`. No fallback, so it merges with other routers.
 pub fn router(ctx: ApiContext) -> Router {
     let mut app: Router<AppState> = Router::new();
     for (doc, handler) in route_table() {
         app = app.route(doc.path, handler);
     }
+    let console = prognos_console::Console::new(ctx.service(), ctx.telemetry_root.clone());
     app.with_state(AppState {
         svc: ctx.service(),
         telemetry_root: ctx.telemetry_root.clone().map(Arc::new),
         auth_throttle: Arc::new(throttle::AuthThrottle::new(ctx.auth_throttle)),
         telemetry_limits: ctx.telemetry_limits,
     })
+    // A browser asking for `/track/{code}` gets the console's page; JSON stays for the API.
+    .layer(axum::middleware::from_fn_with_state(
+        console.clone(),
+        prognos_console::negotiate_track,
+    ))
+    // Only the console's pages and assets are compressed: API answers stay as they are.
+    .merge(console.router().layer(CompressionLayer::new()))
 }
 
 /// Every route: the service API, the analytics and this document itself.

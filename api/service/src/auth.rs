@@ -174,6 +174,20 @@ impl Principal {
         }
     }
 
+    /// True when this principal sees only part of the service (a provider's subtree, a
+    /// technician's own jobs).
+    pub fn is_scoped(&self) -> bool {
+        self.scope().is_some() || self.bound_technician().is_some()
+    }
+
+    /// The technician a technician-bound principal is limited to.
+    pub fn bound_technician(&self) -> Option<&str> {
+        match self.role {
+            Role::Technician => self.technician_id.as_deref(),
+            _ => None,
+        }
+    }
+
     /// True when an object owned by the provider at `path` is visible.
     pub fn sees(&self, path: Option<&str>) -> bool {
         match self.scope() {

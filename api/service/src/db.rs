@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key_binding_outbox_order",
         include_str!("../migrations/0007_key_binding_outbox_order.sql"),
     ),
+    (10, "users", include_str!("../migrations/0010_users.sql")),
 ];
 
 /// The statements of a migration file: `--` comment lines dropped, split at `;`.

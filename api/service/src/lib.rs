@@ -16,6 +16,7 @@ pub mod auth;
 pub mod db;
 pub mod devices;
 pub mod dispatch;
+pub mod fleet;
 pub mod history;
 pub mod jobs;
 pub mod network;
@@ -26,6 +27,7 @@ pub mod stock;
 pub mod surges;
 pub mod ticket_log;
 pub mod tickets;
+pub mod users;
 pub mod webhooks;
 
 pub use alerts::{AlertRecord, AlertStore};

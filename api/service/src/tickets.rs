@@ -185,6 +185,33 @@ pub struct ServiceReport {
     pub satisfaction: Option<i64>,
 }
 
+/// The moves `who` may make on `ticket` now: the state machine's next states that the
+/// caller's role permits, the same checks [`Service::transition`], [`Service::assign`] and
+/// [`Service::close_ticket`] make. Assigning needs a technician and closing a service report,
+/// so callers offer those two with their forms.
+pub fn transitions_for(who: &Principal, ticket: &Ticket) -> Vec<TicketState> {
+    if !who.sees_ticket(
+        ticket.provider_path.as_deref(),
+        ticket.technician_id.as_deref(),
+    ) {
+        return Vec::new();
+    }
+    ticket
+        .state
+        .next()
+        .iter()
+        .copied()
+        .filter(|to| match to {
+            TicketState::Closed => who.require(Action::CloseTicket).is_ok(),
+            TicketState::Assigned => who.require(Action::Dispatch).is_ok(),
+            _ => {
+                who.require(Action::Transition).is_ok()
+                    && (who.role != Role::Technician || to.technician_may_set())
+            }
+        })
+        .collect()
+}
+
 /// Priority of a predictive ticket: from the pessimistic RUL bound (or the alert severity
 /// without one), one level up for production-critical devices (criticality 3), one down for
 /// low-criticality ones (1); VIP devices or customers raise it one more.
@@ -547,7 +574,7 @@ impl Service {
         .bind(&filter.source)
         .bind(&filter.device_id)
         .bind(&filter.provider_id)
-        .bind(&filter.technician_id)
+        .bind(who.bound_technician().or(filter.technician_id.as_deref()))
         .bind(i64::from(filter.open.unwrap_or(false)))
         .bind(who.scope())
         .bind(page.limit + 1)

@@ -1,0 +1,74 @@
+//! The web console: server-rendered HTML pages (maud) for the people who run the service —
+//! sign-in, fleet overview, device file, alerts, tickets, a technician's jobs — and the
+//! customer's tracking page. Every asset is compiled into the binary; no page references an
+//! external URL.
+//!
+//! The console decides no scope: a signed-in user is a `Principal` (from
+//! `prognos_service::users`) and every page calls the same domain methods the API calls, with
+//! that principal. Forms are protected by the session's CSRF token; the session lives
+//! server-side and the cookie is HttpOnly and SameSite=Lax.
+
+mod assets;
+mod chart;
+pub mod i18n;
+mod pages;
+mod session;
+mod tickets;
+mod track;
+mod view;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use prognos_service::Service;
+
+pub use track::negotiate_track;
+
+/// Largest form body the console accepts.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// What the console needs: the domain and the telemetry data set it reads charts from.
+#[derive(Clone)]
+pub struct Console {
+    pub svc: Service,
+    pub telemetry_root: Option<Arc<PathBuf>>,
+    /// Mark cookies `Secure` (the console is served over TLS, directly or by a proxy). A
+    /// request with `X-Forwarded-Proto: https` gets `Secure` cookies either way.
+    pub secure_cookies: bool,
+}
+
+impl Console {
+    pub fn new(svc: Service, telemetry_root: Option<PathBuf>) -> Console {
+        Console {
+            svc,
+            telemetry_root: telemetry_root.map(Arc::new),
+            secure_cookies: false,
+        }
+    }
+
+    /// The console's routes (no fallback, so it merges with the API router).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/", get(pages::home))
+            .route("/login", get(session::login_page).post(session::login))
+            .route("/logout", post(session::logout))
+            .route("/lang", post(session::set_lang))
+            .route("/fleet", get(pages::fleet))
+            .route("/devices/{id}", get(pages::device))
+            .route("/alerts", get(pages::alerts))
+            .route("/tickets", get(tickets::list))
+            .route("/tickets/{id}", get(tickets::show))
+            .route("/tickets/{id}/transition", post(tickets::transition))
+            .route("/tickets/{id}/assign", post(tickets::assign))
+            .route("/tickets/{id}/close", post(tickets::close))
+            .route("/jobs", get(tickets::jobs))
+            .route("/track/{code}/rate", post(track::rate))
+            .route("/assets/{name}", get(assets::serve))
+            .layer(DefaultBodyLimit::max(FORM_LIMIT))
+            .with_state(self)
+    }
+}
