@@ -313,7 +313,7 @@ pub trait WebhookTransport: Send + Sync {
 #[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewWebhook {
     #[schema(
-        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$",
+        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
         max_length = 2000
     )]
     pub url: String,
