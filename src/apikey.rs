@@ -67,18 +67,23 @@ pub async fn run(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             let issued = svc
                 .create_api_key(&prognos_service::auth::Principal::system("cli"), &new)
                 .await
-                .map_err(|e| match e {
+                .map_err(|e| {
                     // Name the flag, not the JSON field.
-                    prognos_service::ServiceError::Validation { field, message } => {
-                        let flag = match field.as_str() {
-                            "provider_id" => "--provider",
-                            "technician_id" => "--technician",
-                            "label" => "--label",
-                            _ => "--role",
-                        };
-                        anyhow::anyhow!("{flag}: {message}")
+                    let flag = |field: &str| match field {
+                        "provider_id" => "--provider",
+                        "technician_id" => "--technician",
+                        "label" => "--label",
+                        _ => "--role",
+                    };
+                    match e {
+                        prognos_service::ServiceError::Validation { field, message } => {
+                            anyhow::anyhow!("{}: {message}", flag(&field))
+                        }
+                        prognos_service::ServiceError::UnknownReference { field, kind, id } => {
+                            anyhow::anyhow!("{}: unknown {kind} {id:?}", flag(&field))
+                        }
+                        e => e.into(),
                     }
-                    e => e.into(),
                 })?;
             println!("{}", serde_json::to_string(&issued)?);
         }
