@@ -1919,7 +1919,7 @@ impl SeriesWorker {
                 runs = runs
                     .iter()
                     .flat_map(|r| {
-                        intersect(&[r.start..r.start + r.len], &pages)
+                        intersect(std::slice::from_ref(&(r.start..r.start + r.len)), &pages)
                             .into_iter()
                             .map(|x| Run {
                                 series: r.series,
