@@ -344,7 +344,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "  files")?;
     writeln!(
         out,
-        "    telemetry      {}/date=*/hour=*/*.parquet",
+        "    telemetry      {}/date=*/[hour=*/]*.parquet",
         telemetry.display()
     )?;
     writeln!(
@@ -361,7 +361,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "    devices        {}", devices_path.display())?;
     writeln!(
         out,
-        "  try              duckdb -c \"SELECT device_id, metric, count(*), avg(value) FROM read_parquet('{}/**/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY ALL LIMIT 20\"",
+        "  try              duckdb -c \"SELECT device_id, metric, count(*), avg(value) FROM read_parquet('{}/**/*.parquet', hive_partitioning = false) GROUP BY ALL ORDER BY ALL LIMIT 20\"",
         telemetry.display()
     )?;
     Ok(ExitCode::SUCCESS)

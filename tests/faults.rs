@@ -524,14 +524,9 @@ fn kill_9_during_day_compaction_then_restart_keeps_every_point_once() {
         &["--config", &config],
         &[("PROGNOS_TEST_COMPACTION_PAUSE_MS", "20000")],
     );
+    // One flush writes the 24 hour files of that day; the day is closed, so the merge
+    // follows at once, and pauses with its day file written and every input still there.
     publish(&server, "dc-1", &secret, &message(0));
-    assert!(wait_until(Duration::from_secs(10), || data_files(
-        dir.path()
-    )
-    .1
-    .len()
-        == 24));
-    publish(&server, "dc-1", &secret, &message(1));
     assert!(
         wait_until(Duration::from_secs(15), || !data_files(dir.path())
             .0
@@ -541,9 +536,12 @@ fn kill_9_during_day_compaction_then_restart_keeps_every_point_once() {
     let (days, hours) = data_files(dir.path());
     assert_eq!(
         (days.len(), hours.len()),
-        (1, 48),
+        (1, 24),
         "paused with every input still there"
     );
+    let first_day_file = days[0].clone();
+    // Read now, the data set holds every point twice (inputs and output).
+    assert_eq!(points(&read_telemetry(dir.path()), "dc-1", "a").len(), 48);
     server.kill9();
 
     let server = Server::start(dir.path(), &["--config", &config]);
@@ -552,18 +550,21 @@ fn kill_9_during_day_compaction_then_restart_keeps_every_point_once() {
     // The restart removed the merged inputs: the day file alone holds the day, once.
     let (days, hours) = data_files(dir.path());
     assert_eq!((days.len(), hours.len()), (1, 0), "{days:?} {hours:?}");
-    assert_eq!(points(&read_telemetry(dir.path()), "dc-1", "a"), want(2));
-    // Late data for the compacted day lands in hour files beside it, still once.
-    publish(&server, "dc-1", &secret, &message(2));
-    assert!(wait_until(Duration::from_secs(10), || data_files(
-        dir.path()
-    )
-    .1
-    .len()
-        == 24));
+    assert_eq!(points(&read_telemetry(dir.path()), "dc-1", "a"), want(1));
+    // Late data for the merged day: 24 more hour files (at least compact_min_files), so the
+    // day is merged again, into one day file covering both.
+    publish(&server, "dc-1", &secret, &message(1));
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let (days, hours) = data_files(dir.path());
+            days.len() == 1 && hours.is_empty() && days[0] != first_day_file
+        }),
+        "the day was not merged again: {:?}",
+        data_files(dir.path())
+    );
     assert!(server.terminate().0.success());
-    assert_eq!(points(&read_telemetry(dir.path()), "dc-1", "a"), want(3));
-    // And the API answers the same points from the day file and the hour files.
+    assert_eq!(points(&read_telemetry(dir.path()), "dc-1", "a"), want(2));
+    // And the API answers the same points, from the day file.
     let server = Server::start(dir.path(), &["--config", &config]);
     let key = create_api_key(dir.path(), "engineer");
     let auth = format!("Bearer {key}");
@@ -585,6 +586,6 @@ fn kill_9_during_day_compaction_then_restart_keeps_every_point_once() {
         .iter()
         .map(|v| v.as_i64().unwrap())
         .collect();
-    assert_eq!(ts, want(3).iter().map(|p| p.0).collect::<Vec<_>>());
+    assert_eq!(ts, want(2).iter().map(|p| p.0).collect::<Vec<_>>());
     assert!(server.terminate().0.success());
 }

@@ -462,7 +462,8 @@ fn telemetry_queries_are_bounded_in_series_and_points() {
     let config = write_config(
         dir.path(),
         "[ingest]\nflush_interval_secs = 1\n[models]\nenabled = false\n\
-         [http]\ntelemetry_max_series = 50\ntelemetry_max_points = 100\n",
+         [http]\ntelemetry_max_series = 50\ntelemetry_max_points = 100\n\
+         max_uri_bytes = 65536\n",
     );
     let server = Server::start(dir.path(), &["--config", &config]);
     let t0 = now_ms() - 3_600_000;
@@ -509,17 +510,19 @@ fn telemetry_queries_are_bounded_in_series_and_points() {
         )),
         "device",
     );
-    // A 26 KiB URL of device ids × metrics (once 9 GiB of empty series): refused the same way.
+    // A 26 KiB URL of device ids × metrics (once 9 GiB of empty series): refused the same way
+    // (the URI limit is raised above so that the series cap is what refuses it).
     let long = format!(
         "/api/v1/telemetry?device={}&metric=a,b,c{range}",
-        devices(1800)
+        devices(2100)
     );
     assert!(long.len() > 26 * 1024, "{}", long.len());
     refused(&get(&long), "device");
-    // 50 series × 2 buckets fit; only the series with data is answered.
+    // 25 series × at most 4 buckets fit (3 points asked for is the smallest bucketing); only
+    // the series with data is answered.
     let r = get(&format!(
-        "/api/v1/telemetry?device={}&metric=a&points=2{range}",
-        devices(50)
+        "/api/v1/telemetry?device={}&metric=a&points=3{range}",
+        devices(25)
     ));
     assert_eq!(r.status, 200, "{}", r.text);
     let series = r.body["series"].as_array().unwrap();

@@ -1919,14 +1919,13 @@ impl SeriesWorker {
                 runs = runs
                     .iter()
                     .flat_map(|r| {
-                        // One run as a slice of runs (not a vec of the numbers in it).
-                        #[allow(clippy::single_range_in_vec_init)]
-                        let run = [r.start..r.start + r.len];
-                        intersect(&run, &pages).into_iter().map(|x| Run {
-                            series: r.series,
-                            start: x.start,
-                            len: x.len(),
-                        })
+                        intersect(std::slice::from_ref(&(r.start..r.start + r.len)), &pages)
+                            .into_iter()
+                            .map(|x| Run {
+                                series: r.series,
+                                start: x.start,
+                                len: x.len(),
+                            })
                     })
                     .collect();
             }
