@@ -682,7 +682,10 @@ mod tests {
         assert!(cmp.weibull.unwrap().p_value < 1e-3);
         assert!(matches!(
             weibull(&h, GroupBy::Batch, None, Some("B9"), 0.9),
-            Err(AnalyticsError::InvalidParameter { ref name, .. }) if name == "compare"
+            Err(AnalyticsError::UnknownName {
+                name: "compare",
+                ..
+            })
         ));
         // No failures at all: each group reports why it has no fit instead of failing.
         let quiet = History {

@@ -1614,7 +1614,7 @@ async fn look_alike_provider_ids_see_only_their_own_subtree() {
     assert!(r.assignments.is_empty(), "{:?}", r.assignments);
     assert!(matches!(
         svc.assign(&sp_1, &t2.ticket_id, "tech-1", None).await,
-        Err(ServiceError::Validation { ref field, .. }) if field == "technician_id"
+        Err(ServiceError::UnknownReference { ref field, .. }) if field == "technician_id"
     ));
 }
 
@@ -1886,10 +1886,13 @@ async fn technician_keys_see_and_move_only_their_own_jobs() {
             "technician_id",
         ),
     ] {
+        // A missing or contradictory binding is a validation error; a well-formed id that
+        // names no technician is an unknown reference (409 over HTTP).
         assert!(
             matches!(
                 svc.create_api_key(&admin(), &new).await,
-                Err(ServiceError::Validation { field: ref f, .. }) if f == field
+                Err(ServiceError::Validation { field: ref f, .. }
+                    | ServiceError::UnknownReference { field: ref f, .. }) if f == field
             ),
             "{new:?}"
         );
