@@ -129,9 +129,9 @@ impl<'a> LinkBuilder<'a> {
                 crate::count_topic_prefix_violation();
                 tracing::warn!(
                     target: "prognos_broker::acl",
-                    client_id = crate::loggable(&connection.client_id),
-                    topic = crate::loggable_bytes(&will.topic),
-                    prefix = crate::loggable(prefix),
+                    client_id = %crate::loggable(&connection.client_id),
+                    topic = %crate::loggable_bytes(&will.topic),
+                    prefix = %crate::loggable(prefix),
                     "last will outside the client's topic prefix dropped"
                 );
                 last_will = None;

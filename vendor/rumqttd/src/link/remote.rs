@@ -215,8 +215,8 @@ impl<P> RemoteLink<P> {
         let refuse = |what: &str, text: &str| {
             tracing::warn!(
                 target: "prognos_broker::protocol",
-                client_id = crate::loggable(&self.connect.client_id),
-                text = crate::loggable(text),
+                client_id = %crate::loggable(&self.connect.client_id),
+                text = %crate::loggable(text),
                 "{what}: client disconnected"
             );
             Err(Error::ProtocolViolation(what.to_owned()))
@@ -296,7 +296,10 @@ where
     };
 
     // Prognos patch: the client id is the peer's text; bound it in the span (logs).
-    Span::current().record("client_id", crate::loggable(&connect.client_id));
+    Span::current().record(
+        "client_id",
+        tracing::field::display(crate::loggable(&connect.client_id)),
+    );
 
     // Prognos patch: a connect handler decides with the peer's address and answers a refusal
     // with a CONNACK (upstream closed the socket without one).

@@ -610,7 +610,7 @@ impl Router {
                                 QoS2Receipt::TooMany => {
                                     warn!(
                                         target: "prognos_broker::limits",
-                                        client_id = crate::loggable(&client_id),
+                                        client_id = %crate::loggable(&client_id),
                                         "too many QoS 2 publishes without PUBREL: client disconnected"
                                     );
                                     disconnect = true;
@@ -706,8 +706,8 @@ impl Router {
                         if full_connection || full_router {
                             warn!(
                                 target: "prognos_broker::limits",
-                                client_id = crate::loggable(&client_id),
-                                filter = crate::loggable(&f.path),
+                                client_id = %crate::loggable(&client_id),
+                                filter = %crate::loggable(&f.path),
                                 full_connection,
                                 full_router,
                                 "subscription refused: too many subscriptions"
@@ -1234,9 +1234,9 @@ fn append_to_commitlog(
             crate::count_topic_prefix_violation();
             warn!(
                 target: "prognos_broker::acl",
-                client_id = crate::loggable(&connection.client_id),
-                topic = crate::loggable(topic),
-                prefix = crate::loggable(tenant_prefix),
+                client_id = %crate::loggable(&connection.client_id),
+                topic = %crate::loggable(topic),
+                prefix = %crate::loggable(tenant_prefix),
                 "publish outside the client's topic prefix refused"
             );
             return Err(RouterError::BadTenant(
@@ -1751,9 +1751,9 @@ fn validate_subscription(
             crate::count_topic_prefix_violation();
             warn!(
                 target: "prognos_broker::acl",
-                client_id = crate::loggable(&connection.client_id),
-                filter = crate::loggable(&filter.path),
-                prefix = crate::loggable(tenant_prefix),
+                client_id = %crate::loggable(&connection.client_id),
+                filter = %crate::loggable(&filter.path),
+                prefix = %crate::loggable(tenant_prefix),
                 "subscription outside the client's topic prefix refused"
             );
             return Err(RouterError::InvalidFilterPrefix(filter.path.to_owned()));
