@@ -2,6 +2,9 @@
 //! library would, resets, floods, hostile strings and limits. Each test names the finding it
 //! covers; every loop is bounded in count and time.
 
+// Helpers outside `#[test]` functions panic on a broken test setup, like the tests do.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;
@@ -899,4 +902,42 @@ fn a_device_that_never_reads_slows_no_one_else() {
     assert!(mqtt_state_becomes(&server, "ok"));
     drop(device);
     assert_eq!(stored(server, dir.path(), "slow-2").len(), 1);
+}
+
+#[test]
+fn a_client_that_disconnects_never_takes_the_next_connection_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..6).map(|i| format!("reuse-{i}")).collect();
+    let secrets: Vec<String> = ids.iter().map(|id| add_device(dir.path(), id)).collect();
+    let server = start(dir.path(), "probe_interval_ms = 60000", "");
+    let port = server.mqtt_port;
+    // Clients that send DISCONNECT and close at once (as mosquitto_pub does), while others
+    // connect: a new connection often gets the id just freed. Upstream, the closing client's
+    // task then told the router to disconnect that id — by then someone else's connection.
+    let workers: Vec<_> = ids
+        .into_iter()
+        .zip(secrets)
+        .map(|(id, secret)| {
+            std::thread::spawn(move || {
+                let mut dropped = 0;
+                for _ in 0..60 {
+                    let (mut raw, code) = Raw::connect(port, &id, id.as_bytes(), secret.as_bytes());
+                    // Still there: a PINGREQ is answered.
+                    raw.send(&[0xc0, 0x00]);
+                    let alive = matches!(
+                        raw.read(Duration::from_secs(3)),
+                        Read_::Packet(p) if p.kind() == 13
+                    );
+                    if code != Some(0) || !alive {
+                        dropped += 1;
+                    }
+                    raw.send(&mqtt_raw::DISCONNECT);
+                }
+                dropped
+            })
+        })
+        .collect();
+    let dropped: u32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(dropped, 0, "connections of other clients dropped");
+    assert!(server.terminate().0.success());
 }

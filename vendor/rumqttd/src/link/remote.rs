@@ -136,7 +136,7 @@ impl<P: Protocol> RemoteLink<P> {
                     // Prognos patch: the router has registered this connection; tell it the
                     // connection is gone, or its slot stays taken (counted against
                     // `max_connections`) with no link behind it.
-                    let _ = router_tx.send_async((id, Event::Disconnect)).await;
+                    let _ = router_tx.send_async(link_rx.disconnect_request()).await;
                     return Err(e.into());
                 }
             }
@@ -206,6 +206,11 @@ impl<P: Protocol> RemoteLink<P> {
 }
 
 impl<P> RemoteLink<P> {
+    /// Prognos patch: see `LinkRx::disconnect_request`.
+    pub(crate) fn disconnect_request(&self) -> (ConnectionId, Event) {
+        self.link_rx.disconnect_request()
+    }
+
     /// Prognos patch: refuses (and so disconnects) packets a client must not send or whose
     /// topic or filter is invalid: upstream let wildcards and NUL into publish topics, never
     /// checked filter syntax (`valid_filter` was unused), passed topics of any length to the

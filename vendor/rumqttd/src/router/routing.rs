@@ -244,6 +244,20 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
+            Event::DisconnectLink(buffer) => {
+                let same_link = self
+                    .obufs
+                    .get(id)
+                    .is_some_and(|o| std::sync::Arc::ptr_eq(&o.data_buffer, &buffer));
+                if same_link {
+                    self.handle_disconnection(id, None);
+                } else {
+                    debug!(
+                        connection_id = id,
+                        "disconnect of a link already gone ignored"
+                    );
+                }
+            }
             Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
             Event::Shadow(request) => {
                 retrieve_shadow(&mut self.datalog, &mut self.obufs[id], request)

@@ -839,6 +839,7 @@ async fn remote<P: Protocol>(
     };
 
     let connection_id = link.connection_id;
+    let disconnect_request = link.disconnect_request();
     let will_delay_interval = link.will_delay_interval;
     let mut send_disconnect = true;
 
@@ -863,10 +864,10 @@ async fn remote<P: Protocol>(
         }
     };
 
+    // Prognos patch: a disconnect the router can tell from one for a newer connection that
+    // got this id (see `Event::DisconnectLink`), sent without blocking the runtime thread.
     if send_disconnect {
-        let disconnect = Event::Disconnect;
-        let message = (connection_id, disconnect);
-        router_tx.send(message).ok();
+        router_tx.send_async(disconnect_request).await.ok();
     }
 
     // this is important to stop the connection
@@ -895,7 +896,7 @@ async fn remote<P: Protocol>(
         // might be using this connection ID!
         // It won't matter in this case as we don't use it
         // but might affect logs?
-        router_tx.send((connection_id, message)).ok();
+        router_tx.send_async((connection_id, message)).await.ok();
     }
 }
 
