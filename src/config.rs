@@ -94,6 +94,9 @@ pub struct MqttFile {
     pub auth_failure_window_secs: Option<u64>,
     /// Client ids and addresses tracked for throttling, each (default 65 536).
     pub auth_throttle_max_tracked: Option<usize>,
+    /// Sockets one address (IPv6: /64) may have in TLS handshake or CONNECT at once
+    /// (default 128).
+    pub max_connecting_per_address: Option<usize>,
     /// Keep-alive (s) assumed for a device that asks for 0, "none" (default 300).
     pub zero_keep_alive_secs: Option<u16>,
     /// How often the broker probes its own listener (default 5000 ms).
@@ -174,6 +177,7 @@ pub struct Settings {
     pub max_filters: usize,
     pub retain: bool,
     pub max_open_sockets: Option<usize>,
+    pub max_connecting_per_address: usize,
     pub zero_keep_alive_secs: u16,
     pub mqtt_auth_throttle: prognos_broker::ThrottleConfig,
     pub probe: prognos_broker::ProbeConfig,
@@ -323,6 +327,10 @@ impl Settings {
             max_filters: file.mqtt.max_filters.unwrap_or(defaults.max_filters),
             retain: file.mqtt.retain.unwrap_or(defaults.retain),
             max_open_sockets: file.mqtt.max_open_sockets,
+            max_connecting_per_address: file
+                .mqtt
+                .max_connecting_per_address
+                .unwrap_or(defaults.max_connecting_per_address),
             zero_keep_alive_secs: file
                 .mqtt
                 .zero_keep_alive_secs
@@ -456,6 +464,7 @@ impl Settings {
             max_filters: broker.max_filters,
             retain: broker.retain,
             max_open_sockets: None,
+            max_connecting_per_address: broker.max_connecting_per_address,
             zero_keep_alive_secs: broker.zero_keep_alive_secs,
             mqtt_auth_throttle: prognos_broker::ThrottleConfig::default(),
             probe: broker.probe,
@@ -603,6 +612,7 @@ impl Settings {
         config.max_filters = self.max_filters;
         config.retain = self.retain;
         config.max_open_sockets = self.max_open_sockets;
+        config.max_connecting_per_address = self.max_connecting_per_address.max(1);
         config.zero_keep_alive_secs = self.zero_keep_alive_secs.max(1);
         config.probe = self.probe.clone();
         config

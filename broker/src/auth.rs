@@ -172,15 +172,15 @@ impl Authenticator {
         let id_throttled = track_client_id && self.throttle.failed_client_id(client_id, now);
         let address_throttled = self.throttle.failed_address(address, now);
         warn!(
-            client_id = loggable(client_id),
-            username = loggable(username),
+            client_id = %loggable(client_id),
+            username = %loggable(username),
             %address,
             reason,
             "MQTT authentication refused"
         );
         if id_throttled || address_throttled {
             warn!(
-                client_id = loggable(client_id),
+                client_id = %loggable(client_id),
                 %address,
                 client_id_throttled = id_throttled,
                 address_throttled,

@@ -66,6 +66,9 @@ pub struct BrokerConfig {
     /// Sockets the listeners hold open at once, before and after CONNECT. `None`:
     /// `max_connections` plus room for connections in setup, within the open-files limit.
     pub max_open_sockets: Option<usize>,
+    /// Sockets one remote address (IPv6: /64) may have in setup (TLS handshake, CONNECT) at
+    /// once; more are closed at once, so one host cannot hold every socket.
+    pub max_connecting_per_address: usize,
     /// A device connecting with keep-alive 0 (allowed by MQTT: "no keep-alive") is treated
     /// as if it had asked for this many seconds, so an idle connection still ends.
     pub zero_keep_alive_secs: u16,
@@ -99,6 +102,7 @@ impl BrokerConfig {
             // publish is still delivered and stored, only not kept for later subscribers.
             retain: false,
             max_open_sockets: None,
+            max_connecting_per_address: 128,
             zero_keep_alive_secs: 300,
             probe: ProbeConfig::default(),
         }
@@ -252,6 +256,7 @@ impl Broker {
         let mut reloaders = Vec::new();
         // One budget for every listener: what runs out is the process's file descriptors.
         let sockets = Arc::new(tokio::sync::Semaphore::new(socket_budget(config)));
+        let setup = rumqttd::SetupLimit::new(config.max_connecting_per_address);
         let mut addrs = vec![(config.mqtt_addr, false)];
         if let Some(addr) = config.mqtt5_addr {
             addrs.push((addr, true));
@@ -287,6 +292,7 @@ impl Broker {
             let (listener, reloader) = if v5 {
                 let mut server = Server::new(settings, router_tx.clone(), V5);
                 server.limit_sockets(sockets.clone());
+                server.limit_setup_per_address(setup.clone());
                 let reloader = server
                     .load_tls()
                     .map_err(|e| BrokerError::Tls(e.to_string()))?;
@@ -294,6 +300,7 @@ impl Broker {
             } else {
                 let mut server = Server::new(settings, router_tx.clone(), V4);
                 server.limit_sockets(sockets.clone());
+                server.limit_setup_per_address(setup.clone());
                 let reloader = server
                     .load_tls()
                     .map_err(|e| BrokerError::Tls(e.to_string()))?;

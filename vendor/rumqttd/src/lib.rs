@@ -26,7 +26,7 @@ pub use router::{Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMet
 use segments::Storage;
 #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
 pub use server::TlsReloader;
-pub use server::{Broker, LinkType, Server, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
+pub use server::{Broker, LinkType, Server, SetupLimit, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
 
 pub use self::router::shared_subs::Strategy;
 

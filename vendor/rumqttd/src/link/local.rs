@@ -129,9 +129,9 @@ impl<'a> LinkBuilder<'a> {
                 crate::count_topic_prefix_violation();
                 tracing::warn!(
                     target: "prognos_broker::acl",
-                    client_id = crate::loggable(&connection.client_id),
-                    topic = crate::loggable_bytes(&will.topic),
-                    prefix = crate::loggable(prefix),
+                    client_id = %crate::loggable(&connection.client_id),
+                    topic = %crate::loggable_bytes(&will.topic),
+                    prefix = %crate::loggable(prefix),
                     "last will outside the client's topic prefix dropped"
                 );
                 last_will = None;
@@ -345,6 +345,10 @@ impl LinkTx {
     }
 }
 
+/// Prognos patch: a link's notification buffer, shared with the router; its address tells
+/// the router which link a `DisconnectLink` comes from.
+pub type NotificationBuffer = Arc<Mutex<VecDeque<Notification>>>;
+
 #[derive(Debug)]
 pub struct LinkRx {
     connection_id: ConnectionId,
@@ -372,6 +376,15 @@ impl LinkRx {
 
     pub fn id(&self) -> ConnectionId {
         self.connection_id
+    }
+
+    /// Prognos patch: asks the router to disconnect this link, and only this link (see
+    /// `Event::DisconnectLink`).
+    pub(crate) fn disconnect_request(&self) -> (ConnectionId, Event) {
+        (
+            self.connection_id,
+            Event::DisconnectLink(self.send_buffer.clone()),
+        )
     }
 
     pub fn recv(&mut self) -> Result<Option<Notification>, LinkError> {

@@ -136,7 +136,7 @@ impl<P: Protocol> RemoteLink<P> {
                     // Prognos patch: the router has registered this connection; tell it the
                     // connection is gone, or its slot stays taken (counted against
                     // `max_connections`) with no link behind it.
-                    let _ = router_tx.send_async((id, Event::Disconnect)).await;
+                    let _ = router_tx.send_async(link_rx.disconnect_request()).await;
                     return Err(e.into());
                 }
             }
@@ -206,6 +206,11 @@ impl<P: Protocol> RemoteLink<P> {
 }
 
 impl<P> RemoteLink<P> {
+    /// Prognos patch: see `LinkRx::disconnect_request`.
+    pub(crate) fn disconnect_request(&self) -> (ConnectionId, Event) {
+        self.link_rx.disconnect_request()
+    }
+
     /// Prognos patch: refuses (and so disconnects) packets a client must not send or whose
     /// topic or filter is invalid: upstream let wildcards and NUL into publish topics, never
     /// checked filter syntax (`valid_filter` was unused), passed topics of any length to the
@@ -215,8 +220,8 @@ impl<P> RemoteLink<P> {
         let refuse = |what: &str, text: &str| {
             tracing::warn!(
                 target: "prognos_broker::protocol",
-                client_id = crate::loggable(&self.connect.client_id),
-                text = crate::loggable(text),
+                client_id = %crate::loggable(&self.connect.client_id),
+                text = %crate::loggable(text),
                 "{what}: client disconnected"
             );
             Err(Error::ProtocolViolation(what.to_owned()))
@@ -296,7 +301,10 @@ where
     };
 
     // Prognos patch: the client id is the peer's text; bound it in the span (logs).
-    Span::current().record("client_id", crate::loggable(&connect.client_id));
+    Span::current().record(
+        "client_id",
+        tracing::field::display(crate::loggable(&connect.client_id)),
+    );
 
     // Prognos patch: a connect handler decides with the peer's address and answers a refusal
     // with a CONNACK (upstream closed the socket without one).

@@ -55,6 +55,11 @@ pub enum Event {
     DeviceData,
     /// Disconnection request
     Disconnect,
+    /// Prognos patch: disconnection request of one link, identified by its notification
+    /// buffer. Connection ids are reused as soon as they are free; a link whose connection
+    /// the router has already removed (say, after the client's DISCONNECT packet) would
+    /// otherwise disconnect whichever connection got its id next.
+    DisconnectLink(crate::link::local::NotificationBuffer),
     /// Shadow
     Shadow(ShadowRequest),
     /// Collect and send alerts to all alerts links

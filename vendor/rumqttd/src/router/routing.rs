@@ -244,6 +244,20 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
+            Event::DisconnectLink(buffer) => {
+                let same_link = self
+                    .obufs
+                    .get(id)
+                    .is_some_and(|o| std::sync::Arc::ptr_eq(&o.data_buffer, &buffer));
+                if same_link {
+                    self.handle_disconnection(id, None);
+                } else {
+                    debug!(
+                        connection_id = id,
+                        "disconnect of a link already gone ignored"
+                    );
+                }
+            }
             Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
             Event::Shadow(request) => {
                 retrieve_shadow(&mut self.datalog, &mut self.obufs[id], request)
@@ -610,7 +624,7 @@ impl Router {
                                 QoS2Receipt::TooMany => {
                                     warn!(
                                         target: "prognos_broker::limits",
-                                        client_id = crate::loggable(&client_id),
+                                        client_id = %crate::loggable(&client_id),
                                         "too many QoS 2 publishes without PUBREL: client disconnected"
                                     );
                                     disconnect = true;
@@ -706,8 +720,8 @@ impl Router {
                         if full_connection || full_router {
                             warn!(
                                 target: "prognos_broker::limits",
-                                client_id = crate::loggable(&client_id),
-                                filter = crate::loggable(&f.path),
+                                client_id = %crate::loggable(&client_id),
+                                filter = %crate::loggable(&f.path),
                                 full_connection,
                                 full_router,
                                 "subscription refused: too many subscriptions"
@@ -1234,9 +1248,9 @@ fn append_to_commitlog(
             crate::count_topic_prefix_violation();
             warn!(
                 target: "prognos_broker::acl",
-                client_id = crate::loggable(&connection.client_id),
-                topic = crate::loggable(topic),
-                prefix = crate::loggable(tenant_prefix),
+                client_id = %crate::loggable(&connection.client_id),
+                topic = %crate::loggable(topic),
+                prefix = %crate::loggable(tenant_prefix),
                 "publish outside the client's topic prefix refused"
             );
             return Err(RouterError::BadTenant(
@@ -1751,9 +1765,9 @@ fn validate_subscription(
             crate::count_topic_prefix_violation();
             warn!(
                 target: "prognos_broker::acl",
-                client_id = crate::loggable(&connection.client_id),
-                filter = crate::loggable(&filter.path),
-                prefix = crate::loggable(tenant_prefix),
+                client_id = %crate::loggable(&connection.client_id),
+                filter = %crate::loggable(&filter.path),
+                prefix = %crate::loggable(tenant_prefix),
                 "subscription outside the client's topic prefix refused"
             );
             return Err(RouterError::InvalidFilterPrefix(filter.path.to_owned()));

@@ -365,6 +365,106 @@ pub struct Server<P> {
     /// Prognos patch: bound on the sockets this listener holds open at once (shared with
     /// other listeners if the caller wishes), including those not yet past CONNECT.
     sockets: Option<Arc<tokio::sync::Semaphore>>,
+    /// Prognos patch: bound on sockets per remote address still in setup (TLS, CONNECT).
+    setup_limit: Option<SetupLimit>,
+}
+
+/// Prognos patch: counts, per remote address (IPv6: per /64), the sockets that have not
+/// finished their TLS handshake and CONNECT, so that one host cannot hold every socket (and
+/// connection slot) for the length of the connection timeout, again and again. The map
+/// holds only addresses with such a socket, so it is bounded by the open sockets.
+#[derive(Clone)]
+pub struct SetupLimit {
+    max_per_address: usize,
+    open: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl SetupLimit {
+    pub fn new(max_per_address: usize) -> Self {
+        SetupLimit {
+            max_per_address: max_per_address.max(1),
+            open: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn enter(&self, ip: std::net::IpAddr) -> Option<SetupGuard> {
+        let key = address_key(ip);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.max_per_address {
+            return None;
+        }
+        *count += 1;
+        Some(SetupGuard {
+            limit: self.clone(),
+            key,
+        })
+    }
+}
+
+/// Prognos patch: one socket in setup; dropped when its CONNECT has been decided.
+pub struct SetupGuard {
+    limit: SetupLimit,
+    key: std::net::IpAddr,
+}
+
+impl Drop for SetupGuard {
+    fn drop(&mut self) {
+        let mut open = self
+            .limit
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The unit an address is limited by: itself for IPv4, its /64 for IPv6.
+fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// Prognos patch: logs refused sockets at most once a second (a flood must not flood the
+/// log), with the number refused since the last line.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, name: &str, addr: std::net::SocketAddr, why: &str) {
+        self.since += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        warn!(
+            name,
+            ?addr,
+            refused = self.since,
+            "{why}: connection closed"
+        );
+        self.last = Some(now);
+        self.since = 0;
+    }
 }
 
 /// Prognos patch: how long a TLS handshake may take when `ServerSettings` names no limit.
@@ -410,6 +510,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
             tls: None,
             sockets: None,
+            setup_limit: None,
         }
     }
 
@@ -433,6 +534,12 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     /// a socket accepted while none is free is closed at once.
     pub fn limit_sockets(&mut self, sockets: Arc<tokio::sync::Semaphore>) {
         self.sockets = Some(sockets);
+    }
+
+    /// Prognos patch: at most `limit`'s number of sockets per remote address in setup; more
+    /// are closed at once.
+    pub fn limit_setup_per_address(&mut self, limit: SetupLimit) {
+        self.setup_limit = Some(limit);
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
@@ -462,6 +569,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         );
 
         let config = Arc::new(self.config.connections.clone());
+        let mut refusals = RefusalLog::default();
         info!(
             config = self.config.name,
             listen_addr = self.config.listen.to_string(),
@@ -482,10 +590,21 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 Some(sockets) => match sockets.clone().try_acquire_owned() {
                     Ok(permit) => Some(permit),
                     Err(_) => {
-                        warn!(
-                            name = self.config.name,
-                            ?addr,
-                            "too many open MQTT sockets: connection closed"
+                        refusals.refused(&self.config.name, addr, "too many open MQTT sockets");
+                        drop(stream);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let setup = match &self.setup_limit {
+                Some(limit) => match limit.enter(addr.ip()) {
+                    Some(guard) => Some(guard),
+                    None => {
+                        refusals.refused(
+                            &self.config.name,
+                            addr,
+                            "too many connections in setup from one address",
                         );
                         drop(stream);
                         continue;
@@ -559,6 +678,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                             protocol,
                             will_handlers,
                             addr,
+                            setup,
                         )
                         .instrument(tracing::info_span!(
                             "websocket_link",
@@ -576,6 +696,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                             protocol,
                             will_handlers,
                             addr,
+                            setup,
                         )
                         .instrument(tracing::error_span!(
                             "remote_link",
@@ -626,6 +747,7 @@ async fn remote<P: Protocol>(
     protocol: P,
     will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
     peer: std::net::SocketAddr,
+    setup: Option<SetupGuard>,
 ) {
     let mut network = Network::new(
         stream,
@@ -645,6 +767,8 @@ async fn remote<P: Protocol>(
             return;
         }
     };
+    // Prognos patch: the CONNECT is decided; this socket no longer counts as in setup.
+    drop(setup);
 
     let (mut client_id, clean_session) = match &connect_packet {
         Packet::Connect(ref connect, _, _, _, _) => {
@@ -715,6 +839,7 @@ async fn remote<P: Protocol>(
     };
 
     let connection_id = link.connection_id;
+    let disconnect_request = link.disconnect_request();
     let will_delay_interval = link.will_delay_interval;
     let mut send_disconnect = true;
 
@@ -739,10 +864,10 @@ async fn remote<P: Protocol>(
         }
     };
 
+    // Prognos patch: a disconnect the router can tell from one for a newer connection that
+    // got this id (see `Event::DisconnectLink`), sent without blocking the runtime thread.
     if send_disconnect {
-        let disconnect = Event::Disconnect;
-        let message = (connection_id, disconnect);
-        router_tx.send(message).ok();
+        router_tx.send_async(disconnect_request).await.ok();
     }
 
     // this is important to stop the connection
@@ -771,7 +896,7 @@ async fn remote<P: Protocol>(
         // might be using this connection ID!
         // It won't matter in this case as we don't use it
         // but might affect logs?
-        router_tx.send((connection_id, message)).ok();
+        router_tx.send_async((connection_id, message)).await.ok();
     }
 }
 

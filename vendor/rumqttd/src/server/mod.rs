@@ -6,7 +6,7 @@ mod tls;
 
 #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
 pub use broker::TlsReloader;
-pub use broker::{Broker, LinkType, Server, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
+pub use broker::{Broker, LinkType, Server, SetupLimit, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
 
 // pub trait IO: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
 // impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> IO for T {}
