@@ -99,6 +99,9 @@ pub struct MqttFile {
     pub max_connecting_per_address: Option<usize>,
     /// Keep-alive (s) assumed for a device that asks for 0, "none" (default 300).
     pub zero_keep_alive_secs: Option<u16>,
+    /// PUBACK only once the publish is in the fsynced WAL (default true); false
+    /// acknowledges on arrival in the broker's memory (faster, loses up to a commit on kill -9).
+    pub ack_when_durable: Option<bool>,
     /// How often the broker probes its own listener (default 5000 ms).
     pub probe_interval_ms: Option<u64>,
     /// How long one probe may take (default 3000 ms).
@@ -179,6 +182,7 @@ pub struct Settings {
     pub max_open_sockets: Option<usize>,
     pub max_connecting_per_address: usize,
     pub zero_keep_alive_secs: u16,
+    pub ack_when_durable: bool,
     pub mqtt_auth_throttle: prognos_broker::ThrottleConfig,
     pub probe: prognos_broker::ProbeConfig,
     pub max_metrics_per_device: usize,
@@ -335,6 +339,10 @@ impl Settings {
                 .mqtt
                 .zero_keep_alive_secs
                 .unwrap_or(defaults.zero_keep_alive_secs),
+            ack_when_durable: file
+                .mqtt
+                .ack_when_durable
+                .unwrap_or(defaults.ack_when_durable),
             mqtt_auth_throttle: prognos_broker::ThrottleConfig {
                 failures_per_client_id: file
                     .mqtt
@@ -466,6 +474,7 @@ impl Settings {
             max_open_sockets: None,
             max_connecting_per_address: broker.max_connecting_per_address,
             zero_keep_alive_secs: broker.zero_keep_alive_secs,
+            ack_when_durable: broker.ack_when_durable,
             mqtt_auth_throttle: prognos_broker::ThrottleConfig::default(),
             probe: broker.probe,
             max_metrics_per_device: limits.max_metrics_per_device,
@@ -614,6 +623,7 @@ impl Settings {
         config.max_open_sockets = self.max_open_sockets;
         config.max_connecting_per_address = self.max_connecting_per_address.max(1);
         config.zero_keep_alive_secs = self.zero_keep_alive_secs.max(1);
+        config.ack_when_durable = self.ack_when_durable;
         config.probe = self.probe.clone();
         config
     }

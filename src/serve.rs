@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use prognos_broker::{AuthCheck, Authenticator, Broker, IngestLink, LinkEvent};
+use prognos_broker::{AuthCheck, Authenticator, Broker, DurableAck, IngestLink, LinkEvent};
 use prognos_http::ops::{self as http, Health};
 use prognos_ingest::{CommitObserver, Ingest, IngestSummary, Message, Stats, Submitter};
 use prognos_service::jobs::{Jobs, JobsConfig};
@@ -26,6 +26,17 @@ use crate::config::Settings;
 
 /// The registry answers the broker's authentication questions.
 struct RegistryAuth(DeviceRegistry);
+
+/// Passes the ingest's durability confirmations to the broker, which sends the PUBACKs.
+struct AckWhenDurable(DurableAck);
+
+impl CommitObserver for AckWhenDurable {
+    fn committed(&self, _batch: &prognos_ingest::CommittedBatch<'_>) {}
+
+    fn durable(&self, token: u64) {
+        self.0.confirm(token);
+    }
+}
 
 impl AuthCheck for RegistryAuth {
     fn check<'a>(
@@ -117,6 +128,8 @@ pub async fn start(
     let link = broker
         .take_ingest_link()
         .context("the broker has no ingest link")?;
+    // Devices' PUBACKs wait for this: the ingest tells the router what its fsync covered.
+    observers.push(Arc::new(AckWhenDurable(link.durable_ack())));
 
     let ingest = tokio::task::spawn_blocking({
         let config = settings.ingest_config();
@@ -246,11 +259,17 @@ fn read_link(
     submitter: Submitter,
     stop: &AtomicBool,
 ) -> Result<(), ReadError> {
-    let submit = |batch: &mut Vec<Message>| {
-        submitter
-            .submit(std::mem::take(batch))
-            .map_err(|_| ReadError::IngestClosed)
+    // `offset`: the link offset of the batch's last publish. Once the ingest has made the
+    // batch durable, the router acknowledges every publish up to it.
+    let submit = |batch: &mut Vec<Message>, offset: &mut Option<u64>| {
+        let messages = std::mem::take(batch);
+        match offset.take() {
+            Some(offset) => submitter.submit_tracked(messages, offset),
+            None => submitter.submit(messages),
+        }
+        .map_err(|_| ReadError::IngestClosed)
     };
+    let mut last_offset: Option<u64> = None;
     let mut batch = Vec::with_capacity(BATCH_MESSAGES);
     let mut draining_since: Option<Instant> = None;
     loop {
@@ -263,19 +282,22 @@ fn read_link(
         };
         match link.recv_timeout(timeout)? {
             Some(LinkEvent::Publish(publish)) => {
+                if publish.offset.is_some() {
+                    last_offset = publish.offset;
+                }
                 batch.push(Message {
                     topic: publish.topic,
                     payload: publish.payload,
                     received_us: now_us(),
                 });
                 if batch.len() >= BATCH_MESSAGES {
-                    submit(&mut batch)?;
+                    submit(&mut batch, &mut last_offset)?;
                 }
             }
             Some(LinkEvent::Lost(count)) => submitter.report_lost(count),
             None => {
                 if !batch.is_empty() {
-                    submit(&mut batch)?;
+                    submit(&mut batch, &mut last_offset)?;
                     continue;
                 }
                 if draining_since.is_some() {
@@ -286,7 +308,7 @@ fn read_link(
         if stop.load(Ordering::Relaxed) {
             let since = *draining_since.get_or_insert_with(Instant::now);
             if since.elapsed() > DRAIN_LIMIT {
-                return submit(&mut batch);
+                return submit(&mut batch, &mut last_offset);
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Faults of the disk under the real binary: a damaged checkpoint, a corrupt WAL record, a
-//! full file system. Each test damages what a real fault would and checks, through the
+//! Faults of the disk and the process under the real binary: a damaged checkpoint, a corrupt
+//! WAL record, a full file system, kill -9 right after the last PUBACK. Each test damages what a real fault would and checks, through the
 //! parquet crate, that nothing durable is lost or doubled.
 
 // Helpers outside `#[test]` functions panic on a broken test setup, like the tests do.
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::mqtt_raw::{self, Raw, Read_};
 use common::*;
 
 fn write_config(dir: &Path, text: &str) -> String {
@@ -588,4 +589,86 @@ fn kill_9_during_day_compaction_then_restart_keeps_every_point_once() {
         .collect();
     assert_eq!(ts, want(2).iter().map(|p| p.0).collect::<Vec<_>>());
     assert!(server.terminate().0.success());
+}
+
+/// Publishes `count` QoS 1 messages as `id`, up to `window` ahead of their PUBACKs, and
+/// returns when the last PUBACK is in. Panics if the PUBACKs come out of order or stop.
+fn publish_pipelined(port: u16, id: &str, secret: &str, count: u32, window: u32, ts0_ms: i64) {
+    let (mut device, code) = Raw::connect(port, id, id.as_bytes(), secret.as_bytes());
+    assert_eq!(code, Some(0), "CONNACK of {id}");
+    let topic = format!("prognos/v1/{id}/telemetry");
+    let pkid = |i: u32| (i % 65_535) as u16 + 1;
+    let (mut sent, mut acked) = (0u32, 0u32);
+    while acked < count {
+        while sent < count && sent - acked < window {
+            let payload = format!(
+                r#"{{"ts": {}, "metrics": {{"v": {sent}}}}}"#,
+                ts0_ms + i64::from(sent)
+            );
+            assert!(device.send(&mqtt_raw::publish(
+                topic.as_bytes(),
+                payload.as_bytes(),
+                1,
+                pkid(sent),
+                false
+            )));
+            sent += 1;
+        }
+        match device.read(Duration::from_secs(20)) {
+            Read_::Packet(p) if p.kind() == 4 => {
+                let got = u16::from_be_bytes([p.body[0], p.body[1]]);
+                assert_eq!(got, pkid(acked), "{id}: PUBACKs in publish order");
+                acked += 1;
+            }
+            Read_::Packet(_) => {}
+            other => panic!("{id}: no PUBACK for message {acked}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn kill_9_right_after_the_last_puback_loses_nothing_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            let id = format!("ack-{i}");
+            let secret = add_device(dir.path(), &id);
+            (id, secret)
+        })
+        .collect();
+    let config = write_config(dir.path(), "[models]\nenabled = false\n");
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let (count, ts0) = (5_000u32, now_ms() - 3_600_000);
+    let port = server.mqtt_port;
+    let publishers: Vec<_> = devices
+        .iter()
+        .cloned()
+        .map(|(id, secret)| {
+            std::thread::spawn(move || publish_pipelined(port, &id, &secret, count, 500, ts0))
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+    // The last PUBACK is in: kill at once. Before PUBACKs waited for the fsync, the messages
+    // of the last group commit were acknowledged while still only in memory.
+    server.kill9();
+
+    // The restart replays the WAL; a graceful stop writes everything to Parquet.
+    let server = Server::start(dir.path(), &["--config", &config]);
+    assert!(server.terminate().0.success());
+    let series = read_telemetry(dir.path());
+    let want: Vec<(i64, f64)> = (0..count)
+        .map(|i| ((ts0 + i64::from(i)) * 1000, f64::from(i)))
+        .collect();
+    for (id, _) in &devices {
+        let mut got = points(&series, id, "v");
+        got.sort_by_key(|p| p.0);
+        let lost = want.iter().filter(|p| !got.contains(p)).count();
+        assert!(
+            got == want,
+            "{id}: {} points stored for {count} acknowledged ({lost} lost)",
+            got.len()
+        );
+    }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use auth::{AuthCheck, Authenticator, MAX_CREDENTIAL_BYTES, ThrottleConfig};
-pub use link::{IngestLink, LinkError, LinkEvent, RawPublish};
+pub use link::{DurableAck, IngestLink, LinkError, LinkEvent, RawPublish};
 pub use probe::{BrokerHealth, MqttState, ProbeConfig};
 
 /// The topic filter the ingest link subscribes to; every device topic lies under it.
@@ -72,6 +72,9 @@ pub struct BrokerConfig {
     /// A device connecting with keep-alive 0 (allowed by MQTT: "no keep-alive") is treated
     /// as if it had asked for this many seconds, so an idle connection still ends.
     pub zero_keep_alive_secs: u16,
+    /// PUBACK (and PUBREC) only once the ingest has made the publish durable and said so
+    /// through [`IngestLink::durable_ack`]; otherwise on arrival in the router's memory.
+    pub ack_when_durable: bool,
     pub probe: ProbeConfig,
 }
 
@@ -104,6 +107,7 @@ impl BrokerConfig {
             max_open_sockets: None,
             max_connecting_per_address: 128,
             zero_keep_alive_secs: 300,
+            ack_when_durable: true,
             probe: ProbeConfig::default(),
         }
     }
@@ -228,6 +232,8 @@ impl Broker {
             max_subscriptions_per_connection: Some(config.max_subscriptions_per_connection),
             // The ingest filter is one of them.
             max_filters: Some(config.max_filters.saturating_add(1)),
+            durable_ack_filter: config.ack_when_durable.then(|| TELEMETRY_FILTER.to_owned()),
+            max_held_acks: None,
         };
         let router_tx = Router::new(0, router_config).spawn();
 
@@ -414,9 +420,13 @@ mod tests {
     }
 
     /// A broker on a free loopback port with an ingest ring of `ring_bytes`, serving.
-    async fn serving(ring_bytes: usize) -> (SocketAddr, IngestLink, CancellationToken) {
+    async fn serving(
+        ring_bytes: usize,
+        ack_when_durable: bool,
+    ) -> (SocketAddr, IngestLink, CancellationToken) {
         let mut config = BrokerConfig::new(([127, 0, 0, 1], 0).into());
         config.ingest_ring_bytes = ring_bytes;
+        config.ack_when_durable = ack_when_durable;
         let mut broker = Broker::start(&config, Authenticator::new(Arc::new(AllowAll)))
             .await
             .unwrap();
@@ -429,6 +439,17 @@ mod tests {
 
     /// Publishes `n` QoS 1 messages as device `d1` and waits for every PUBACK.
     async fn publish_acked(addr: SocketAddr, n: usize, payload: Vec<u8>) {
+        let acked = publish_counting_acks(addr, n, payload, Duration::from_secs(60)).await;
+        assert_eq!(acked, n, "publishing took too long");
+    }
+
+    /// Publishes `n` QoS 1 messages as device `d1`; the PUBACKs that came within `limit`.
+    async fn publish_counting_acks(
+        addr: SocketAddr,
+        n: usize,
+        payload: Vec<u8>,
+        limit: Duration,
+    ) -> usize {
         let mut opts = rumqttc::MqttOptions::new("d1", addr.ip().to_string(), addr.port());
         opts.set_credentials("d1", "s");
         opts.set_keep_alive(Duration::from_secs(30));
@@ -448,22 +469,23 @@ mod tests {
             client
         });
         let mut acked = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + limit;
         while acked < n {
-            let event = tokio::time::timeout_at(deadline, eventloop.poll())
-                .await
-                .expect("publishing took too long")
-                .unwrap();
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+            let Ok(event) = tokio::time::timeout_at(deadline, eventloop.poll()).await else {
+                break;
+            };
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event.unwrap() {
                 acked += 1;
             }
         }
-        drop(sender.await.unwrap());
+        sender.abort();
+        acked
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_ingest_loses_messages_visibly_and_exactly() {
-        let (addr, mut link, shutdown) = serving(64 * 1024).await;
+        // Acknowledged on arrival (the ingest confirms nothing here).
+        let (addr, mut link, shutdown) = serving(64 * 1024, false).await;
 
         // The ingest does not read while 2,000 × 500 bytes (~1 MB) go through a 64 KiB ring.
         let n = 2000;
@@ -492,7 +514,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reading_ingest_receives_everything_in_order() {
-        let (addr, mut link, shutdown) = serving(256 * 1024 * 1024).await;
+        let (addr, mut link, shutdown) = serving(256 * 1024 * 1024, true).await;
+        let durable = link.durable_ack();
         let reader = tokio::task::spawn_blocking(move || {
             let mut received = 0u64;
             let mut lost = 0u64;
@@ -501,6 +524,7 @@ mod tests {
                     LinkEvent::Publish(p) => {
                         assert_eq!(p.topic, b"prognos/v1/d1/telemetry");
                         received += 1;
+                        durable.confirm(p.offset.unwrap());
                     }
                     LinkEvent::Lost(k) => lost += k,
                 }
@@ -511,5 +535,49 @@ mod tests {
         let (received, lost) = reader.await.unwrap();
         shutdown.cancel();
         assert_eq!((received, lost), (3000, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pubacks_wait_for_the_ingest_to_confirm_and_never_pass_it() {
+        let (addr, mut link, shutdown) = serving(256 * 1024 * 1024, true).await;
+        let durable = link.durable_ack();
+        // Nothing is confirmed: the broker has every publish, the device no PUBACK.
+        let acked = publish_counting_acks(addr, 50, b"{}".to_vec(), Duration::from_secs(2)).await;
+        assert_eq!(acked, 0, "PUBACKs before the ingest confirmed anything");
+        // The device goes (its held acknowledgements with it) and comes back with 50 more;
+        // the reader confirms 40 of those: exactly those are acknowledged.
+        let offsets = tokio::task::spawn_blocking(move || {
+            let mut offsets = Vec::new();
+            while let Some(event) = link.recv_timeout(Duration::from_millis(500)).unwrap() {
+                if let LinkEvent::Publish(p) = event {
+                    offsets.push(p.offset.unwrap());
+                }
+            }
+            (offsets, link)
+        })
+        .await
+        .unwrap();
+        let (offsets, mut link) = offsets;
+        assert_eq!(offsets.len(), 50);
+        let confirmer = tokio::task::spawn_blocking(move || {
+            // Confirm as the publishes arrive, but never the 10 last ones.
+            let mut seen = Vec::new();
+            while let Some(event) = link.recv_timeout(Duration::from_millis(1500)).unwrap() {
+                if let LinkEvent::Publish(p) = event {
+                    seen.push(p.offset.unwrap());
+                    if seen.len() <= 40 {
+                        durable.confirm(*seen.last().unwrap());
+                    }
+                }
+            }
+            seen.len()
+        });
+        let acked = publish_counting_acks(addr, 50, b"{}".to_vec(), Duration::from_secs(3)).await;
+        assert_eq!(confirmer.await.unwrap(), 50);
+        shutdown.cancel();
+        assert_eq!(
+            acked, 40,
+            "exactly the confirmed publishes are acknowledged"
+        );
     }
 }

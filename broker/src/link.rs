@@ -4,11 +4,15 @@
 //! `ready()`, and silently skips messages when a reader lags more than the filter's ring.
 //! [`IngestLink`] hides the first and makes the second visible: every forward carries its
 //! position in the filter's commit log, and a jump in that position is counted as loss.
+//!
+//! The same positions acknowledge: with `BrokerConfig::ack_when_durable` the router holds each
+//! device's PUBACK until the reader confirms, through [`DurableAck`], that every message up to
+//! a position is durable; a lost range is reported so those publishes are never acknowledged.
 
 use std::time::{Duration, Instant};
 
 use rumqttd::Notification;
-use rumqttd::local::{self, LinkRx, LinkTx};
+use rumqttd::local::{self, DurableHandle, LinkRx, LinkTx};
 use tracing::error;
 
 use crate::BrokerError;
@@ -18,6 +22,22 @@ use crate::BrokerError;
 pub struct RawPublish {
     pub topic: Vec<u8>,
     pub payload: Vec<u8>,
+    /// Position in the ingest filter's log: what [`DurableAck::confirm`] takes.
+    pub offset: Option<u64>,
+}
+
+/// Confirms to the router which publishes the ingest has made durable, so that it sends their
+/// PUBACKs. Cheap to clone; usable from any thread.
+#[derive(Debug, Clone)]
+pub struct DurableAck(DurableHandle);
+
+impl DurableAck {
+    /// Every publish up to and including `offset` is durable. Blocks while the router's event
+    /// channel is full (the router never waits on the ingest, so this always ends). Nothing
+    /// happens when the router is gone: there is no one left to acknowledge.
+    pub fn confirm(&self, offset: u64) {
+        let _ = self.0.confirm(offset);
+    }
 }
 
 #[derive(Debug)]
@@ -36,7 +56,7 @@ pub enum LinkError {
 
 pub struct IngestLink {
     // Kept so the router does not see the link disconnect.
-    _tx: LinkTx,
+    tx: LinkTx,
     rx: LinkRx,
     /// Absolute offset in the filter's commit log of the last forward seen.
     last_offset: Option<u64>,
@@ -53,11 +73,16 @@ impl IngestLink {
         tx.subscribe(filter)
             .map_err(|e| BrokerError::Link(e.to_string()))?;
         Ok(IngestLink {
-            _tx: tx,
+            tx,
             rx,
             last_offset: None,
             pending: None,
         })
+    }
+
+    /// The handle that confirms durable offsets (see the module documentation).
+    pub fn durable_ack(&self) -> DurableAck {
+        DurableAck(self.tx.durable_handle())
     }
 
     /// Waits up to `timeout` for the next event. `Ok(None)` means nothing arrived in time.
@@ -84,12 +109,19 @@ impl IngestLink {
                     let publish = RawPublish {
                         topic: forward.publish.topic.to_vec(),
                         payload: forward.publish.payload.to_vec(),
+                        offset: forward.cursor.map(|(_, offset)| offset),
                     };
                     if let Some((_, offset)) = forward.cursor {
                         let lost = match self.last_offset {
                             Some(last) if offset > last + 1 => offset - last - 1,
                             _ => 0,
                         };
+                        if lost > 0 {
+                            // Never to be acknowledged: their clients are disconnected and
+                            // publish them again.
+                            let from = self.last_offset.map_or(0, |last| last + 1);
+                            let _ = self.tx.durable_handle().lost(from, offset - 1);
+                        }
                         self.last_offset = Some(offset);
                         if lost > 0 {
                             // Report the loss first; the publish is returned by the next call.

@@ -92,6 +92,18 @@ pub struct CommittedBatch<'a> {
 /// writer thread: keep it quick and never block.
 pub trait CommitObserver: Send + Sync {
     fn committed(&self, batch: &CommittedBatch<'_>);
+
+    /// Every message submitted with a token up to `token` (see [`Submitter::submit_tracked`])
+    /// is durable: in the fsynced WAL, or fsynced as a dead letter. Called once per group
+    /// commit, after its fsync, with the largest token it held.
+    fn durable(&self, _token: u64) {}
+}
+
+/// One submission: messages in arrival order and, if the submitter tracks durability, the
+/// token of its last message (tokens grow with arrival order).
+struct Submission {
+    messages: Vec<Message>,
+    token: Option<u64>,
 }
 
 /// Counters the process reads (progress lines, summaries, `/metrics`).
@@ -226,7 +238,7 @@ impl Stats {
 /// The sending side of the ingest queue.
 #[derive(Clone)]
 pub struct Submitter {
-    tx: SyncSender<Vec<Message>>,
+    tx: SyncSender<Submission>,
     stats: Arc<Stats>,
 }
 
@@ -239,7 +251,23 @@ impl Submitter {
     /// Queues a batch; blocks while the queue is full, which is the ingest telling the reader
     /// to slow down. Long blocks are logged: upstream buffers are filling.
     pub fn submit(&self, batch: Vec<Message>) -> Result<(), Closed> {
-        if batch.is_empty() {
+        self.send(Submission {
+            messages: batch,
+            token: None,
+        })
+    }
+
+    /// As [`Submitter::submit`], and once the batch is durable the observers' `durable` is
+    /// called with `token` (or a larger one). Tokens must grow from one call to the next.
+    pub fn submit_tracked(&self, batch: Vec<Message>, token: u64) -> Result<(), Closed> {
+        self.send(Submission {
+            messages: batch,
+            token: Some(token),
+        })
+    }
+
+    fn send(&self, batch: Submission) -> Result<(), Closed> {
+        if batch.messages.is_empty() && batch.token.is_none() {
             return Ok(());
         }
         self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
@@ -500,7 +528,7 @@ const MAX_COMMIT_MESSAGES: usize = 50_000;
 const MAX_RECORD_ROWS: usize = 4_000_000;
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Vec<Message>>) -> Result<(), IngestError> {
+    fn run(&mut self, rx: Receiver<Submission>) -> Result<(), IngestError> {
         let mut open = true;
         while open {
             let mut batches = Vec::new();
@@ -509,11 +537,11 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
-            let mut count: usize = batches.iter().map(Vec::len).sum();
+            let mut count: usize = batches.iter().map(|b: &Submission| b.messages.len()).sum();
             while count < MAX_COMMIT_MESSAGES {
                 match rx.try_recv() {
                     Ok(batch) => {
-                        count += batch.len();
+                        count += batch.messages.len();
                         batches.push(batch);
                     }
                     Err(_) => break,
@@ -522,7 +550,15 @@ impl Writer {
             self.stats
                 .queue_depth
                 .fetch_sub(batches.len() as u64, Ordering::Relaxed);
-            self.commit(batches)?;
+            let durable_token = batches.iter().filter_map(|b| b.token).max();
+            self.commit(batches.into_iter().map(|b| b.messages).collect())?;
+            // Only now, after the fsync: what a durability token acknowledges must survive
+            // a kill -9 (the broker sends PUBACKs on it).
+            if let Some(token) = durable_token {
+                for observer in &self.observers {
+                    observer.durable(token);
+                }
+            }
             self.maybe_seal(!open)?;
             let flushed = self.stats.flushed_lsn.load(Ordering::Relaxed);
             if flushed > self.removed_upto {

@@ -325,6 +325,17 @@ pub struct RouterConfig {
     /// create one more is answered with a failure code.
     #[serde(default)]
     pub max_filters: Option<usize>,
+    /// Prognos patch: acknowledge a QoS 1 or 2 publish (PUBACK, PUBREC) only once the reader
+    /// of this filter has confirmed it durable (`LinkTx::durable_handle`); upstream
+    /// acknowledged on arrival in the router's memory. Publishes outside the filter are
+    /// acknowledged as before, but never ahead of the same connection's held ones.
+    #[serde(default)]
+    pub durable_ack_filter: Option<String>,
+    /// Prognos patch: most acknowledgements held for `durable_ack_filter` at once (all
+    /// connections; default 1,000,000). A publish past it, or past 65,535 held for one
+    /// connection, disconnects its client, which publishes it again after reconnecting.
+    #[serde(default)]
+    pub max_held_acks: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

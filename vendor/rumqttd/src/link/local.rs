@@ -176,7 +176,40 @@ pub struct LinkTx {
     recv_buffer: Arc<Mutex<VecDeque<Packet>>>,
 }
 
+/// Prognos patch: tells the router which messages of its `durable_ack_filter` the holder of
+/// this handle (the link that reads the filter) has made durable, so it may acknowledge them.
+#[derive(Debug, Clone)]
+pub struct DurableHandle {
+    connection_id: ConnectionId,
+    router_tx: Sender<(ConnectionId, Event)>,
+}
+
+impl DurableHandle {
+    /// Every message of the filter up to absolute offset `offset` is durable. Blocks while
+    /// the router's channel is full (the router never waits on the caller).
+    pub fn confirm(&self, offset: u64) -> Result<(), LinkError> {
+        self.router_tx
+            .send((self.connection_id, Event::Durable(offset)))?;
+        Ok(())
+    }
+
+    /// The messages at offsets `from..=to` never reached the reader.
+    pub fn lost(&self, from: u64, to: u64) -> Result<(), LinkError> {
+        self.router_tx
+            .send((self.connection_id, Event::DurableLost { from, to }))?;
+        Ok(())
+    }
+}
+
 impl LinkTx {
+    /// Prognos patch: a handle to confirm durable offsets of `RouterConfig::durable_ack_filter`.
+    pub fn durable_handle(&self) -> DurableHandle {
+        DurableHandle {
+            connection_id: self.connection_id,
+            router_tx: self.router_tx.clone(),
+        }
+    }
+
     pub fn new(
         connection_id: ConnectionId,
         router_tx: Sender<(ConnectionId, Event)>,

@@ -431,22 +431,37 @@ impl AckLog {
         self.committed.push_back(ack);
     }
 
+    #[allow(dead_code)] // Prognos patch: acks are queued by `push_held` now
     pub fn puback(&mut self, ack: PubAck) {
         let ack = Ack::PubAck(ack);
         self.committed.push_back(ack);
     }
 
+    #[allow(dead_code)] // Prognos patch: see `record_qos2`
     pub fn pubrec(&mut self, pkid: u16, ack: PubRec) -> QoS2Receipt {
-        let receipt = if self.recorded.contains(&pkid) {
+        let receipt = self.record_qos2(pkid);
+        if receipt != QoS2Receipt::TooMany {
+            self.committed.push_back(Ack::PubRec(ack));
+        }
+        receipt
+    }
+
+    /// Prognos patch: records a QoS 2 packet id as `pubrec` does, without queueing the
+    /// PUBREC (the router may hold it until the publish is durable).
+    pub fn record_qos2(&mut self, pkid: u16) -> QoS2Receipt {
+        if self.recorded.contains(&pkid) {
             QoS2Receipt::Duplicate
         } else if self.recorded.len() >= MAX_PENDING_QOS2 {
-            return QoS2Receipt::TooMany;
+            QoS2Receipt::TooMany
         } else {
             self.recorded.insert(pkid);
             QoS2Receipt::New
-        };
-        self.committed.push_back(Ack::PubRec(ack));
-        receipt
+        }
+    }
+
+    /// Prognos patch: queues an acknowledgement the router held until it was durable.
+    pub fn push_held(&mut self, ack: Ack) {
+        self.committed.push_back(ack);
     }
 
     pub fn pubrel(&mut self, ack: PubRel) {
@@ -455,6 +470,13 @@ impl AckLog {
     }
 
     /// Returns whether the packet id awaited its PUBREL.
+    /// Prognos patch: forgets a QoS 2 packet id at its PUBREL (the PUBCOMP is queued by
+    /// the router); false if it was not held.
+    pub fn release_qos2(&mut self, pkid: u16) -> bool {
+        self.recorded.remove(&pkid)
+    }
+
+    #[allow(dead_code)] // Prognos patch: see `release_qos2`
     pub fn pubcomp(&mut self, ack: PubComp) -> bool {
         let known = self.recorded.remove(&ack.pkid);
         self.committed.push_back(Ack::PubComp(ack));

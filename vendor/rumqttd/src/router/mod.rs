@@ -70,6 +70,12 @@ pub enum Event {
     PrintStatus(Print),
     /// Publish Will message
     PublishWill((String, Option<String>)),
+    /// Prognos patch: the reader of `RouterConfig::durable_ack_filter` has made every
+    /// message of that filter's log up to this absolute offset durable.
+    Durable(u64),
+    /// Prognos patch: the reader of `durable_ack_filter` never received the messages at
+    /// these offsets (inclusive; it lagged behind the ring): they must never be acknowledged.
+    DurableLost { from: u64, to: u64 },
 }
 
 /// Notification from router to connection

@@ -25,7 +25,7 @@ use super::logs::{AckLog, DataLog, QoS2Receipt};
 use super::scheduler::{ScheduleReason, Scheduler};
 use super::shared_subs::SharedGroup;
 use super::{
-    packetid, Connection, DataRequest, Event, FilterIdx, Meter, Notification, Print, RouterMeter,
+    packetid, Ack, Connection, DataRequest, Event, FilterIdx, Meter, Notification, Print, RouterMeter,
     ShadowRequest, MAX_CHANNEL_CAPACITY, MAX_SCHEDULE_ITERATIONS,
 };
 
@@ -101,7 +101,28 @@ pub struct Router {
     shared_subscriptions: HashMap<String, SharedGroup>,
     /// Will messages per client_id
     last_wills: HashMap<String, (LastWill, Option<LastWillProperties>)>,
+    /// Prognos patch: acknowledgements waiting for the reader of
+    /// `RouterConfig::durable_ack_filter` to confirm their publish durable, in offset order.
+    held_acks: VecDeque<HeldAck>,
+    /// Prognos patch: how many of `held_acks` each connection has.
+    held_per_connection: HashMap<ConnectionId, usize>,
 }
+
+/// Prognos patch: an acknowledgement held until the message at `offset` of the durable
+/// filter's log is durable.
+#[derive(Debug)]
+struct HeldAck {
+    offset: u64,
+    id: ConnectionId,
+    ack: Ack,
+}
+
+/// Prognos patch: most acknowledgements held for all connections when
+/// `RouterConfig::max_held_acks` says nothing.
+const DEFAULT_MAX_HELD_ACKS: usize = 1_000_000;
+/// Prognos patch: most held for one connection (a client that waits for its acks cannot
+/// have more publishes in flight: packet ids are 16 bits).
+const MAX_HELD_ACKS_PER_CONNECTION: usize = 65_535;
 
 impl Router {
     pub fn new(router_id: RouterId, config: RouterConfig) -> Router {
@@ -142,6 +163,99 @@ impl Router {
             cache: Some(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY)),
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
+            held_acks: VecDeque::new(),
+            held_per_connection: HashMap::new(),
+        }
+    }
+
+    /// Prognos patch: queues the acknowledgement of a publish of connection `id`, or holds it
+    /// until `durable` (the publish's offset in the durable filter's log) is confirmed. An
+    /// acknowledgement is never sent ahead of one the same connection has held (MQTT sends
+    /// PUBACKs in the order of the publishes). False: too many held, disconnect the client.
+    fn queue_ack(&mut self, id: ConnectionId, ack: Ack, durable: Option<u64>) -> bool {
+        let held_here = self.held_per_connection.get(&id).copied().unwrap_or(0);
+        let offset = match (self.config.durable_ack_filter.is_some(), durable) {
+            (true, Some(offset)) => offset,
+            // Behind this connection's held ones; the last held offset is at least theirs.
+            (true, None) if held_here > 0 => self.held_acks.back().map_or(0, |h| h.offset),
+            _ => {
+                if let Some(log) = self.ackslog.get_mut(id) {
+                    log.push_held(ack);
+                }
+                return true;
+            }
+        };
+        let max_held = self.config.max_held_acks.unwrap_or(DEFAULT_MAX_HELD_ACKS);
+        if held_here >= MAX_HELD_ACKS_PER_CONNECTION || self.held_acks.len() >= max_held {
+            warn!(
+                target: "prognos_broker::limits",
+                held = self.held_acks.len(),
+                held_for_client = held_here,
+                "too many publishes waiting to be durable: client disconnected, it sends them again"
+            );
+            return false;
+        }
+        self.held_acks.push_back(HeldAck { offset, id, ack });
+        *self.held_per_connection.entry(id).or_default() += 1;
+        true
+    }
+
+    /// Prognos patch: the durable filter's reader confirmed every message up to `offset`:
+    /// send the acknowledgements held for them.
+    fn handle_durable(&mut self, offset: u64) {
+        let mut woken = Vec::new();
+        while self.held_acks.front().is_some_and(|h| h.offset <= offset) {
+            let Some(held) = self.held_acks.pop_front() else {
+                break;
+            };
+            self.release_count(held.id);
+            if let Some(log) = self.ackslog.get_mut(held.id) {
+                log.push_held(held.ack);
+                woken.push(held.id);
+            }
+        }
+        woken.sort_unstable();
+        woken.dedup();
+        for id in woken {
+            if self.scheduler.trackers.contains(id) {
+                self.scheduler.reschedule(id, ScheduleReason::FreshData);
+            }
+        }
+    }
+
+    /// Prognos patch: the durable filter's reader never got the messages at `from..=to`:
+    /// their acknowledgements are dropped and their clients disconnected, so that they send
+    /// those publishes again (they were never acknowledged).
+    fn handle_durable_lost(&mut self, from: u64, to: u64) {
+        let mut clients = Vec::new();
+        self.held_acks.retain(|h| {
+            let lost = (from..=to).contains(&h.offset);
+            if lost {
+                clients.push(h.id);
+            }
+            !lost
+        });
+        for id in &clients {
+            self.release_count(*id);
+        }
+        clients.sort_unstable();
+        clients.dedup();
+        for id in clients {
+            warn!(
+                target: "prognos_broker::limits",
+                connection_id = id,
+                "publishes lost before they were durable: client disconnected, it sends them again"
+            );
+            self.handle_disconnection(id, None);
+        }
+    }
+
+    fn release_count(&mut self, id: ConnectionId) {
+        if let Some(n) = self.held_per_connection.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.held_per_connection.remove(&id);
+            }
         }
     }
 
@@ -274,6 +388,8 @@ impl Router {
                 #[cfg(feature = "validate-tenant-prefix")]
                 _tenant_id,
             ),
+            Event::Durable(offset) => self.handle_durable(offset),
+            Event::DurableLost { from, to } => self.handle_durable_lost(from, to),
         }
     }
 
@@ -470,6 +586,11 @@ impl Router {
         let mut tracker = self.scheduler.remove(id);
         self.connection_map.remove(&client_id);
         self.ackslog.remove(id);
+        // Prognos patch: its held acknowledgements go with it (the client sends the
+        // publishes again); the id may be reused at once.
+        if self.held_per_connection.remove(&id).is_some() {
+            self.held_acks.retain(|h| h.id != id);
+        }
 
         // Don't remove connection id from readyqueue with index. This will
         // remove wrong connection from readyqueue. Instead just leave disconnected
@@ -591,16 +712,15 @@ impl Router {
                     // Currently as we don't have replication, we just use a single offset, even when appending to
                     // multiple commit logs.
 
+                    // Prognos patch: the acknowledgement is queued (or held until durable)
+                    // after the publish is appended, not before.
+                    let mut ack = None;
                     match qos {
                         QoS::AtLeastOnce => {
-                            let puback = PubAck {
+                            ack = Some(Ack::PubAck(PubAck {
                                 pkid,
                                 reason: PubAckReason::Success,
-                            };
-
-                            let ackslog = self.ackslog.get_mut(id).unwrap();
-                            ackslog.puback(puback);
-                            force_ack = true;
+                            }));
                         }
                         QoS::ExactlyOnce => {
                             let pubrec = PubRec {
@@ -614,10 +734,14 @@ impl Router {
                             // bound: a client that never sent PUBREL grew the router's
                             // memory until the process died.
                             let ackslog = self.ackslog.get_mut(id).unwrap();
-                            match ackslog.pubrec(pkid, pubrec) {
-                                QoS2Receipt::New => force_ack = true,
+                            match ackslog.record_qos2(pkid) {
+                                QoS2Receipt::New => ack = Some(Ack::PubRec(pubrec)),
                                 // Resent before its PUBREL: acknowledge, do not deliver twice.
                                 QoS2Receipt::Duplicate => {
+                                    if !self.queue_ack(id, Ack::PubRec(pubrec), None) {
+                                        disconnect = true;
+                                        break;
+                                    }
                                     force_ack = true;
                                     continue;
                                 }
@@ -647,12 +771,20 @@ impl Router {
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
+                        self.config.durable_ack_filter.as_deref(),
                     ) {
-                        Ok(_offset) => {
+                        Ok((_offset, durable)) => {
                             // Even if one of the data in the batch is appended to commitlog,
                             // set new data. This triggers notifications to wake waiters.
                             // Don't overwrite this flag to false if it is already true.
                             new_data = true;
+                            if let Some(ack) = ack {
+                                if !self.queue_ack(id, ack, durable) {
+                                    disconnect = true;
+                                    break;
+                                }
+                                force_ack = true;
+                            }
                         }
                         Err(e) => {
                             // Disconnect on bad publishes
@@ -866,8 +998,13 @@ impl Router {
                     // Prognos patch: the publish went to the commit log when it arrived
                     // ("method B"); here only its packet id is released. A PUBREL for an id
                     // not held (e.g. resent after a reconnect) is still answered with a
-                    // PUBCOMP, as MQTT requires, instead of disconnecting the client.
-                    ackslog.pubcomp(pubcomp);
+                    // PUBCOMP, as MQTT requires, instead of disconnecting the client. The
+                    // PUBCOMP never overtakes a PUBREC still held until durable.
+                    ackslog.release_qos2(pubrel.pkid);
+                    if !self.queue_ack(id, Ack::PubComp(pubcomp), None) {
+                        disconnect = true;
+                        break;
+                    }
                     force_ack = true;
                 }
                 Packet::PubComp(pubcomp, _) => {
@@ -1216,7 +1353,8 @@ fn append_to_commitlog(
     datalog: &mut DataLog,
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
     connections: &mut Slab<Connection>,
-) -> Result<Offset, RouterError> {
+    durable_filter: Option<&str>,
+) -> Result<(Offset, Option<u64>), RouterError> {
     let connection = connections.get_mut(id).unwrap();
 
     let topic_alias = properties.as_mut().and_then(|p| {
@@ -1284,10 +1422,16 @@ fn append_to_commitlog(
     };
 
     let mut o = (0, 0);
+    // Prognos patch: the publish's own offset in the durable filter's log, if it went there
+    // (`append` returns the offset after it).
+    let mut durable = None;
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
         let publish_data = (publish.clone(), properties.clone());
         let (offset, filter) = datalog.append(publish_data.into(), notifications);
+        if durable_filter.is_some_and(|d| d == filter.as_str()) {
+            durable = Some(offset.1.saturating_sub(1));
+        }
         debug!(
             pkid,
             "Appended to commitlog: {}[{}, {})", filter, offset.0, offset.1,
@@ -1297,7 +1441,7 @@ fn append_to_commitlog(
     }
 
     // error!("{:15.15}[E] {:20} topic = {}", connections[id].client_id, "no-filter", topic);
-    Ok(o)
+    Ok((o, durable))
 }
 
 fn append_will_message(
