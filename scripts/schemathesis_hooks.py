@@ -66,11 +66,29 @@ class _Case:
         self.query = query
 
 
+def _valid_id(value):
+    """A schema-valid id (an invalid one is a negative case's violation: left alone)."""
+    return isinstance(value, str) and ID.match(value) is not None
+
+
 def _apikey(case):
-    # A provider key is scoped to a provider.
+    # A provider key needs its provider, a technician key its technician; no other role
+    # takes either, and a provider key no technician.
     b = _body(case)
-    if b is not None and b.get("role") == "provider" and b.get("provider_id") is None:
-        b["role"] = "admin"
+    if b is None:
+        return
+    role = b.get("role")
+    if not isinstance(role, str):
+        return
+    if role == "provider" and b.get("provider_id") is None:
+        b["role"] = role = "admin"
+    if role == "technician" and b.get("technician_id") is None:
+        b["role"] = role = "admin"
+    unbound = {"admin", "scheduler", "engineer"}
+    for field in ("provider_id", "technician_id"):
+        takes = role == "technician" or (role == "provider" and field == "provider_id")
+        if role in unbound | {"provider"} and not takes and _valid_id(b.get(field)):
+            b[field] = None
 
 
 def _ticket(case):

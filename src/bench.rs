@@ -118,6 +118,7 @@ async fn prognos_run(
     args: &IngestBenchArgs,
     models_enabled: bool,
     rate_per_device: Option<f64>,
+    ack_when_durable: bool,
 ) -> anyhow::Result<(serde_json::Value, f64, LoadConfig)> {
     let dir = tempfile::Builder::new()
         .prefix("prognos-bench-")
@@ -127,6 +128,7 @@ async fn prognos_run(
     settings.http_addr = ([127, 0, 0, 1], 0).into();
     settings.flush_interval = Duration::from_secs(10);
     settings.models_enabled = models_enabled;
+    settings.ack_when_durable = ack_when_durable;
 
     let observer = Arc::new(DurableLatency {
         metrics_per_message: args.metrics,
@@ -163,11 +165,16 @@ async fn prognos_run(
     load.credentials = Credentials::PerDevice(secrets);
 
     eprintln!(
-        "bench: {} devices × {} messages × {} metrics over QoS 1 to Prognos (models {})…",
+        "bench: {} devices × {} messages × {} metrics over QoS 1 to Prognos (models {}, PUBACK {})…",
         args.devices,
         args.messages,
         args.metrics,
-        if models_enabled { "on" } else { "off" }
+        if models_enabled { "on" } else { "off" },
+        if ack_when_durable {
+            "when durable"
+        } else {
+            "on arrival"
+        }
     );
     let started = Instant::now();
     let report = run_load(&load).await?;
@@ -210,20 +217,23 @@ async fn prognos_run(
         "peak_rss_mib": rss as f64 / (1024.0 * 1024.0),
         "connection_errors": report.errors,
         "models": models_enabled,
+        "ack_when_durable": ack_when_durable,
     });
     let rate = stored_messages as f64 / secs;
     Ok((prognos, rate, load))
 }
 
 async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
-    let (prognos, rate, load) = prognos_run(&args, false, None).await?;
-    let (prognos_models, rate_models, _) = prognos_run(&args, true, None).await?;
+    let (prognos, rate, load) = prognos_run(&args, false, None, true).await?;
+    // The baseline of the durable PUBACK: the same load acknowledged on arrival in memory.
+    let (on_arrival, rate_on_arrival, _) = prognos_run(&args, false, None, false).await?;
+    let (prognos_models, rate_models, _) = prognos_run(&args, true, None, true).await?;
     // The paced run lasts about 10 s.
     let paced = if args.paced_rate > 0.0 {
         let mut paced_args = args.clone();
         paced_args.messages = (args.paced_rate * 10.0).ceil() as u64;
         Some(
-            prognos_run(&paced_args, true, Some(args.paced_rate))
+            prognos_run(&paced_args, true, Some(args.paced_rate), true)
                 .await?
                 .0,
         )
@@ -248,6 +258,8 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
     let out = json!({
         "load": {"devices": args.devices, "messages_per_device": args.messages, "metrics_per_message": args.metrics, "qos": 1},
         "prognos": prognos,
+        "prognos_ack_on_arrival": on_arrival,
+        "ack_when_durable_over_on_arrival_throughput": rate / rate_on_arrival.max(1e-9),
         "prognos_with_models": prognos_models,
         "prognos_paced_with_models": paced.map(|p| json!({
             "offered_messages_per_s": args.paced_rate * args.devices as f64,

@@ -203,6 +203,13 @@ impl From<ServiceError> for Problem {
             ServiceError::Conflict(_) => {
                 Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
             }
+            ServiceError::Refused { field, .. } => {
+                // Well formed, but not actionable as the world (the destination policy, DNS)
+                // stands: a conflict with the server's state, not a malformed request.
+                let mut p = Problem::new(StatusCode::CONFLICT, "refused", "Refused", detail);
+                p.field = Some(field);
+                p
+            }
             ServiceError::Forbidden(_) => {
                 Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
             }

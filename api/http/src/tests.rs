@@ -643,7 +643,7 @@ async fn delivery_checks_the_destination_again_when_it_connects() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, prognos_service::ServiceError::Validation { field, message }
+        matches!(&err, prognos_service::ServiceError::Refused { field, message }
             if field == "url" && message.contains("loopback")),
         "{err:?}"
     );

@@ -134,16 +134,24 @@ impl Checker<'_> {
         }
         for key in ["oneOf", "anyOf"] {
             if let Some(alternatives) = s.get(key).and_then(Value::as_array) {
+                // The error worth reporting is that of an alternative the value was meant
+                // for: one whose enum or const fields (its discriminator, say `role`) it
+                // matched. Only if there is none, the first error.
                 let mut first_error = None;
+                let mut meant_error = None;
                 let mut matched = 0;
                 for sub in alternatives {
                     match self.check(sub, v, path, depth + 1) {
                         Ok(()) => matched += 1,
                         Err(e) => {
+                            if !misses_a_discriminator(sub, v) {
+                                meant_error.get_or_insert(e.clone());
+                            }
                             first_error.get_or_insert(e);
                         }
                     }
                 }
+                let first_error = meant_error.or(first_error);
                 if matched == 0 {
                     return Err(first_error.unwrap_or(Violation {
                         field: path.to_owned(),
@@ -301,6 +309,28 @@ impl Checker<'_> {
     }
 }
 
+/// Whether `value` (an object) differs from `schema` in a property the schema fixes by `enum`
+/// or `const`.
+fn misses_a_discriminator(schema: &Value, value: &Value) -> bool {
+    let (Some(properties), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        value.as_object(),
+    ) else {
+        return false;
+    };
+    properties.iter().any(|(key, sub)| {
+        let Some(v) = obj.get(key) else {
+            return false;
+        };
+        let enum_miss = sub
+            .get("enum")
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.contains(v));
+        let const_miss = sub.get("const").is_some_and(|c| c != v);
+        enum_miss || const_miss
+    })
+}
+
 /// `value` with every number that is an integer by JSON Schema's rule (`2.0`) written as
 /// one, so that serde reads it into an integer field; other numbers are left alone.
 pub(crate) fn normalize_integers(value: &mut Value) {
@@ -394,5 +424,28 @@ mod tests {
         assert_eq!(run(json!({"role": "admin"})), None);
         assert_eq!(run(json!({"role": "provider"})).as_deref(), Some("id"));
         assert_eq!(run(json!({"role": "provider", "id": "p"})), None);
+    }
+
+    #[test]
+    fn a_one_of_reports_the_alternative_its_discriminator_picked() {
+        let s = json!({"oneOf": [
+            {"type": "object", "required": ["role"], "properties": {
+                "role": {"type": "string", "enum": ["admin"]}, "t": {"type": "null"}}},
+            {"type": "object", "required": ["role", "t"], "properties": {
+                "role": {"type": "string", "enum": ["tech"]}, "t": {"type": "string"}}},
+        ]});
+        assert_eq!(
+            err(s.clone(), json!({"role": "tech"})).as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            err(s.clone(), json!({"role": "admin", "t": "x"})).as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            err(s.clone(), json!({"role": "other"})).as_deref(),
+            Some("role")
+        );
+        assert_eq!(err(s, json!({"role": "tech", "t": "x"})), None);
     }
 }

@@ -210,15 +210,19 @@ impl Principal {
     }
 }
 
-/// A request for an API key.
+/// A request for an API key. A `provider` key needs `provider_id` and no `technician_id`; a
+/// `technician` key needs `technician_id` (and `provider_id`, if given, is its provider); the
+/// other roles take neither. Breaking that is a 422 naming the field; an unknown provider or
+/// technician, or a technician of another provider, is a 409.
 #[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewApiKey {
     pub role: Role,
     /// The provider whose subtree a `provider` key sees (required for that role; for a
-    /// technician key, it must be the technician's provider).
+    /// technician key, it must be the technician's provider; no other role takes one).
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub provider_id: Option<String>,
-    /// The technician a `technician` key belongs to (required for that role).
+    /// The technician a `technician` key belongs to (required for that role; no other role
+    /// takes one).
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub technician_id: Option<String>,
     /// A note on who holds the key.
@@ -308,10 +312,9 @@ impl Service {
                     .as_deref()
                     .is_some_and(|p| p != tech.provider_id)
                 {
-                    return Err(ServiceError::invalid(
-                        "provider_id",
-                        "the technician works for another provider",
-                    ));
+                    return Err(ServiceError::Conflict(format!(
+                        "provider_id: technician {t} works for another provider"
+                    )));
                 }
                 (Some(tech.provider_id), Some(tech.technician_id))
             }

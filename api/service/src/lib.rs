@@ -72,6 +72,10 @@ pub enum ServiceError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// A well-formed value (in `field`) the server will not act on as things are: a webhook
+    /// destination its policy refuses or that does not resolve.
+    #[error("{field}: {message}")]
+    Refused { field: String, message: String },
     #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("missing or invalid API key")]

@@ -313,7 +313,7 @@ pub trait WebhookTransport: Send + Sync {
 #[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 pub struct NewWebhook {
     #[schema(
-        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
+        pattern = "^https?://[A-Za-z0-9.-]+(:(0[0-9]{0,4}|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[!$-;=?-\\[\\]_a-z~]*)?$",
         max_length = 2000
     )]
     pub url: String,
@@ -432,7 +432,10 @@ impl Service {
         self.webhook_policy()
             .resolve(host, port)
             .await
-            .map_err(|e| ServiceError::invalid("url", e))?;
+            .map_err(|message| ServiceError::Refused {
+                field: "url".to_owned(),
+                message,
+            })?;
         let id = new_id("WH")?;
         let mut tx = self.begin_write().await?;
         let existing: i64 = sqlx::query_scalar(
