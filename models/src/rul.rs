@@ -332,9 +332,11 @@ pub struct RulConfig {
     pub ensemble: usize,
 }
 
-/// The defaults (cap 135, long window 20, depth 4) were chosen by 5-fold CV
-/// over training units of FD001 and FD002 (mean CV RMSE of the two, the same
-/// values for every subset); see `models/examples/evaluate.rs --tune`.
+/// The defaults (cap 135, long window 20, depth 4, one booster) were chosen
+/// by 5-fold CV over training units of FD001 and FD002 (mean of the two, the
+/// same values for every subset), scoring held-out units cut off like the
+/// test set ([`CvReport::rmse_truncated`]); see
+/// `models/examples/evaluate.rs --cv --set key=value,...` and BENCHMARKS.md.
 impl Default for RulConfig {
     fn default() -> Self {
         Self {
