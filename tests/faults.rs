@@ -319,13 +319,29 @@ fn full_disk_pauses_the_ingest_and_it_resumes_by_itself() {
         t0 + 1000,
         wide.join(", ")
     );
-    assert!(server.pub_qos1("full-1", &secret, topic, &big).success());
+    // Its PUBACK means durable, so it is withheld while the disk is full: the publisher
+    // waits (and keeps its message) until space returns.
+    let mut held = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt_port.to_string()])
+        .args([
+            "-i", "full-1", "-u", "full-1", "-P", &secret, "-q", "1", "-t", topic,
+        ])
+        .args(["-m", &big])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || metric_value(
             &server,
             "prognos_ingest_disk_full"
         ) == Some(1.0)),
         "disk_full never reported"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        held.try_wait().unwrap().is_none(),
+        "a PUBACK came while the message could not be made durable"
     );
     assert!(
         metric_value(&server, "prognos_ingest_wal_append_failures_total").unwrap_or(0.0) >= 1.0
@@ -351,6 +367,19 @@ fn full_disk_pauses_the_ingest_and_it_resumes_by_itself() {
         "ingest did not resume when space returned"
     );
     assert!(server.http_get("/healthz").starts_with("HTTP/1.1 200"));
+    // Now durable: the held PUBACK arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = held.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = held.kill();
+            panic!("the held PUBACK never came after the disk had space again");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "mosquitto_pub exited with {status}");
     publish(
         &server,
         "full-1",
