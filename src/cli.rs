@@ -10,7 +10,8 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::{
-    alerts, apikey, bench, demo, device, evaluate, evaluate_fleet, query, serve, simulate, user,
+    alerts, apikey, bench, client, demo, device, evaluate, evaluate_fleet, query, serve, simulate,
+    user,
 };
 
 #[derive(Debug, Parser)]
@@ -62,6 +63,11 @@ pub enum Command {
     Device {
         #[command(subcommand)]
         command: device::DeviceCommand,
+    },
+    /// Named MQTT clients with their own topic rules (integrations, gateways, test clients).
+    Client {
+        #[command(subcommand)]
+        command: client::ClientCommand,
     },
     /// API keys for the service API.
     Apikey {
@@ -145,6 +151,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
         Command::Device { command } => runtime()?.block_on(device::run(command)),
+        Command::Client { command } => runtime()?.block_on(client::run(command)),
         Command::Evaluate { benchmark } => {
             match benchmark {
                 Benchmark::Skab(args) => evaluate::run_skab(&args)?,

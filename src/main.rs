@@ -6,6 +6,7 @@ mod bench;
 mod bench_query;
 mod bench_weibull;
 mod cli;
+mod client;
 mod config;
 mod demo;
 mod device;

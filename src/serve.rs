@@ -12,20 +12,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use prognos_broker::{AuthCheck, Authenticator, Broker, DurableAck, IngestLink, LinkEvent};
+use prognos_broker::{
+    AuthCheck, Authenticator, Broker, ClientLogin, DurableAck, IngestLink, LinkEvent, TopicAcl,
+};
 use prognos_http::ops::{self as http, Health};
 use prognos_ingest::{CommitObserver, Ingest, IngestSummary, Message, Stats, Submitter};
 use prognos_service::jobs::{Jobs, JobsConfig};
 use prognos_service::online::{OnlineScoring, ScoringConfig};
-use prognos_service::{AlertStore, Database, DeviceRegistry, Service};
+use prognos_service::{AlertStore, Database, DeviceRegistry, MqttClientRegistry, Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::Settings;
 
-/// The registry answers the broker's authentication questions.
-struct RegistryAuth(DeviceRegistry);
+/// The registry answers the broker's authentication questions: devices, then named clients.
+struct RegistryAuth {
+    devices: DeviceRegistry,
+    clients: MqttClientRegistry,
+}
 
 /// Passes the ingest's durability confirmations to the broker, which sends the PUBACKs.
 struct AckWhenDurable(DurableAck);
@@ -44,7 +49,24 @@ impl AuthCheck for RegistryAuth {
         device_id: &'a str,
         secret: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
-        Box::pin(self.0.verify_secret(device_id, secret))
+        Box::pin(self.devices.verify_secret(device_id, secret))
+    }
+
+    fn client<'a>(
+        &'a self,
+        login: ClientLogin<'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<TopicAcl>> + Send + 'a>> {
+        Box::pin(async move {
+            let rules = self
+                .clients
+                .login(login.username, login.password, login.client_id)
+                .await?;
+            Some(TopicAcl {
+                publish: rules.publish,
+                subscribe: rules.subscribe,
+                deny: rules.deny,
+            })
+        })
     }
 }
 
@@ -120,7 +142,10 @@ pub async fn start(
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
     let http_addr = http_listener.local_addr()?;
     let auth = Authenticator::with_throttle(
-        Arc::new(RegistryAuth(registry.clone())),
+        Arc::new(RegistryAuth {
+            devices: registry.clone(),
+            clients: MqttClientRegistry::new(db.clone()),
+        }),
         settings.mqtt_auth_throttle.clone(),
     );
     let mut broker = Broker::start(&settings.broker_config(), auth).await?;

@@ -1,4 +1,6 @@
 //! Device authentication: client id = username = device id, password = the device secret.
+//! Named clients (integrations, gateways, test clients) log in with their name and secret
+//! and any client id their entry allows, and get their own topic rules ([`TopicAcl`]).
 //!
 //! The broker does not know where secrets live; the binary hands it an [`AuthCheck`] backed
 //! by the device registry. Failed logins are throttled per client id and per remote address
@@ -15,17 +17,36 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rumqttd::protocol::ConnectReturnCode;
-use rumqttd::{ConnectDecision, ConnectRequest, loggable};
+use rumqttd::{ConnectDecision, ConnectRequest, TopicAcl, loggable};
 use subtle::ConstantTimeEq;
 use tracing::warn;
 
-/// Verifies a device's secret; implemented by the registry.
+/// Verifies a device's secret, and a named client's login; implemented by the registry.
 pub trait AuthCheck: Send + Sync + 'static {
     fn check<'a>(
         &'a self,
         device_id: &'a str,
         secret: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+
+    /// A named MQTT client (not a device) logging in: its topic rules when the login is
+    /// good, `None` otherwise. The default knows no named clients.
+    fn client<'a>(
+        &'a self,
+        _login: ClientLogin<'a>,
+    ) -> Pin<Box<dyn Future<Output = Option<TopicAcl>> + Send + 'a>> {
+        Box::pin(async { None })
+    }
+}
+
+/// What a CONNECT that is not a device's login presents.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLogin<'a> {
+    /// Empty: no login (an anonymous client, if one is configured).
+    pub username: &'a str,
+    pub password: &'a str,
+    /// Empty: the client asked the broker to assign one.
+    pub client_id: &'a str,
 }
 
 /// The client id of the broker's own liveness probe (see `probe.rs`). `:` is not allowed in
@@ -134,12 +155,27 @@ impl Authenticator {
             .any(|s| s.len() > MAX_CREDENTIAL_BYTES);
         let reason = if oversized {
             Some("oversized_credentials")
+        } else if client_id == username
+            && !client_id.is_empty()
+            && self.check.check(&client_id, &password).await
+        {
+            None
+        } else if let Some(acl) = self
+            .check
+            .client(ClientLogin {
+                username: &username,
+                password: &password,
+                client_id: &client_id,
+            })
+            .await
+        {
+            // A named client: its own topic rules instead of a device's prefix.
+            self.throttle.succeeded(&client_id);
+            return ConnectDecision::AcceptWithAcl(Arc::new(acl));
         } else if client_id != username {
             Some("client_id_mismatch")
-        } else if !self.check.check(&client_id, &password).await {
-            Some("bad_credentials")
         } else {
-            None
+            Some("bad_credentials")
         };
         match reason {
             None => {
@@ -366,5 +402,82 @@ mod tests {
         assert_ne!(address_key(a), address_key(c));
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(address_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+}
+
+/// The vendored topic rules (`rumqttd::acl`), tested here where the tests run.
+#[cfg(test)]
+mod acl_tests {
+    use rumqttd::TopicAcl;
+    use rumqttd::acl::{filter_covers, topic_matches};
+
+    fn acl(publish: &[&str], subscribe: &[&str], deny: &[&str]) -> TopicAcl {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        TopicAcl {
+            publish: own(publish),
+            subscribe: own(subscribe),
+            deny: own(deny),
+        }
+    }
+
+    #[test]
+    fn topic_matching_follows_the_specification() {
+        assert!(topic_matches("a/+/c", "a/b/c"));
+        assert!(!topic_matches("a/+/c", "a/b/d"));
+        assert!(topic_matches("a/#", "a"));
+        assert!(topic_matches("a/#", "a/b/c"));
+        assert!(topic_matches("#", "a/b"));
+        assert!(!topic_matches("#", "$SYS/x"));
+        assert!(!topic_matches("+/x", "$SYS/x"));
+        assert!(topic_matches("$SYS/#", "$SYS/x"));
+        assert!(topic_matches("+", ""));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(topic_matches("/+", "/TopicA"));
+    }
+
+    #[test]
+    fn a_rule_covers_a_filter_only_when_it_matches_all_its_topics() {
+        assert!(filter_covers(
+            "prognos/v1/+/telemetry",
+            "prognos/v1/+/telemetry"
+        ));
+        assert!(filter_covers(
+            "prognos/v1/+/telemetry",
+            "prognos/v1/pump-1/telemetry"
+        ));
+        assert!(!filter_covers("prognos/v1/+/telemetry", "prognos/v1/#"));
+        assert!(!filter_covers("prognos/v1/+/telemetry", "#"));
+        assert!(!filter_covers(
+            "prognos/v1/pump-1/telemetry",
+            "prognos/v1/+/telemetry"
+        ));
+        assert!(filter_covers("#", "a/#"));
+        assert!(filter_covers("a/#", "a/+/b"));
+        assert!(!filter_covers("a/+", "a/#"));
+        assert!(!filter_covers("#", "$SYS/#"));
+    }
+
+    #[test]
+    fn deny_rules_win_even_through_wildcards() {
+        let a = acl(&["#"], &["#"], &["nosubscribe", "secret/#"]);
+        assert!(a.allows_subscribe("TopicA/+"));
+        assert!(!a.allows_subscribe("nosubscribe"));
+        assert!(!a.allows_subscribe("secret/x"));
+        // `#` could deliver a denied topic, so it is refused too.
+        assert!(!a.allows_subscribe("#"));
+        assert!(!a.allows_subscribe("+/x"));
+        assert!(a.allows_publish("TopicA"));
+        assert!(!a.allows_publish("secret/x"));
+        assert!(!a.allows_subscribe("$share/g/secret/x"));
+        assert!(a.allows_subscribe("$share/g/TopicA"));
+        assert!(!a.allows_subscribe("$share/nofilter"));
+    }
+
+    #[test]
+    fn a_read_only_client_cannot_publish() {
+        let a = acl(&[], &["prognos/v1/+/telemetry"], &[]);
+        assert!(a.allows_subscribe("prognos/v1/+/telemetry"));
+        assert!(!a.allows_subscribe("prognos/v1/+/commands"));
+        assert!(!a.allows_publish("prognos/v1/pump-1/telemetry"));
     }
 }

@@ -24,9 +24,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use auth::{AuthCheck, Authenticator, MAX_CREDENTIAL_BYTES, ThrottleConfig};
+pub use auth::{AuthCheck, Authenticator, ClientLogin, MAX_CREDENTIAL_BYTES, ThrottleConfig};
 pub use link::{DurableAck, IngestLink, LinkError, LinkEvent, RawPublish};
 pub use probe::{BrokerHealth, MqttState, ProbeConfig};
+pub use rumqttd::TopicAcl;
+pub use rumqttd::acl::{filter_covers, topic_matches};
 
 /// The topic filter the ingest link subscribes to; every device topic lies under it.
 pub const TELEMETRY_FILTER: &str = "prognos/v1/#";

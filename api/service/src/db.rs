@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0007_key_binding_outbox_order.sql"),
     ),
     (10, "users", include_str!("../migrations/0010_users.sql")),
+    (
+        11,
+        "mqtt_clients",
+        include_str!("../migrations/0011_mqtt_clients.sql"),
+    ),
 ];
 
 /// The statements of a migration file: `--` comment lines dropped, split at `;`.

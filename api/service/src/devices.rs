@@ -163,7 +163,7 @@ impl DeviceRegistry {
     }
 }
 
-fn secret_hash(salt: &str, secret: &str) -> String {
+pub(crate) fn secret_hash(salt: &str, secret: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(salt.as_bytes());
     hasher.update(b":");
@@ -171,7 +171,7 @@ fn secret_hash(salt: &str, secret: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], RegistryError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], RegistryError> {
     let mut buf = [0u8; N];
     getrandom::fill(&mut buf).map_err(|e| RegistryError::Random(e.to_string()))?;
     Ok(buf)

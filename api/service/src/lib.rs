@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod fleet;
 pub mod history;
 pub mod jobs;
+pub mod mqtt_clients;
 pub mod network;
 pub mod online;
 pub mod parts;
@@ -33,6 +34,7 @@ pub mod webhooks;
 pub use alerts::{AlertRecord, AlertStore};
 pub use db::{Database, DbError};
 pub use devices::{Device, DeviceRegistry, IssuedDevice, NewDevice, RegistryError};
+pub use mqtt_clients::{MqttClientRegistry, NewMqttClient};
 
 #[cfg(test)]
 mod domain_tests;

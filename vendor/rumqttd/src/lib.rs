@@ -25,11 +25,14 @@ pub use link::meters;
 pub use router::{Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMeter, Router};
 use segments::Storage;
 #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+pub use acl::TopicAcl;
 pub use server::TlsReloader;
 pub use server::{Broker, LinkType, Server, SetupLimit, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
 
 pub use self::router::shared_subs::Strategy;
 
+/// Prognos patch: per-client topic rules.
+pub mod acl;
 mod link;
 pub mod protocol;
 mod router;
@@ -192,9 +195,13 @@ pub struct ConnectRequest {
 }
 
 /// Prognos patch: a [`ConnectHandler`]'s answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectDecision {
+    /// Accept; the client is confined to the listener's `client_topic_prefix`.
     Accept,
+    /// Accept; the client may use exactly the topics its rules allow (the listener's
+    /// `client_topic_prefix` does not apply to it).
+    AcceptWithAcl(Arc<TopicAcl>),
     /// Answer with a CONNACK carrying this code, then close.
     Refuse(protocol::ConnectReturnCode),
 }

@@ -51,6 +51,8 @@ pub struct LinkBuilder<'a> {
     topic_alias_max: u16,
     // Prognos patch: topic prefix the client is confined to
     topic_prefix: Option<String>,
+    // Prognos patch: or the client's own topic rules
+    acl: Option<std::sync::Arc<crate::TopicAcl>>,
 }
 
 impl<'a> LinkBuilder<'a> {
@@ -65,7 +67,15 @@ impl<'a> LinkBuilder<'a> {
             dynamic_filters: false,
             topic_alias_max: 0,
             topic_prefix: None,
+            acl: None,
         }
+    }
+
+    /// Prognos patch: confine the client's publishes, subscriptions and last will to what
+    /// its own topic rules allow.
+    pub fn acl(mut self, acl: Option<std::sync::Arc<crate::TopicAcl>>) -> Self {
+        self.acl = acl;
+        self
     }
 
     /// Prognos patch: confine the client's publishes, subscriptions and last will to topics
@@ -121,6 +131,7 @@ impl<'a> LinkBuilder<'a> {
         if connection.tenant_prefix.is_none() {
             connection.tenant_prefix = self.topic_prefix;
         }
+        connection.acl = self.acl;
 
         // Prognos patch: a last will outside the client's prefix is dropped, never published
         let mut last_will = self.last_will;
@@ -133,6 +144,19 @@ impl<'a> LinkBuilder<'a> {
                     topic = %crate::loggable_bytes(&will.topic),
                     prefix = %crate::loggable(prefix),
                     "last will outside the client's topic prefix dropped"
+                );
+                last_will = None;
+            }
+        }
+        if let (Some(will), Some(acl)) = (&last_will, &connection.acl) {
+            let allowed = std::str::from_utf8(&will.topic).is_ok_and(|t| acl.allows_publish(t));
+            if !allowed {
+                crate::count_topic_prefix_violation();
+                tracing::warn!(
+                    target: "prognos_broker::acl",
+                    client_id = %crate::loggable(&connection.client_id),
+                    topic = %crate::loggable_bytes(&will.topic),
+                    "last will outside the client's topic rules dropped"
                 );
                 last_will = None;
             }

@@ -75,6 +75,7 @@ impl<P: Protocol> RemoteLink<P> {
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
         topic_prefix: Option<String>,
+        acl: Option<Arc<crate::TopicAcl>>,
         max_topic_len: Option<usize>,
     ) -> Result<RemoteLink<P>, Error> {
         let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
@@ -109,6 +110,7 @@ impl<P: Protocol> RemoteLink<P> {
             .dynamic_filters(dynamic_filters)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
             .topic_prefix(topic_prefix)
+            .acl(acl)
             .build();
         let (link_tx, link_rx, notification) = match built {
             Ok(built) => built,
@@ -281,7 +283,7 @@ pub async fn mqtt_connect<P>(
     config: Arc<ConnectionSettings>,
     network: &mut Network<P>,
     peer: SocketAddr,
-) -> Result<Packet, Error>
+) -> Result<(Packet, Option<Arc<crate::TopicAcl>>), Error>
 where
     P: Protocol,
 {
@@ -307,7 +309,9 @@ where
     );
 
     // Prognos patch: a connect handler decides with the peer's address and answers a refusal
-    // with a CONNACK (upstream closed the socket without one).
+    // with a CONNACK (upstream closed the socket without one); it may hand the client its own
+    // topic rules.
+    let mut acl = None;
     if let Some(handler) = &config.connect_handler {
         let request = crate::ConnectRequest {
             client_id: connect.client_id.clone(),
@@ -321,13 +325,17 @@ where
                 .unwrap_or_default(),
             peer,
         };
-        if let crate::ConnectDecision::Refuse(code) = handler(request).await {
-            let ack = ConnAck {
-                session_present: false,
-                code,
-            };
-            network.write(Packet::ConnAck(ack, None)).await?;
-            return Err(Error::InvalidAuth);
+        match handler(request).await {
+            crate::ConnectDecision::Accept => {}
+            crate::ConnectDecision::AcceptWithAcl(rules) => acl = Some(rules),
+            crate::ConnectDecision::Refuse(code) => {
+                let ack = ConnAck {
+                    session_present: false,
+                    code,
+                };
+                network.write(Packet::ConnAck(ack, None)).await?;
+                return Err(Error::InvalidAuth);
+            }
         }
     } else {
         handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
@@ -364,7 +372,7 @@ where
     }
 
     // Ok((connect, props, lastwill, lastwill_props))
-    Ok(packet)
+    Ok((packet, acl))
 }
 
 async fn handle_auth(

@@ -17,6 +17,8 @@ pub struct Connection {
     pub tenant_prefix: Option<String>,
     /// Dynamically create subscription filters incase they didn't exist during a publish
     pub dynamic_filters: bool,
+    /// Prognos patch: the client's own topic rules (instead of a prefix), if it has any
+    pub acl: Option<std::sync::Arc<crate::TopicAcl>>,
     /// Clean session
     pub clean: bool,
     /// Subscriptions
@@ -58,6 +60,7 @@ impl Connection {
             client_id,
             tenant_prefix,
             dynamic_filters,
+            acl: None,
             clean,
             subscriptions: HashSet::default(),
             last_will: None,

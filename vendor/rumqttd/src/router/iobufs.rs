@@ -132,6 +132,14 @@ impl Outgoing {
         }
 
         for mut p in publishes {
+            // Prognos patch: a QoS 0 publish on a QoS 1/2 subscription (delivered at the lower
+            // QoS) is sent once, without a packet id or an inflight slot.
+            if p.publish.qos == crate::protocol::QoS::AtMostOnce {
+                p.publish.pkid = 0;
+                self.meter.publish_count += 1;
+                buffer.push_back(Notification::Forward(p));
+                continue;
+            }
             // Index and pkid of current outgoing packet
             self.last_pkid += 1;
             p.publish.pkid = self.last_pkid;
@@ -200,6 +208,17 @@ impl Outgoing {
 
     // Here we are assuming that the first unique filter_idx we find while iterating will have the
     // least corresponding cursor because of the way we insert into the inflight_buffer
+    /// Prognos patch: the last unacknowledged cursor per filter (where redelivery ends).
+    pub fn redelivery_ends(&self) -> HashMap<FilterIdx, Cursor> {
+        let mut o = HashMap::new();
+        for (_, filter_idx, cursor) in self.inflight_buffer.iter() {
+            if let Some(cursor) = cursor {
+                o.insert(*filter_idx, *cursor);
+            }
+        }
+        o
+    }
+
     pub fn retransmission_map(&self) -> HashMap<FilterIdx, Cursor> {
         let mut o = HashMap::new();
         for (_, filter_idx, cursor) in self.inflight_buffer.iter() {

@@ -207,6 +207,10 @@ pub struct DataRequest {
     max_count: usize,
     pub(crate) forward_retained: bool,
     pub(crate) group: Option<String>,
+    /// Prognos patch: after a persistent session resumes, publishes up to this cursor are
+    /// redeliveries (sent with DUP set).
+    #[serde(default)]
+    pub(crate) redeliver_until: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -599,6 +599,7 @@ impl Router {
 
         let inflight_data_requests = self.datalog.clean(id);
         let retransmissions = outgoing.retransmission_map();
+        let redelivery_ends = outgoing.redelivery_ends();
 
         // Remove connections from all groups and
         // discard empty group ( group with no client )
@@ -638,6 +639,7 @@ impl Router {
             for request in tracker.data_requests.iter_mut() {
                 if let Some(cursor) = retransmissions.get(&request.filter_idx) {
                     request.cursor = *cursor;
+                    request.redeliver_until = redelivery_ends.get(&request.filter_idx).copied();
                     // reset the group cursor
                     if let Some(group_name) = &request.group {
                         // TODO: Test this more
@@ -827,6 +829,22 @@ impl Router {
                             disconnect = true;
                             break;
                         }
+                        // Prognos patch: a filter outside the client's own topic rules gets
+                        // the failure code in the SUBACK (MQTT 3.1.1 0x80, MQTT 5 "not
+                        // authorized"); the client stays connected.
+                        if let Some(acl) = &connection.acl {
+                            if !acl.allows_subscribe(&f.path) {
+                                crate::count_topic_prefix_violation();
+                                warn!(
+                                    target: "prognos_broker::acl",
+                                    client_id = %crate::loggable(&connection.client_id),
+                                    filter = %crate::loggable(&f.path),
+                                    "subscription outside the client's topic rules refused"
+                                );
+                                return_codes.push(SubscribeReasonCode::NotAuthorized);
+                                continue;
+                            }
+                        }
 
                         let mut filter = f.path.clone();
                         let mut group = None;
@@ -899,7 +917,12 @@ impl Router {
                 Packet::Unsubscribe(unsubscribe, _) => {
                     let connection = self.connections.get_mut(id).unwrap();
                     let pkid = unsubscribe.pkid;
+                    // Prognos patch: one UNSUBACK per UNSUBSCRIBE, with a reason per filter,
+                    // also when nothing was subscribed (MQTT-3.10.4-5); upstream sent one per
+                    // removed filter and none for a filter it did not know.
+                    let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
                     for filter in &unsubscribe.filters {
+                        reasons.push(UnsubAckReason::NoSubscriptionExisted);
                         let span = tracing::info_span!("unsubscribe", topic = %crate::loggable(filter), pkid);
                         let _guard = span.enter();
 
@@ -936,18 +959,17 @@ impl Router {
                             // remove the subscription id
                             connection.subscription_ids.remove(filter);
 
-                            let unsuback = UnsubAck {
-                                pkid,
-                                // reasons are used in MQTTv5
-                                reasons: vec![UnsubAckReason::Success],
-                            };
-                            let ackslog = self.ackslog.get_mut(id).unwrap();
-                            ackslog.unsuback(unsuback);
+                            if let Some(last) = reasons.last_mut() {
+                                *last = UnsubAckReason::Success;
+                            }
                             self.scheduler.untrack(id, filter);
                             self.datalog.remove_waiters_for_id(id, filter);
-                            force_ack = true;
                         }
                     }
+                    let unsuback = UnsubAck { pkid, reasons };
+                    let ackslog = self.ackslog.get_mut(id).unwrap();
+                    ackslog.unsuback(unsuback);
+                    force_ack = true;
                 }
                 Packet::PubAck(puback, _) => {
                     let span = tracing::info_span!("puback", pkid = puback.pkid);
@@ -1137,6 +1159,7 @@ impl Router {
                 // set true for new subscriptions
                 forward_retained,
                 group,
+                redeliver_until: None,
             };
 
             self.scheduler.track(id, request);
@@ -1395,6 +1418,19 @@ fn append_to_commitlog(
                 tenant_prefix.to_owned(),
                 topic.to_owned(),
             ));
+        }
+    }
+    // Prognos patch: a client with its own topic rules publishes only where they allow
+    if let Some(acl) = &connection.acl {
+        if !acl.allows_publish(topic) {
+            crate::count_topic_prefix_violation();
+            warn!(
+                target: "prognos_broker::acl",
+                client_id = %crate::loggable(&connection.client_id),
+                topic = %crate::loggable(topic),
+                "publish outside the client's topic rules refused"
+            );
+            return Err(RouterError::BadTenant("(topic rules)".to_owned(), topic.to_owned()));
         }
     }
 
@@ -1710,6 +1746,12 @@ fn forward_device_data(
 
     let qos = request.qos;
     let filter_idx = request.filter_idx;
+    // Prognos patch: publishes up to this cursor were sent before the session was resumed and
+    // not acknowledged; they go out again with DUP set (MQTT-3.3.1-1).
+    let redeliver_until = request.redeliver_until;
+    if redeliver_until.is_some_and(|until| next > until) {
+        request.redeliver_until = None;
+    }
     request.read_count += publishes.len();
     request.cursor = next;
     // println!("{:?} {:?} {}", start, next, request.read_count);
@@ -1738,7 +1780,17 @@ fn forward_device_data(
     let forwards = publishes
         .into_iter()
         .map(|((mut publish, mut properties), offset)| {
-            publish.qos = protocol::qos(qos).unwrap();
+            // Prognos patch: delivered at the lower of the published and the granted QoS
+            // (MQTT-3.8.4-6); upstream always used the subscription's.
+            let granted = protocol::qos(qos).unwrap();
+            if (granted as u8) < (publish.qos as u8) {
+                publish.qos = granted;
+            }
+            if let Some(until) = redeliver_until {
+                if offset.is_some_and(|o| o <= until) {
+                    publish.dup = true;
+                }
+            }
 
             // if there is some topic alias to use, set it in publish properties
             if topic_alias.is_some() {

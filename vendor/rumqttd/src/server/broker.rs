@@ -760,7 +760,7 @@ async fn remote<P: Protocol>(
     let topic_prefix_template = config.client_topic_prefix.clone();
     let max_topic_len = config.max_topic_len;
 
-    let connect_packet = match mqtt_connect(config, &mut network, peer).await {
+    let (connect_packet, acl) = match mqtt_connect(config, &mut network, peer).await {
         Ok(p) => p,
         Err(e) => {
             error!(error=%e, "Error while handling MQTT connect packet");
@@ -778,8 +778,10 @@ async fn remote<P: Protocol>(
     };
 
     // Prognos patch: the topic prefix this client is confined to
-    let topic_prefix =
-        topic_prefix_template.map(|prefix| prefix.replace("{client_id}", &client_id));
+    // (a client with its own topic rules is confined by them instead)
+    let topic_prefix = topic_prefix_template
+        .filter(|_| acl.is_none())
+        .map(|prefix| prefix.replace("{client_id}", &client_id));
 
     let mut assigned_client_id = None;
     if client_id.is_empty() {
@@ -825,6 +827,7 @@ async fn remote<P: Protocol>(
         dynamic_filters,
         assigned_client_id,
         topic_prefix,
+        acl,
         max_topic_len,
     )
     .await
