@@ -72,6 +72,8 @@ fn apply(mut c: RulConfig, set: &str) -> Result<RulConfig, Box<dyn std::error::E
             "sub" => c.gbm.subsample = f,
             "stride" => c.stride = f as usize,
             "corr" => c.min_abs_corr = f,
+            "tmin" => c.train_min_fraction = f,
+            "cutmin" => c.interval.truncate_min_fraction = f,
             _ => return Err(format!("unknown key {k}").into()),
         }
     }
