@@ -15,6 +15,7 @@
 
 use anyhow::Context;
 use prognos_models::alert::{AlertEvent, AlertEventKind, Criticality};
+use prognos_models::learned::{GENERIC_MODE, alert_pattern};
 use prognos_models::monitor::{
     AlertSpan, DegradationWindow, FleetMonitor, FleetReport, MonitorConfig, Outcome,
     evaluate_alerts,
@@ -36,6 +37,58 @@ pub struct FleetArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Compare without and with learning from repairs: devices are split
+    /// into a training half (even index) and a test half (odd index); a
+    /// technician visits each training device's alert one day after it
+    /// opens and closes it `confirmed` (the device is degrading in that
+    /// mode), `other_cause` (degrading in another mode) or `false_alarm`
+    /// (healthy), and the close code is fed back to the monitor for the
+    /// device's model. Both runs are scored on the test half only.
+    #[arg(long)]
+    pub repairs: bool,
+    /// No asset profiles: every device goes to the zero-configuration
+    /// learned detector, as a machine Prognos has no profile for would.
+    #[arg(long)]
+    pub no_profiles: bool,
+}
+
+/// How long after an alert opens the technician's close code arrives.
+const VISIT_DELAY_MS: i64 = 86_400_000;
+
+/// The repair loop of a `--repairs` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repairs {
+    /// No close codes reach the monitor.
+    Off,
+    /// Close codes of the training half reach the monitor.
+    On,
+}
+
+/// Close codes given in a run, by code.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CloseCodes {
+    /// The device was degrading in the alert's mode.
+    pub confirmed: u64,
+    /// The device was degrading in another mode.
+    pub other_cause: u64,
+    /// The device was healthy.
+    pub false_alarm: u64,
+}
+
+/// A technician's visit: (due, device index, failure mode, learned pattern,
+/// close code, failure mode found).
+type Visit = (
+    i64,
+    usize,
+    String,
+    Option<String>,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// A device takes part in the training half of a `--repairs` run.
+fn in_training_half(index: usize) -> bool {
+    index.is_multiple_of(2)
 }
 
 /// Sample interval of the evaluation run.
@@ -55,6 +108,8 @@ pub struct FleetRun {
     pub start_ms: i64,
     /// End of the run, epoch ms.
     pub end_ms: i64,
+    /// Close codes fed back (training half, `--repairs` only).
+    pub close_codes: CloseCodes,
 }
 
 fn criticality(c: u8) -> Criticality {
@@ -66,7 +121,15 @@ fn criticality(c: u8) -> Criticality {
 }
 
 /// Simulates `args.days` of `args.devices` devices and monitors them with `cfg`.
-pub fn simulate_and_monitor(args: &FleetArgs, cfg: MonitorConfig) -> anyhow::Result<FleetRun> {
+/// With `repairs` on, close codes of the training half are fed back and
+/// only the test half is scored (see [`FleetArgs::repairs`]); with
+/// `args.repairs` and `repairs` off, the same test half is scored without
+/// feedback.
+pub fn simulate_and_monitor(
+    args: &FleetArgs,
+    cfg: MonitorConfig,
+    repairs: Repairs,
+) -> anyhow::Result<FleetRun> {
     anyhow::ensure!(
         args.days.is_finite() && args.days > 0.0 && args.days <= 3650.0,
         "--days must be in (0, 3650]"
@@ -79,10 +142,26 @@ pub fn simulate_and_monitor(args: &FleetArgs, cfg: MonitorConfig) -> anyhow::Res
     })
     .context("building the simulated fleet")?;
     let mut monitor = FleetMonitor::new(cfg);
+    if args.no_profiles {
+        monitor.set_profiles(Vec::new());
+    }
     let ids: Vec<String> = fleet.devices().iter().map(|d| d.id.clone()).collect();
+    let models: Vec<&'static str> = fleet.devices().iter().map(|d| d.model).collect();
     for d in fleet.devices() {
         monitor.set_criticality(&d.id, criticality(d.criticality));
+        if args.repairs {
+            // Feedback is kept per device model, which the registry knows.
+            monitor.set_device_model(&d.id, d.model);
+        }
     }
+    let index: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    // (due, device index, failure mode, pattern, close code), in due order.
+    let mut visits: std::collections::VecDeque<Visit> = std::collections::VecDeque::new();
+    let mut close_codes = CloseCodes::default();
     let start_ms = fleet.now_ms();
     let ticks = fleet.ticks_per_days(args.days);
     let mut tick = Tick::default();
@@ -94,8 +173,58 @@ pub fn simulate_and_monitor(args: &FleetArgs, cfg: MonitorConfig) -> anyhow::Res
             let Some(id) = ids.get(r.device) else {
                 continue;
             };
-            events.extend(monitor.observe(id, r.ts_ms, &r.metrics));
+            let new = monitor.observe(id, r.ts_ms, &r.metrics);
+            if repairs == Repairs::On && in_training_half(r.device) {
+                let opened: Vec<&AlertEvent> = new
+                    .iter()
+                    .filter(|e| e.kind == AlertEventKind::Opened)
+                    .collect();
+                if !opened.is_empty() {
+                    let active = fleet.active_degradations();
+                    for e in opened {
+                        let found = active.iter().find(|g| g.device == r.device);
+                        // A technician confirms a generic alert on a degrading
+                        // machine and names what was found.
+                        let generic = e.alert.failure_mode == GENERIC_MODE;
+                        let (code, found_mode) = match found {
+                            Some(g)
+                                if generic || g.failure_mode.as_str() == e.alert.failure_mode =>
+                            {
+                                close_codes.confirmed += 1;
+                                ("confirmed", Some(g.failure_mode.as_str()))
+                            }
+                            Some(_) => {
+                                close_codes.other_cause += 1;
+                                ("other_cause", None)
+                            }
+                            None => {
+                                close_codes.false_alarm += 1;
+                                ("false_alarm", None)
+                            }
+                        };
+                        visits.push_back((
+                            e.alert.opened_at_ms + VISIT_DELAY_MS,
+                            r.device,
+                            e.alert.failure_mode.clone(),
+                            alert_pattern(&e.alert.evidence),
+                            code,
+                            found_mode,
+                        ));
+                    }
+                }
+            }
+            events.extend(new);
             samples += 1;
+        }
+        let now = fleet.now_ms();
+        while visits.front().is_some_and(|v| v.0 <= now) {
+            if let Some((_, device, mode, pattern, code, found)) = visits.pop_front() {
+                let model = models.get(device).copied().unwrap_or("");
+                match pattern {
+                    Some(p) => monitor.feedback_pattern(model, &mode, &p, code, found),
+                    None => monitor.feedback(model, &mode, code),
+                };
+            }
         }
     }
     let end_ms = fleet.now_ms();
@@ -130,8 +259,15 @@ pub fn simulate_and_monitor(args: &FleetArgs, cfg: MonitorConfig) -> anyhow::Res
             outcome: Outcome::Ongoing,
         });
     }
-    let spans = AlertSpan::from_events(&events);
-    let device_days = args.devices as f64 * args.days;
+    let mut spans = AlertSpan::from_events(&events);
+    let mut device_days = args.devices as f64 * args.days;
+    if args.repairs {
+        let test = |id: &str| index.get(id).is_some_and(|&i| !in_training_half(i));
+        spans.retain(|s| test(&s.device_id));
+        truth.retain(|w| test(&w.device_id));
+        let n = (0..args.devices).filter(|&i| !in_training_half(i)).count();
+        device_days = n as f64 * args.days;
+    }
     let report = evaluate_alerts(&spans, &truth, start_ms, end_ms, device_days);
     Ok(FleetRun {
         report,
@@ -139,13 +275,17 @@ pub fn simulate_and_monitor(args: &FleetArgs, cfg: MonitorConfig) -> anyhow::Res
         samples,
         start_ms,
         end_ms,
+        close_codes,
     })
 }
 
 /// `prognos evaluate fleet`.
 pub fn run_fleet(args: &FleetArgs) -> anyhow::Result<()> {
     let cfg = MonitorConfig::default();
-    let run = simulate_and_monitor(args, cfg.clone())?;
+    if args.repairs {
+        return run_repairs(args, cfg);
+    }
+    let run = simulate_and_monitor(args, cfg.clone(), Repairs::Off)?;
     let r = &run.report;
     let day = |ms: i64| (ms - run.start_ms) as f64 / DAY_MS;
     if args.json {
@@ -274,4 +414,141 @@ pub fn run_fleet(args: &FleetArgs) -> anyhow::Result<()> {
         println!("- {d}");
     }
     Ok(())
+}
+
+/// `prognos evaluate fleet --repairs`: the same simulation twice, without
+/// and with the training half's close codes fed back, scored on the test half.
+fn run_repairs(args: &FleetArgs, cfg: MonitorConfig) -> anyhow::Result<()> {
+    let off = simulate_and_monitor(args, cfg.clone(), Repairs::Off)?;
+    let on = simulate_and_monitor(args, cfg, Repairs::On)?;
+    if args.json {
+        let out = serde_json::json!({
+            "run": {
+                "devices": args.devices,
+                "days": args.days,
+                "seed": args.seed,
+                "no_profiles": args.no_profiles,
+                "scored": "test half (odd device index)",
+                "test_device_days": off.report.device_days,
+            },
+            "without_repairs": { "overall": off.report.overall, "counts": off.report.counts },
+            "with_repairs": {
+                "overall": on.report.overall,
+                "counts": on.report.counts,
+                "close_codes_from_training_half": on.close_codes,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "fleet evaluation with learning from repairs: {} devices, {} days, seed {}{}",
+        args.devices,
+        args.days,
+        args.seed,
+        if args.no_profiles {
+            ", no profiles"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "scored on the test half ({} device-days); close codes from the training half: {} confirmed, {} other cause, {} false alarm",
+        off.report.device_days,
+        on.close_codes.confirmed,
+        on.close_codes.other_cause,
+        on.close_codes.false_alarm
+    );
+    println!();
+    println!(
+        "{:<18} {:>7} {:>12} {:>22}",
+        "", "recall", "median lead", "false / 100 dev-days"
+    );
+    for (name, r) in [
+        ("without repairs", &off.report),
+        ("with repairs", &on.report),
+    ] {
+        let lead = r
+            .overall
+            .median_lead_days
+            .map_or_else(|| "-".to_string(), |l| format!("{l:.2}"));
+        println!(
+            "{:<18} {:>7.3} {:>12} {:>22.3}",
+            name, r.overall.recall, lead, r.overall.false_alerts_per_100_device_days
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The repair loop scores only the test half, feeds only the training
+    /// half's close codes, and is deterministic.
+    #[test]
+    fn repairs_split_the_fleet_and_feed_only_the_training_half() {
+        let args = FleetArgs {
+            devices: 16,
+            days: 60.0,
+            seed: 7,
+            json: false,
+            repairs: true,
+            no_profiles: true,
+        };
+        let off = simulate_and_monitor(&args, MonitorConfig::default(), Repairs::Off).unwrap();
+        let on = simulate_and_monitor(&args, MonitorConfig::default(), Repairs::On).unwrap();
+        let c = &off.close_codes;
+        assert_eq!(c.confirmed + c.other_cause + c.false_alarm, 0);
+        let c = &on.close_codes;
+        assert!(c.confirmed + c.other_cause + c.false_alarm > 0, "{c:?}");
+        // The same failures are scored in both runs, all on the test half.
+        let ids: Vec<String> = Fleet::new(FleetConfig {
+            devices: args.devices,
+            seed: args.seed,
+            sample_interval_ms: SAMPLE_INTERVAL_MS,
+            ..FleetConfig::default()
+        })
+        .unwrap()
+        .devices()
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+        let test_half: Vec<&String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !in_training_half(*i))
+            .map(|(_, id)| id)
+            .collect();
+        for run in [&off, &on] {
+            assert!(
+                run.report
+                    .failures
+                    .iter()
+                    .all(|f| test_half.contains(&&f.device_id))
+            );
+            assert!(
+                run.report
+                    .false_alerts
+                    .iter()
+                    .all(|s| test_half.contains(&&s.device_id))
+            );
+        }
+        let failures = |r: &FleetRun| -> Vec<(String, i64)> {
+            r.report
+                .failures
+                .iter()
+                .map(|f| (f.device_id.clone(), f.failure_ms))
+                .collect()
+        };
+        assert_eq!(failures(&off), failures(&on));
+        assert!((on.report.device_days - 8.0 * 60.0).abs() < 1e-9);
+        let again = simulate_and_monitor(&args, MonitorConfig::default(), Repairs::On).unwrap();
+        assert_eq!(again.events.len(), on.events.len());
+        assert_eq!(
+            again.report.overall.false_alerts_per_100_device_days,
+            on.report.overall.false_alerts_per_100_device_days
+        );
+    }
 }

@@ -69,7 +69,7 @@ use crate::alert::{AlertEvent, AlertEventKind, AlertManager, Criticality, Eviden
 use crate::profile::{AssetProfile, Direction, Indicator, MetricRole};
 use crate::rul::{RulEstimate, TrendKind, extrapolate_trend};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Failure mode of alerts no profile names.
 pub const GENERIC_MODE: &str = "anomaly";
@@ -221,6 +221,14 @@ pub struct Naming {
     pub modes: Vec<ModeDef>,
     /// Threshold multipliers, same order.
     pub multipliers: Vec<f64>,
+    /// Threshold multipliers of single patterns (mode name, [`pattern_key`]
+    /// of the leading metric), from repair feedback on alerts of that
+    /// pattern; applied on top of the mode's.
+    pub patterns: HashMap<(String, String), f64>,
+    /// Failure modes technicians confirmed for alerts of a pattern (mode
+    /// name, pattern) → confirmed mode: a later alert of that mode and
+    /// pattern is named after it.
+    pub confirmed: HashMap<(String, String), String>,
     /// Profile roles (`None`: learn them).
     pub roles: Option<Vec<(String, MetricRole)>>,
 }
@@ -255,6 +263,8 @@ impl Naming {
         Self {
             modes,
             multipliers,
+            patterns: HashMap::new(),
+            confirmed: HashMap::new(),
             roles,
         }
     }
@@ -409,6 +419,9 @@ pub struct LearnedDevice {
     anomalous: Vec<bool>,
     owner: Option<usize>,
     active: Option<usize>,
+    /// Name of the alert pending or open (a confirmed failure's name when
+    /// its pattern matched one, else the mode's).
+    alert_name: Option<String>,
     armed: Vec<bool>,
     history: VecDeque<(f64, f64)>,
 }
@@ -447,6 +460,7 @@ impl LearnedDevice {
             anomalous: Vec::new(),
             owner: None,
             active: None,
+            alert_name: None,
             armed: Vec::new(),
             history: VecDeque::new(),
         }
@@ -792,7 +806,8 @@ impl LearnedDevice {
             self.ewma[r] += lam * (z - self.ewma[r]);
             let st = self.ewma[r];
             self.stat[r] = Some(st);
-            let t = thr[mode_of[r]];
+            let t = thr[mode_of[r]]
+                * pattern_multiplier(naming, mode_of[r], &self.names[fit.responses[r]], st);
             if st.abs() < cfg.drift_gate * t {
                 self.base[r] += cfg.drift_lambda * (mean - self.base[r]);
                 self.since[r] = None;
@@ -809,8 +824,9 @@ impl LearnedDevice {
             if !naming.modes[k].direction.admits(st) {
                 continue;
             }
-            ratio[k] = ratio[k].max(st.abs() / thr[k]);
-            t2[k] += st * st;
+            let pm = pattern_multiplier(naming, k, &self.names[fit.responses[r]], st);
+            ratio[k] = ratio[k].max(st.abs() / (thr[k] * pm));
+            t2[k] += (st / pm) * (st / pm);
         }
         for k in 0..nm {
             ratio[k] = ratio[k].max(t2[k].sqrt() / (1.25 * thr[k]));
@@ -849,9 +865,20 @@ impl LearnedDevice {
             } else {
                 Evidence::default()
             };
+            let mode_name = &naming.modes[k].name;
+            let name = match &self.alert_name {
+                Some(n) if self.active == Some(k) => n.clone(),
+                _ if anomalous => alert_pattern(&evidence)
+                    .and_then(|p| naming.confirmed.get(&(mode_name.clone(), p)))
+                    .unwrap_or(mode_name)
+                    .clone(),
+                Some(n) => n.clone(),
+                None => mode_name.clone(),
+            };
+            self.alert_name = Some(name.clone());
             let obs = Observation {
                 device_id: device_id.to_string(),
-                failure_mode: naming.modes[k].name.clone(),
+                failure_mode: name,
                 ts_ms,
                 anomalous,
                 evidence,
@@ -866,6 +893,9 @@ impl LearnedDevice {
                 events.push(ev);
             }
             self.armed[k] = anomalous || self.active == Some(k);
+            if !self.armed[k] && self.active.is_none() {
+                self.alert_name = None;
+            }
         }
     }
 
@@ -940,6 +970,38 @@ impl LearnedDevice {
                     .flatten()
             })
     }
+}
+
+/// The pattern of a deviation: the metric and its direction (`spindle_temp+`).
+pub fn pattern_key(metric: &str, deviation: f64) -> String {
+    let sign = if deviation >= 0.0 { '+' } else { '-' };
+    format!("{metric}{sign}")
+}
+
+/// The pattern of a learned alert from its evidence: the metric with the
+/// largest score and its direction; `None` for evidence of another engine.
+pub fn alert_pattern(evidence: &Evidence) -> Option<String> {
+    evidence
+        .metrics
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("score_sigma.").map(|m| (m, *v)))
+        .filter(|(_, v)| v.is_finite())
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .map(|(m, v)| pattern_key(m, v))
+}
+
+fn pattern_multiplier(naming: &Naming, mode: usize, metric: &str, deviation: f64) -> f64 {
+    if naming.patterns.is_empty() {
+        return 1.0;
+    }
+    let Some(def) = naming.modes.get(mode) else {
+        return 1.0;
+    };
+    naming
+        .patterns
+        .get(&(def.name.clone(), pattern_key(metric, deviation)))
+        .copied()
+        .unwrap_or(1.0)
 }
 
 fn nearest(centroids: &[Vec<f64>], z: &[f64]) -> usize {

@@ -434,6 +434,10 @@ pub struct FleetMonitor {
     routes: HashMap<String, Route>,
     learned: HashMap<String, (LearnedDevice, Naming)>,
     feedback: BTreeMap<(String, String), f64>,
+    /// (device model, failure mode, pattern) → threshold multiplier.
+    pattern_feedback: BTreeMap<(String, String, String), f64>,
+    /// (device model, failure mode, pattern) → the failure mode technicians confirmed.
+    confirmed_patterns: BTreeMap<(String, String, String), String>,
 }
 
 /// Live health of a device under either engine.
@@ -514,6 +518,8 @@ impl FleetMonitor {
             routes: HashMap::new(),
             learned: HashMap::new(),
             feedback: BTreeMap::new(),
+            pattern_feedback: BTreeMap::new(),
+            confirmed_patterns: BTreeMap::new(),
         }
     }
 
@@ -566,6 +572,57 @@ impl FleetMonitor {
         new
     }
 
+    /// Repair feedback for one pattern of a learned alert (its leading
+    /// metric and direction, [`crate::learned::alert_pattern`]): like
+    /// [`FleetMonitor::feedback`], but only alerts of that pattern on
+    /// devices of that model are affected, so a false alarm on a load-driven
+    /// temperature does not blunt the detection of rising vibration.
+    /// A `confirmed` close that names the failure found (`found_mode`,
+    /// different from the alert's, typically a generic `anomaly`) names the
+    /// next alerts of that mode and pattern after it. Returns the
+    /// multiplier now in force for the pattern.
+    pub fn feedback_pattern(
+        &mut self,
+        device_model: &str,
+        failure_mode: &str,
+        pattern: &str,
+        close_code: &str,
+        found_mode: Option<&str>,
+    ) -> f64 {
+        // An alert already named after a confirmed failure counts for the
+        // mode it was raised under.
+        let mode = self
+            .confirmed_patterns
+            .iter()
+            .find(|((m, _, p), found)| m == device_model && p == pattern && *found == failure_mode)
+            .map_or(failure_mode, |((_, mode, _), _)| mode.as_str())
+            .to_string();
+        let key = (device_model.to_string(), mode, pattern.to_string());
+        if close_code == "confirmed"
+            && let Some(found) = found_mode.filter(|f| !f.is_empty() && *f != key.1)
+        {
+            self.confirmed_patterns
+                .insert(key.clone(), found.to_string());
+        }
+        let old = self.pattern_feedback.get(&key).copied().unwrap_or(1.0);
+        let new = match close_code {
+            "false_alarm" => (old * 1.5).min(FEEDBACK_BOUNDS.1),
+            "confirmed" => (old * 0.95).max(FEEDBACK_BOUNDS.0),
+            _ => old,
+        };
+        self.pattern_feedback.insert(key, new);
+        let ids: Vec<String> = self
+            .learned
+            .keys()
+            .filter(|id| self.model_key(id) == device_model)
+            .cloned()
+            .collect();
+        for id in ids {
+            self.apply_feedback(&id);
+        }
+        new
+    }
+
     /// Threshold multiplier in force for a (device model, failure mode).
     pub fn feedback_multiplier(&self, device_model: &str, failure_mode: &str) -> f64 {
         self.feedback
@@ -592,8 +649,22 @@ impl FleetMonitor {
                 d.params.thresholds[m] = d.base_thresholds[m] * mult(name);
             }
         }
+        let patterns: HashMap<(String, String), f64> = self
+            .pattern_feedback
+            .iter()
+            .filter(|((m, _, _), _)| *m == model)
+            .map(|((_, mode, pattern), v)| ((mode.clone(), pattern.clone()), *v))
+            .collect();
+        let confirmed: HashMap<(String, String), String> = self
+            .confirmed_patterns
+            .iter()
+            .filter(|((m, _, _), _)| *m == model)
+            .map(|((_, mode, pattern), found)| ((mode.clone(), pattern.clone()), found.clone()))
+            .collect();
         if let Some((_, n)) = self.learned.get_mut(device_id) {
             n.multipliers = n.modes.iter().map(|m| mult(&m.name)).collect();
+            n.patterns = patterns;
+            n.confirmed = confirmed;
         }
     }
 

@@ -4,7 +4,7 @@
 //! evaluation is `cargo run --release -p prognos-models --example foreign`.
 
 use prognos_models::alert::{AlertEvent, AlertEventKind};
-use prognos_models::learned::GENERIC_MODE;
+use prognos_models::learned::{GENERIC_MODE, alert_pattern};
 use prognos_models::monitor::{
     AlertSpan, AnyHealth, DegradationWindow, FleetMonitor, MonitorConfig, Outcome, evaluate_alerts,
 };
@@ -245,6 +245,62 @@ fn false_alarm_feedback_suppresses_the_same_pattern() {
     assert_eq!(m.feedback_multiplier("lt-400", &first.1), 0.9);
     assert_eq!(m.feedback_multiplier("ch-90", &first.1), 1.0);
     assert_eq!(m.feedback("lt-400", "other", "parts_replaced"), 1.0);
+}
+
+#[test]
+fn repair_feedback_acts_on_one_pattern_and_names_what_was_found() {
+    // The same degrading lathe replayed under fresh ids after each round of
+    // technicians' verdicts on its first alert.
+    let c = cfg(1, 30.0, 4);
+    let mut m = FleetMonitor::new(MonitorConfig::default());
+    let first_alert = |m: &mut FleetMonitor, suffix: &str| {
+        opened(&run(m, ForeignFleet::new(c.clone()), suffix))
+            .first()
+            .map(|e| {
+                let p = alert_pattern(&e.alert.evidence).expect("a learned alert has a pattern");
+                (e.alert.opened_at_ms, e.alert.failure_mode.clone(), p)
+            })
+    };
+    let (t0, mode, pattern) = first_alert(&mut m, "-a").expect("the degradation alerts");
+    assert_eq!(mode, GENERIC_MODE);
+    assert!(
+        pattern.ends_with('+') || pattern.ends_with('-'),
+        "{pattern}"
+    );
+
+    // A false alarm on another pattern changes nothing for this one.
+    let other = if pattern.starts_with("amps") {
+        "vibration+"
+    } else {
+        "amps+"
+    };
+    assert!(m.feedback_pattern("lt-400", &mode, other, "false_alarm", None) > 1.0);
+    assert_eq!(
+        first_alert(&mut m, "-b"),
+        Some((t0, mode.clone(), pattern.clone()))
+    );
+
+    // Confirmed, with the failure found: the next alert of the pattern carries its name,
+    // no later than before.
+    let mult = m.feedback_pattern("lt-400", &mode, &pattern, "confirmed", Some("spindle_wear"));
+    assert!(mult < 1.0);
+    let (t1, named, p1) = first_alert(&mut m, "-c").expect("still alerts");
+    assert_eq!(
+        (named.as_str(), p1.as_str()),
+        ("spindle_wear", pattern.as_str())
+    );
+    assert!(t1 <= t0, "{t1} vs {t0}");
+
+    // False alarms on that pattern, reported against the renamed alert, count for
+    // the pattern: the alert comes later or not at all.
+    for _ in 0..4 {
+        m.feedback_pattern("lt-400", "spindle_wear", &pattern, "false_alarm", None);
+    }
+    let late = first_alert(&mut m, "-d");
+    assert!(
+        late.as_ref().is_none_or(|(t, _, _)| *t > t0),
+        "{late:?} vs {t0}"
+    );
 }
 
 #[test]

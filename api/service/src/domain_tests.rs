@@ -562,6 +562,91 @@ async fn predictive_tickets_one_per_problem_with_evidence_and_feedback() {
     assert_ne!(next, id);
 }
 
+/// A technician's report on a learned (generic) alert reaches the online
+/// monitor with the alert's pattern and, when the cause names one, the
+/// failure found.
+#[tokio::test]
+async fn repair_reports_feed_the_pattern_and_the_failure_found_back() {
+    use crate::online::{Control, repair_feedback};
+    let (_d, svc, _c) = service().await;
+    network(&svc).await;
+    let store = AlertStore::new(svc.db.clone());
+    let mut ids = Vec::new();
+    for (device, cause, code) in [
+        ("dev-1", "spindle_wear", CloseCode::Confirmed),
+        ("dev-2", "Loose cable on the sensor", CloseCode::FalseAlarm),
+    ] {
+        let mut ev = alert(device, AlertEventKind::Opened, None, Severity::Medium);
+        ev.alert.failure_mode = "anomaly".into();
+        ev.alert.evidence.detector = "learned/regime".into();
+        ev.alert.evidence.metrics = [
+            ("score_sigma.amps".to_string(), 2.5),
+            ("score_sigma.spindle_temp".to_string(), -6.0),
+            ("deviation_sigma.spindle_temp".to_string(), -6.0),
+        ]
+        .into_iter()
+        .collect();
+        store.apply(&ev).await.unwrap();
+        let id = svc.apply_alert_event(&ev).await.unwrap().unwrap();
+        svc.transition(&admin(), &id, TicketState::Triaged, None, None)
+            .await
+            .unwrap();
+        svc.transition(&admin(), &id, TicketState::Assigned, None, Some("n1"))
+            .await
+            .unwrap();
+        for to in [
+            TicketState::EnRoute,
+            TicketState::OnSite,
+            TicketState::Resolved,
+        ] {
+            svc.transition(&admin(), &id, to, None, None).await.unwrap();
+        }
+        svc.close_ticket(
+            &admin(),
+            &id,
+            &ServiceReport {
+                cause: cause.into(),
+                fix: "done".into(),
+                parts_used: vec![],
+                signed_off_by: "site lead".into(),
+                close_code: code,
+                satisfaction: None,
+            },
+        )
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let (controls, cursor) = repair_feedback(&svc, &(i64::MIN, String::new()))
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<String>, Option<String>)> = controls
+        .into_iter()
+        .map(|c| match c {
+            Control::Feedback {
+                close_code,
+                pattern,
+                found_mode,
+                failure_mode,
+                ..
+            } => {
+                assert_eq!(failure_mode, "anomaly");
+                (close_code, pattern, found_mode)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&(
+        "confirmed".into(),
+        Some("spindle_temp-".into()),
+        Some("spindle_wear".into())
+    )));
+    assert!(got.contains(&("false_alarm".into(), Some("spindle_temp-".into()), None)));
+    // Read once: the cursor moved past both reports.
+    assert!(repair_feedback(&svc, &cursor).await.unwrap().0.is_empty());
+}
+
 #[tokio::test]
 async fn the_sla_clock_stops_while_waiting_for_parts() {
     let (_d, svc, clock) = service().await;

@@ -23,7 +23,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
 use prognos_ingest::{CommitObserver, CommittedBatch};
-use prognos_models::alert::AlertEvent;
+use prognos_models::alert::{AlertEvent, Evidence};
+use prognos_models::learned::alert_pattern;
 use prognos_models::monitor::{FleetMonitor, MonitorConfig};
 use prognos_models::profile::{AssetProfile, builtin_rotating};
 use sqlx::Row;
@@ -67,7 +68,7 @@ impl Default for ScoringConfig {
 
 /// What the monitor thread is told besides samples.
 #[derive(Debug, Clone, PartialEq)]
-enum Control {
+pub(crate) enum Control {
     DeviceModel {
         device_id: String,
         model: String,
@@ -76,11 +77,26 @@ enum Control {
         model: String,
         failure_mode: String,
         close_code: String,
+        /// Leading metric and direction of a learned alert's evidence.
+        pattern: Option<String>,
+        /// The failure the technician found, when the report's cause names one.
+        found_mode: Option<String>,
     },
 }
 
+/// A report's cause names a failure mode when it is an identifier
+/// (`bearing_wear`); free text names none.
+fn mode_named_by(cause: &str) -> Option<String> {
+    let c = cause.trim();
+    let ok = !c.is_empty()
+        && c.len() <= 64
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    ok.then(|| c.to_string())
+}
+
 /// Where the feedback read has got to: (report time, ticket id) of the last report read.
-type FeedbackCursor = (i64, String);
+pub(crate) type FeedbackCursor = (i64, String);
 
 /// Device models known to the asset record.
 async fn device_models(svc: &Service) -> Result<HashMap<String, String>, sqlx::Error> {
@@ -94,15 +110,17 @@ async fn device_models(svc: &Service) -> Result<HashMap<String, String>, sqlx::E
 }
 
 /// Close codes of predictive tickets reported after `cursor`, oldest first, bounded.
-async fn repair_feedback(
+pub(crate) async fn repair_feedback(
     svc: &Service,
     cursor: &FeedbackCursor,
 ) -> Result<(Vec<Control>, FeedbackCursor), sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT r.created_at_ms, r.ticket_id, COALESCE(d.model, ''), t.failure_mode, r.close_code
+        "SELECT r.created_at_ms, r.ticket_id, COALESCE(d.model, ''), t.failure_mode, r.close_code,
+                COALESCE(a.evidence, ''), r.cause
            FROM service_reports r
            JOIN tickets t ON t.ticket_id = r.ticket_id
            LEFT JOIN devices d ON d.device_id = t.device_id
+           LEFT JOIN alerts a ON a.alert_id = t.alert_id
           WHERE t.source = 'predictive' AND t.failure_mode IS NOT NULL
             AND r.close_code IN ('false_alarm', 'confirmed')
             AND (r.created_at_ms > $1 OR (r.created_at_ms = $1 AND r.ticket_id > $2))
@@ -117,10 +135,16 @@ async fn repair_feedback(
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         next = (r.get(0), r.get(1));
+        let evidence: String = r.get(5);
+        let pattern = serde_json::from_str::<Evidence>(&evidence)
+            .ok()
+            .and_then(|e| alert_pattern(&e));
         out.push(Control::Feedback {
             model: r.get(2),
             failure_mode: r.get(3),
             close_code: r.get(4),
+            pattern,
+            found_mode: mode_named_by(&r.get::<String, _>(6)),
         });
     }
     Ok((out, next))
@@ -201,11 +225,22 @@ fn apply_controls(monitor: &mut FleetMonitor, controls: &Receiver<Control>) {
                 model,
                 failure_mode,
                 close_code,
+                pattern,
+                found_mode,
             } => {
-                let multiplier = monitor.feedback(&model, &failure_mode, &close_code);
+                let multiplier = match &pattern {
+                    Some(p) => monitor.feedback_pattern(
+                        &model,
+                        &failure_mode,
+                        p,
+                        &close_code,
+                        found_mode.as_deref(),
+                    ),
+                    None => monitor.feedback(&model, &failure_mode, &close_code),
+                };
                 info!(
                     model,
-                    failure_mode, close_code, multiplier, "repair feedback"
+                    failure_mode, close_code, pattern, found_mode, multiplier, "repair feedback"
                 );
             }
         }
