@@ -144,6 +144,56 @@ impl DataFileName {
     }
 }
 
+/// Suffix of a day file's rollup: count, sum, min and max of every (device, metric, hour)
+/// of the day file with the same stem (`day-{first}-{last}.rollup`). A Parquet file, but not
+/// named `*.parquet`, so a glob over the data files does not mix the two schemas. Derived
+/// data: written after its day file, removed with it, and a day file without one is read
+/// raw.
+pub const ROLLUP_SUFFIX: &str = ".rollup";
+
+/// Rollup column names, in file order (besides [`DEVICE_ID`] and [`METRIC`]).
+pub const HOUR: &str = "hour";
+pub const COUNT: &str = "count";
+pub const SUM: &str = "sum";
+pub const MIN: &str = "min";
+pub const MAX: &str = "max";
+
+/// The rollup file name of a day file name (`None` for any other name).
+pub fn rollup_name(day_file: &str) -> Option<String> {
+    let n = DataFileName::parse(day_file)?;
+    (n.kind == FileKind::Day).then(|| {
+        let stem = day_file.strip_suffix(".parquet").unwrap_or(day_file);
+        format!("{stem}{ROLLUP_SUFFIX}")
+    })
+}
+
+/// The rollup path of a day file's path (`None` for any other file).
+pub fn rollup_path(day_path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let name = rollup_name(day_path.file_name()?.to_str()?)?;
+    Some(day_path.with_file_name(name))
+}
+
+/// The day file name of a rollup file name (`None` for any other name).
+pub fn day_file_of_rollup(rollup: &str) -> Option<String> {
+    let name = format!("{}.parquet", rollup.strip_suffix(ROLLUP_SUFFIX)?);
+    let n = DataFileName::parse(&name)?;
+    (n.kind == FileKind::Day).then_some(name)
+}
+
+/// The schema of a rollup file: `device_id`, `metric`, `hour` (hours since the epoch),
+/// `count`, `sum`, `min`, `max`; sorted by device, metric, hour.
+pub fn rollup_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        dict_field(DEVICE_ID),
+        dict_field(METRIC),
+        Field::new(HOUR, DataType::Int64, false),
+        Field::new(COUNT, DataType::UInt64, false),
+        Field::new(SUM, DataType::Float64, false),
+        Field::new(MIN, DataType::Float64, false),
+        Field::new(MAX, DataType::Float64, false),
+    ]))
+}
+
 /// The type of `ts`.
 pub fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -198,6 +248,24 @@ mod tests {
         };
         assert_eq!(DataFileName::parse(&day.render()), Some(day));
         assert_eq!(FileKind::Day.hours(), 24);
+    }
+
+    #[test]
+    fn rollups_are_named_after_their_day_file_only() {
+        let day = DataFileName {
+            kind: FileKind::Day,
+            first_lsn: 3,
+            last_lsn: 9,
+        }
+        .render();
+        let rollup = rollup_name(&day).unwrap_or_default();
+        assert!(rollup.ends_with(ROLLUP_SUFFIX) && !rollup.ends_with(".parquet"));
+        assert_eq!(day_file_of_rollup(&rollup), Some(day));
+        assert_eq!(DataFileName::parse(&rollup), None);
+        assert_eq!(rollup_name("compact-1-2.parquet"), None);
+        assert_eq!(rollup_name("day-1-2.parquet.tmp"), None);
+        assert_eq!(day_file_of_rollup("compact-1-2.rollup"), None);
+        assert_eq!(day_file_of_rollup("day-1-2.rollup.tmp"), None);
     }
 
     #[test]

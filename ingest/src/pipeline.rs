@@ -864,6 +864,7 @@ fn flusher_loop(
             min_files: compact_min_files,
             max_input_bytes: 32 * 1024 * 1024,
             open_from: Some(crate::store::partition_of(now_us())),
+            rollup_min_points: crate::store::ROLLUP_MIN_POINTS,
         };
         match store.compact(sealed.last_lsn, &policy) {
             Ok(c) if c.partitions > 0 => {

@@ -15,7 +15,10 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, StringDictionaryBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{
+    Float64Builder, Int64Builder, StringDictionaryBuilder, TimestampMicrosecondBuilder,
+    UInt64Builder,
+};
 use arrow_array::types::Int32Type;
 use arrow_array::{
     Array, ArrayRef, DictionaryArray, Float64Array, RecordBatch, StringArray,
@@ -29,11 +32,9 @@ use parquet::schema::types::ColumnPath;
 
 use crate::Row;
 
-#[cfg(test)]
-use crate::layout::HOUR_US;
 use crate::layout::{
-    DAY_HOURS, DataFileName, SERIES_INDEX_KEY, date_dir, day_of, parse_date_dir,
-    parse_partition_dir,
+    DAY_HOURS, DataFileName, HOUR_US, SERIES_INDEX_KEY, date_dir, day_file_of_rollup, day_of,
+    parse_date_dir, parse_partition_dir, rollup_path, rollup_schema,
 };
 pub use crate::layout::{FileKind, Partition, partition_dir, partition_of, schema};
 
@@ -229,7 +230,23 @@ impl Store {
         let files = self.files()?;
         for f in leftovers(&files) {
             tracing::warn!(path = %f.path.display(), "removing file already merged by compaction");
-            fs::remove_file(&f.path).map_err(io_err(&f.path))?;
+            remove_data_file(f)?;
+        }
+        // A rollup whose day file is gone (removed between the two) is derived data of nothing.
+        for (_, dir) in self.date_dirs()? {
+            for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+                let path = entry.map_err(io_err(&dir))?.path();
+                let day_file = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(day_file_of_rollup);
+                if let Some(day_file) = day_file
+                    && !dir.join(day_file).exists()
+                {
+                    tracing::warn!(path = %path.display(), "removing the rollup of a removed day file");
+                    remove_if_there(&path)?;
+                }
+            }
         }
         Ok(())
     }
@@ -341,7 +358,7 @@ impl Store {
             }
             if replayable(f.first_lsn.max(checkpoint + 1), f.last_lsn) {
                 tracing::warn!(path = %f.path.display(), "removing file of an unfinished flush; the WAL replays it");
-                fs::remove_file(&f.path).map_err(io_err(&f.path))?;
+                remove_data_file(&f)?;
                 removed += 1;
             } else {
                 tracing::error!(
@@ -554,9 +571,12 @@ impl Store {
             .render();
             let date = self.root.join(date_dir(day));
             let written = self.write_file(&date, &name, &rows, true)?;
+            if self.write_rollup(&written, &rows, policy.rollup_min_points)? {
+                stats.rollups_written += 1;
+            }
             pause_point("day");
             for f in files.iter().filter(|f| f.path != written) {
-                fs::remove_file(&f.path).map_err(io_err(&f.path))?;
+                remove_data_file(f)?;
             }
             for h in day * DAY_HOURS..end {
                 // Only an empty directory goes; one that is not there or still holds a file
@@ -569,6 +589,128 @@ impl Store {
         }
         Ok(stats)
     }
+
+    /// Writes the rollup of the day file at `day_path` from its `rows` (sorted by device,
+    /// metric, ts), through a `.tmp` file, fsynced and renamed, if it summarises at least
+    /// `min_points` rows per rollup row on average (`Ok(false)` when it does not pay: sparse
+    /// data is cheap to scan and its rollup would cost more bytes than it saves reading).
+    fn write_rollup(
+        &self,
+        day_path: &Path,
+        rows: &[Row],
+        min_points: usize,
+    ) -> Result<bool, StoreError> {
+        let Some(path) = rollup_path(day_path) else {
+            return Err(StoreError::Layout(day_path.to_owned()));
+        };
+        let batch = rollup_batch(rows)?;
+        if batch.num_rows().saturating_mul(min_points.max(1)) > rows.len() {
+            return Ok(false);
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_owned();
+        let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = dir.join(tmp_name);
+        let written = (|| {
+            let props = rollup_properties();
+            let file = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut writer =
+                ArrowWriter::try_new(file, rollup_schema(), Some(props)).map_err(pq_err(&tmp))?;
+            writer.write(&batch).map_err(pq_err(&tmp))?;
+            let file = writer.into_inner().map_err(pq_err(&tmp))?;
+            file.sync_all().map_err(io_err(&tmp))
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&dir))?;
+        Ok(true)
+    }
+}
+
+/// Writer settings of rollups. Sums are rarely repeated: byte-stream-split instead of a
+/// dictionary; min and max are readings, which a dictionary packs well; hours are sorted
+/// runs per series: delta-packed.
+fn rollup_properties() -> WriterProperties {
+    let sum = ColumnPath::from(crate::layout::SUM);
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_column_dictionary_enabled(sum.clone(), false)
+        .set_column_encoding(sum, Encoding::BYTE_STREAM_SPLIT)
+        .set_column_dictionary_enabled(ColumnPath::from(crate::layout::HOUR), false)
+        .set_column_encoding(
+            ColumnPath::from(crate::layout::HOUR),
+            Encoding::DELTA_BINARY_PACKED,
+        )
+        .build()
+}
+
+/// Removes a data file, and a day file's rollup with it.
+fn remove_data_file(f: &StoreFile) -> Result<(), StoreError> {
+    fs::remove_file(&f.path).map_err(io_err(&f.path))?;
+    if let Some(rollup) = rollup_path(&f.path) {
+        remove_if_there(&rollup)?;
+    }
+    Ok(())
+}
+
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Count, sum, min and max per (device, metric, hour) of rows sorted by device, metric, ts.
+fn rollup_batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
+    let mut device = StringDictionaryBuilder::<Int32Type>::new();
+    let mut metric = StringDictionaryBuilder::<Int32Type>::new();
+    let mut hour = Int64Builder::new();
+    let mut count = UInt64Builder::new();
+    let mut sum = Float64Builder::new();
+    let mut min = Float64Builder::new();
+    let mut max = Float64Builder::new();
+    let mut i = 0;
+    while let Some(first) = rows.get(i) {
+        let h = first.ts_us.div_euclid(HOUR_US);
+        let mut j = i;
+        let (mut n, mut total, mut lo, mut hi) = (0u64, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        while let Some(r) = rows.get(j) {
+            if r.device != first.device
+                || r.metric != first.metric
+                || r.ts_us.div_euclid(HOUR_US) != h
+            {
+                break;
+            }
+            n += 1;
+            total += r.value;
+            lo = lo.min(r.value);
+            hi = hi.max(r.value);
+            j += 1;
+        }
+        device.append_value(&*first.device);
+        metric.append_value(&*first.metric);
+        hour.append_value(h);
+        count.append_value(n);
+        sum.append_value(total);
+        min.append_value(lo);
+        max.append_value(hi);
+        i = j;
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(device.finish()),
+        Arc::new(metric.finish()),
+        Arc::new(hour.finish()),
+        Arc::new(count.finish()),
+        Arc::new(sum.finish()),
+        Arc::new(min.finish()),
+        Arc::new(max.finish()),
+    ];
+    Ok(RecordBatch::try_new(rollup_schema(), columns)?)
 }
 
 /// Files a finished merge has made redundant: inside the LSN range of another file of the
@@ -675,7 +817,15 @@ pub struct CompactionPolicy {
     pub max_input_bytes: u64,
     /// Partitions from this hour on are still being written: leave them for later.
     pub open_from: Option<Partition>,
+    /// A day file gets a rollup when it holds at least this many rows per rollup row
+    /// (series-hour) on average.
+    pub rollup_min_points: usize,
 }
+
+/// Default of [`CompactionPolicy::rollup_min_points`]: a rollup row takes about as many
+/// bytes as 4–6 points of a day file, so from 16 points per series-hour (readings every
+/// 3.75 minutes or more often) it adds at most about a third to the day's bytes.
+pub const ROLLUP_MIN_POINTS: usize = 16;
 
 impl CompactionPolicy {
     /// Everything closed, at least `min_files` files, 64 MiB of input per merge.
@@ -684,6 +834,7 @@ impl CompactionPolicy {
             min_files,
             max_input_bytes: 64 * 1024 * 1024,
             open_from: None,
+            rollup_min_points: ROLLUP_MIN_POINTS,
         }
     }
 }
@@ -693,6 +844,8 @@ pub struct CompactionStats {
     pub partitions: usize,
     pub files_in: usize,
     pub duplicates_removed: usize,
+    /// Rollups of day files written with a merge.
+    pub rollups_written: usize,
 }
 
 fn to_batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
@@ -834,7 +987,8 @@ mod tests {
             CompactionStats {
                 partitions: 1,
                 files_in: 2,
-                duplicates_removed: 1
+                duplicates_removed: 1,
+                rollups_written: 0,
             }
         );
         let files = store.files().unwrap();
@@ -864,6 +1018,7 @@ mod tests {
             min_files: 2,
             max_input_bytes: 100,
             open_from: None,
+            rollup_min_points: ROLLUP_MIN_POINTS,
         };
         let lsns = |run: Option<Vec<StoreFile>>| -> Vec<u64> {
             run.unwrap_or_default()
@@ -1048,7 +1203,11 @@ mod tests {
             row("d", "m", D0 + HOUR_US, 2.0),
         ]];
         store.write_flush(flushes[0].clone(), 1, 1).unwrap();
-        let policy = CompactionPolicy::closed(3);
+        // Rollups however few the points, so the test sees one.
+        let policy = CompactionPolicy {
+            rollup_min_points: 1,
+            ..CompactionPolicy::closed(3)
+        };
         assert_eq!(store.compact_days(1, &policy).unwrap().partitions, 1);
         // Two late flushes, one rewriting a point: fewer than 3 files beside the day file.
         for (lsn, rows) in [
@@ -1076,6 +1235,43 @@ mod tests {
             (FileKind::Day, 1, 4)
         );
         assert_eq!(all_rows(&store), expected(&flushes));
+        // One rollup, the new day file's (the old one went with its day file), and it
+        // sums that file's rows per hour.
+        let date = files[0].path.parent().unwrap();
+        let rollups: Vec<PathBuf> = fs::read_dir(date)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(crate::layout::ROLLUP_SUFFIX))
+            .collect();
+        assert_eq!(rollups, vec![rollup_path(&files[0].path).unwrap()]);
+        let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&rollups[0]).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let col = |i: usize| batch.column(i).clone();
+        let hours = col(2);
+        let hours = hours
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        let counts = col(3);
+        let counts = counts
+            .as_any()
+            .downcast_ref::<arrow_array::UInt64Array>()
+            .unwrap();
+        let sums = col(4);
+        let sums = sums.as_any().downcast_ref::<Float64Array>().unwrap();
+        let maxes = col(6);
+        let maxes = maxes.as_any().downcast_ref::<Float64Array>().unwrap();
+        let h0 = D0.div_euclid(HOUR_US);
+        assert_eq!(hours.values(), &[h0, h0 + 1]);
+        // Hour 0: 9.0 (rewrote 1.0), 3.0, 4.0; hour 1: 2.0.
+        assert_eq!(counts.values(), &[3, 1]);
+        assert_eq!(sums.values(), &[16.0, 2.0]);
+        assert_eq!(maxes.values(), &[9.0, 2.0]);
     }
 
     #[test]

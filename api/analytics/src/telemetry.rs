@@ -46,8 +46,8 @@ use arrow_array::builder::{
 };
 use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, ArrayRef, DictionaryArray, Float64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt64Array,
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
@@ -145,6 +145,8 @@ pub struct ScanStats {
     pub rows_decoded: u64,
     /// Bytes read from the files (footers, page indexes, data and dictionary pages).
     pub bytes_read: u64,
+    /// Day files answered from their rollup (fleet aggregates; counted in `files_read`).
+    pub rollups_read: u64,
     pub elapsed_us: u64,
 }
 
@@ -156,6 +158,7 @@ impl ScanStats {
         self.row_groups_read += o.row_groups_read;
         self.rows_decoded += o.rows_decoded;
         self.bytes_read += o.bytes_read;
+        self.rollups_read += o.rollups_read;
     }
 }
 
@@ -2226,7 +2229,15 @@ impl FleetWorker {
             Bucket::Day => Slots::one(p.hour.div_euclid(24) * DAY_US),
         };
         let cut = !p.inside(q.from_us, q.to_us);
+        let rollup_hours = rollup_hours(p, q.from_us, q.to_us);
         for f in &files {
+            if let Some(hours) = rollup_hours
+                && self.rollup(&f.path, hours, p.hour.div_euclid(24) * DAY_US, q, metrics)?
+            {
+                self.stats.files_read += 1;
+                self.stats.rollups_read += 1;
+                continue;
+            }
             if self.file(&f.path, slots, cut, q, metrics)? {
                 self.stats.files_read += 1;
             } else {
@@ -2234,6 +2245,119 @@ impl FleetWorker {
             }
         }
         Ok(())
+    }
+
+    /// Aggregates the rollup of the day file at `day_path` over `hours` (hours since the
+    /// epoch, `[lo, hi)`); `Ok(false)` when the day file has no usable rollup, so the caller
+    /// reads the rows themselves. Day buckets go to `day_bucket_us`, the day of the file's
+    /// partition, as in a raw scan.
+    fn rollup(
+        &mut self,
+        day_path: &Path,
+        hours: (i64, i64),
+        day_bucket_us: i64,
+        q: &FleetQuery,
+        metrics: &[String],
+    ) -> Result<bool, QueryError> {
+        let Some(path) = layout::rollup_path(day_path) else {
+            return Ok(false);
+        };
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let bytes = file.metadata().map_err(io_err(&path))?.len();
+        let builder = match ParquetRecordBatchReaderBuilder::try_new(file) {
+            Ok(b) if b.schema().fields() == layout::rollup_schema().fields() => b,
+            // Derived data in doubt is not used: the day file itself answers.
+            Ok(_) | Err(_) => {
+                tracing::warn!(path = %path.display(), "unreadable rollup; reading its day file");
+                return Ok(false);
+            }
+        };
+        let grouped = q.group_of.is_some();
+        let leaves: Vec<usize> = if grouped {
+            (0..7).collect()
+        } else {
+            (1..7).collect()
+        };
+        let mask = ProjectionMask::roots(builder.parquet_schema(), leaves);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(pq_err(&path))?;
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        for batch in reader {
+            let batch = batch.map_err(|e| pq_err(&path)(e.into()))?;
+            self.stats.rows_decoded += batch.num_rows() as u64;
+            let metric = string_column(&batch, layout::METRIC, &path)?;
+            let hour = column::<Int64Array>(&batch, layout::HOUR, &path)?;
+            let count = column::<UInt64Array>(&batch, layout::COUNT, &path)?;
+            let sum = column::<Float64Array>(&batch, layout::SUM, &path)?;
+            let min = column::<Float64Array>(&batch, layout::MIN, &path)?;
+            let max = column::<Float64Array>(&batch, layout::MAX, &path)?;
+            let mlut: Vec<u32> = metric
+                .values
+                .iter()
+                .map(|v| match v {
+                    Some(name)
+                        if metrics.is_empty()
+                            || metrics.binary_search_by(|m| m.as_str().cmp(name)).is_ok() =>
+                    {
+                        intern(&mut self.metric_ids, &mut self.metric_names, name)
+                    }
+                    _ => NONE,
+                })
+                .collect();
+            let groups = match &q.group_of {
+                Some(group_of) => {
+                    let device = string_column(&batch, layout::DEVICE_ID, &path)?;
+                    let glut: Vec<u32> = device
+                        .values
+                        .iter()
+                        .map(|d| {
+                            let group = d
+                                .and_then(|d| group_of.get(d))
+                                .map_or("unknown", String::as_str);
+                            intern(&mut self.group_ids, &mut self.group_names, group)
+                        })
+                        .collect();
+                    Some((device.keys, glut))
+                }
+                None => None,
+            };
+            for r in 0..batch.num_rows() {
+                let Some(&m) = metric.keys.get(r).and_then(|&k| mlut.get(k as usize)) else {
+                    continue;
+                };
+                let h = hour.value(r);
+                if m == NONE || h < hours.0 || h >= hours.1 {
+                    continue;
+                }
+                let g = match &groups {
+                    Some((keys, glut)) => keys
+                        .get(r)
+                        .and_then(|&k| glut.get(k as usize))
+                        .copied()
+                        .unwrap_or(0),
+                    None => 0,
+                };
+                let bucket = match q.bucket {
+                    Bucket::Hour => h.saturating_mul(HOUR_US),
+                    Bucket::Day => day_bucket_us,
+                };
+                self.acc.entry((bucket, g, m)).or_default().merge(&Agg {
+                    count: count.value(r),
+                    sum: sum.value(r),
+                    min: min.value(r),
+                    max: max.value(r),
+                    ..Agg::default()
+                });
+            }
+        }
+        Ok(true)
     }
 
     fn file(
@@ -2488,6 +2612,32 @@ impl FleetWorker {
             .or_default()
             .add_values(&[v]);
     }
+}
+
+/// The hours (since the epoch, `[lo, hi)`) of a day partition a fleet aggregate over
+/// `[from_us, to_us)` can take from rollups: all of them when the range covers the day,
+/// the hours inside the range when it cuts the day on hour boundaries; `None` for an hour
+/// partition (no rollup) or a cut inside an hour (the rows must be read).
+fn rollup_hours(p: &Partition, from_us: i64, to_us: i64) -> Option<(i64, i64)> {
+    if !p.is_day() {
+        return None;
+    }
+    let (start, end) = (p.hour, p.end_hour());
+    let lo = if from_us <= start.saturating_mul(HOUR_US) {
+        start
+    } else if from_us.rem_euclid(HOUR_US) == 0 {
+        from_us.div_euclid(HOUR_US)
+    } else {
+        return None;
+    };
+    let hi = if to_us >= end.saturating_mul(HOUR_US) {
+        end
+    } else if to_us.rem_euclid(HOUR_US) == 0 {
+        to_us.div_euclid(HOUR_US)
+    } else {
+        return None;
+    };
+    Some((lo, hi))
 }
 
 /// End of the run of `key` that starts at `start`, comparing eight keys at a time (a

@@ -634,7 +634,12 @@ fn layout_of(flushes: &[Vec<Row>], compacted: bool) -> (tempfile::TempDir, PathB
     }
     if compacted {
         let last = flushes.len() as u64;
-        let policy = prognos_ingest::store::CompactionPolicy::closed(2);
+        // Rollups for every day file, however few its points (the default leaves sparse
+        // days without one), so the layouts compared include them.
+        let policy = prognos_ingest::store::CompactionPolicy {
+            rollup_min_points: 1,
+            ..prognos_ingest::store::CompactionPolicy::closed(2)
+        };
         store.compact(last, &policy).unwrap();
         store.compact_days(last, &policy).unwrap();
     }
@@ -742,8 +747,12 @@ mod layouts {
                 .into_iter().map(|(d, g)| (d.to_string(), g.to_string())).collect();
             for bucket in [Bucket::Hour, Bucket::Day] {
                 for group_of in [None, Some(groups.clone())] {
-                    for (from_us, to_us) in [(from_us, to_us), (i64::MIN / 4, i64::MAX / 4)] {
-                        let fq = FleetQuery { from_us, to_us, bucket, metrics: Vec::new(), group_of: group_of.clone() };
+                    // Unaligned (rows), everything and hour-aligned (rollups where day files
+                    // have them).
+                    let aligned = (from_us.div_euclid(HOUR_US) * HOUR_US, (to_us.div_euclid(HOUR_US) + 1) * HOUR_US);
+                    for (from_us, to_us) in [(from_us, to_us), (i64::MIN / 4, i64::MAX / 4), aligned] {
+                        let metrics = if to_us == aligned.1 { vec!["c".to_string(), "a".to_string()] } else { Vec::new() };
+                        let fq = FleetQuery { from_us, to_us, bucket, metrics, group_of: group_of.clone() };
                         let a = fleet_aggregate(&hourly, &fq, 2).unwrap();
                         let b = fleet_aggregate(&daily, &fq, 2).unwrap();
                         prop_assert!(same_fleet(&a, &b).is_ok(), "{:?}", same_fleet(&a, &b));
@@ -752,6 +761,138 @@ mod layouts {
             }
         }
     }
+}
+
+/// Fleet aggregates over whole days and hour-aligned ranges come from the day files'
+/// rollups, and agree with the rows; a rollup that is gone or damaged is not used.
+#[test]
+fn fleet_aggregates_come_from_rollups_and_agree_with_the_rows() {
+    // 6 devices × 3 metrics at 5 minutes over three days, in hourly flushes.
+    let mut flushes: Vec<Vec<Row>> = Vec::new();
+    for h in 0..72i64 {
+        let mut rows = Vec::new();
+        for d in 0..6 {
+            for m in 0..3 {
+                for k in 0..12 {
+                    let ts = T0 - 24 * HOUR_US + h * HOUR_US + k * 5 * MIN;
+                    rows.push(Row::new(
+                        &device(d),
+                        ["a", "b", "c"][m],
+                        ts,
+                        value_of(d, m, ts),
+                    ));
+                }
+            }
+        }
+        flushes.push(rows);
+    }
+    let (_a, hourly) = layout_of(&flushes, false);
+    let (_b, daily) = layout_of(&flushes, true);
+    let store = Store::open(&daily).unwrap();
+    let days: Vec<PathBuf> = store
+        .files()
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.kind == FileKind::Day)
+        .map(|f| f.path)
+        .collect();
+    assert!(days.len() >= 3, "{days:?}");
+    let rollups: Vec<PathBuf> = days
+        .iter()
+        .map(|d| layout::rollup_path(d).unwrap())
+        .collect();
+    assert!(rollups.iter().all(|r| r.exists()));
+    let groups: HashMap<String, String> = [("dev-000", "x"), ("dev-004", "y")]
+        .into_iter()
+        .map(|(d, g)| (d.to_string(), g.to_string()))
+        .collect();
+    let queries = |metrics: Vec<String>| {
+        let mut out = Vec::new();
+        for bucket in [Bucket::Hour, Bucket::Day] {
+            for group_of in [None, Some(groups.clone())] {
+                for (from_us, to_us) in [
+                    (i64::MIN / 4, i64::MAX / 4),
+                    (T0 - 5 * HOUR_US, T0 + 30 * HOUR_US),
+                ] {
+                    out.push(FleetQuery {
+                        from_us,
+                        to_us,
+                        bucket,
+                        metrics: metrics.clone(),
+                        group_of: group_of.clone(),
+                    });
+                }
+            }
+        }
+        out
+    };
+    let all = queries(Vec::new())
+        .into_iter()
+        .chain(queries(vec!["b".into()]));
+    let answers: Vec<FleetAggregate> = all
+        .clone()
+        .map(|q| fleet_aggregate(&hourly, &q, 2).unwrap())
+        .collect();
+    for (q, want) in all.clone().zip(&answers) {
+        let got = fleet_aggregate(&daily, &q, 2).unwrap();
+        assert!(
+            same_fleet(&got, want).is_ok(),
+            "{q:?}: {:?}",
+            same_fleet(&got, want)
+        );
+        assert!(got.scan.rollups_read >= 2, "{q:?}: {:?}", got.scan);
+        assert!(!got.rows.is_empty());
+        // Rollup rows, not data rows: 6 × 3 series × 24 hours a day at most.
+        assert!(got.scan.rows_decoded <= 3 * 6 * 3 * 24, "{:?}", got.scan);
+    }
+    // A cut inside an hour reads rows.
+    let cut = FleetQuery {
+        from_us: T0 - 5 * HOUR_US + 7,
+        to_us: T0 + 30 * HOUR_US,
+        bucket: Bucket::Hour,
+        metrics: Vec::new(),
+        group_of: None,
+    };
+    let got = fleet_aggregate(&daily, &cut, 2).unwrap();
+    assert!(same_fleet(&got, &fleet_aggregate(&hourly, &cut, 2).unwrap()).is_ok());
+    assert!(got.scan.rollups_read < days.len() as u64, "{:?}", got.scan);
+    // Damaged and missing rollups: the day files answer, alike.
+    fs::write(&rollups[0], b"not parquet").unwrap();
+    fs::remove_file(&rollups[1]).unwrap();
+    for (q, want) in all.zip(&answers) {
+        let got = fleet_aggregate(&daily, &q, 2).unwrap();
+        assert!(
+            same_fleet(&got, want).is_ok(),
+            "{q:?}: {:?}",
+            same_fleet(&got, want)
+        );
+    }
+    // Opening removes the rollup of a day file that is gone.
+    fs::remove_file(&days[0]).unwrap();
+    Store::open(&daily).unwrap();
+    assert!(!rollups[0].exists() && rollups[2].exists());
+    // Sparse days get none at the default policy: 12 points per series-hour here.
+    let (_c, sparse) = {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("telemetry");
+        let store = Store::open(&root).unwrap();
+        for (i, rows) in flushes.iter().enumerate() {
+            store
+                .write_flush(rows.clone(), i as u64 + 1, i as u64 + 1)
+                .unwrap();
+        }
+        let policy = prognos_ingest::store::CompactionPolicy::closed(2);
+        let stats = store.compact_days(flushes.len() as u64, &policy).unwrap();
+        assert!(
+            stats.partitions >= 2 && stats.rollups_written == 0,
+            "{stats:?}"
+        );
+        (dir, root)
+    };
+    let q = &queries(Vec::new())[0];
+    let got = fleet_aggregate(&sparse, q, 2).unwrap();
+    assert_eq!(got.scan.rollups_read, 0);
+    assert!(same_fleet(&got, &answers[0]).is_ok());
 }
 
 #[test]
