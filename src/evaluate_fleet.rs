@@ -50,6 +50,36 @@ pub struct FleetArgs {
     /// learned detector, as a machine Prognos has no profile for would.
     #[arg(long)]
     pub no_profiles: bool,
+    /// Monitor settings to change, as a JSON object with the fields of the
+    /// `monitor` object this command prints (for example
+    /// `{"thresholds":[0.02,0.005,0.2]}`); fields left out keep their
+    /// defaults. For tuning on one seed and checking on others.
+    #[arg(long, value_name = "JSON")]
+    pub monitor: Option<String>,
+}
+
+/// The monitor settings of a run: the defaults, with `--monitor` applied.
+fn monitor_config(args: &FleetArgs) -> anyhow::Result<MonitorConfig> {
+    let Some(json) = &args.monitor else {
+        return Ok(MonitorConfig::default());
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| anyhow::anyhow!("--monitor: not JSON: {e}"))?;
+    let Some(fields) = value.as_object() else {
+        anyhow::bail!("--monitor: expected a JSON object of monitor settings");
+    };
+    // serde ignores unknown fields; a misspelt one would silently change nothing.
+    let known = serde_json::to_value(MonitorConfig::default())?;
+    if let Some(unknown) = fields.keys().find(|k| known.get(k.as_str()).is_none()) {
+        anyhow::bail!("--monitor: unknown setting `{unknown}`");
+    }
+    let cfg: MonitorConfig = serde_json::from_value(value)
+        .map_err(|e| anyhow::anyhow!("--monitor: not a monitor settings object: {e}"))?;
+    anyhow::ensure!(
+        cfg.thresholds.iter().all(|t| t.is_finite() && *t > 0.0),
+        "--monitor: thresholds must be finite and above 0"
+    );
+    Ok(cfg)
 }
 
 /// How long after an alert opens the technician's close code arrives.
@@ -281,7 +311,7 @@ pub fn simulate_and_monitor(
 
 /// `prognos evaluate fleet`.
 pub fn run_fleet(args: &FleetArgs) -> anyhow::Result<()> {
-    let cfg = MonitorConfig::default();
+    let cfg = monitor_config(args)?;
     if args.repairs {
         return run_repairs(args, cfg);
     }
@@ -405,6 +435,9 @@ pub fn run_fleet(args: &FleetArgs) -> anyhow::Result<()> {
         Some(l) => println!("median lead (days)              {l:.2}"),
         None => println!("median lead (days)              -"),
     }
+    if let Some(l) = r.overall.median_lead_at_onset_days {
+        println!("  ceiling: alert at onset       {l:.2}");
+    }
     println!(
         "false alerts / 100 device-days  {:.3}",
         r.overall.false_alerts_per_100_device_days
@@ -485,6 +518,37 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// `--monitor` changes only the fields it names, and a value that is
+    /// not a monitor settings object is refused with the flag's name.
+    #[test]
+    fn monitor_settings_override_only_what_they_name() {
+        let mut args = FleetArgs {
+            devices: 1,
+            days: 1.0,
+            seed: 7,
+            json: false,
+            repairs: false,
+            no_profiles: false,
+            monitor: Some(r#"{"thresholds":[0.02,0.005,0.2]}"#.into()),
+        };
+        let cfg = monitor_config(&args).unwrap();
+        assert_eq!(cfg.thresholds, [0.02, 0.005, 0.2]);
+        assert_eq!(cfg.ewma_lambda, MonitorConfig::default().ewma_lambda);
+        for bad in [
+            r#"{"thresholds":[0.02]}"#,
+            r#"{"thresholds":[0.0,0.005,0.2]}"#,
+            "[1,2]",
+            "{",
+            r#"{"threshold":[0.02,0.005,0.2]}"#,
+        ] {
+            args.monitor = Some(bad.into());
+            let e = monitor_config(&args).unwrap_err().to_string();
+            assert!(e.starts_with("--monitor:"), "{bad}: {e}");
+        }
+        args.monitor = None;
+        assert_eq!(monitor_config(&args).unwrap(), MonitorConfig::default());
+    }
+
     /// The repair loop scores only the test half, feeds only the training
     /// half's close codes, and is deterministic.
     #[test]
@@ -496,6 +560,7 @@ mod tests {
             json: false,
             repairs: true,
             no_profiles: true,
+            monitor: None,
         };
         let off = simulate_and_monitor(&args, MonitorConfig::default(), Repairs::Off).unwrap();
         let on = simulate_and_monitor(&args, MonitorConfig::default(), Repairs::On).unwrap();

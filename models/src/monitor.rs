@@ -1187,6 +1187,12 @@ pub struct FleetOverall {
     pub median_lead_days: Option<f64>,
     /// False alerts per 100 device-days.
     pub false_alerts_per_100_device_days: f64,
+    /// Median of failure − onset over all failures (onset taken at the run's
+    /// start when it came before): the median lead of a detector that alerts
+    /// the moment a degradation begins, i.e. the ceiling of
+    /// `median_lead_days`.
+    #[serde(default)]
+    pub median_lead_at_onset_days: Option<f64>,
 }
 
 /// Counts behind the headline numbers.
@@ -1279,8 +1285,10 @@ pub fn evaluate_alerts(
     };
     let mut failures = Vec::new();
     let mut leads = Vec::new();
+    let mut leads_at_onset = Vec::new();
     for g in degradations.iter().filter(|g| g.outcome == Outcome::Failed) {
         counts.failures += 1;
+        leads_at_onset.push((g.end_ms - g.onset_ms.max(run_start_ms)) as f64 / DAY_MS);
         let at_start = g.onset_ms < run_start_ms;
         counts.failures_degraded_at_start += usize::from(at_start);
         let mut catching: Vec<&AlertSpan> = alerts
@@ -1351,6 +1359,7 @@ pub fn evaluate_alerts(
             recall,
             median_lead_days: median(&mut leads),
             false_alerts_per_100_device_days: rate,
+            median_lead_at_onset_days: median(&mut leads_at_onset),
         },
         counts,
         device_days,

@@ -346,6 +346,8 @@ fn evaluation_matching_on_a_hand_made_case() {
     assert_eq!(r.failures[2].lead_days, Some(10.5));
     assert_eq!(r.failures[2].detected_mode.as_deref(), Some("bearing_wear"));
     assert_eq!(r.overall.median_lead_days, Some(9.25));
+    // Alerting at onset would give 20, 10 and 10 days.
+    assert_eq!(r.overall.median_lead_at_onset_days, Some(10.0));
     assert_eq!(r.counts.mode_correct, 1);
     assert_eq!(r.counts.failures_with_repeat_alerts, 1);
     assert_eq!(r.counts.alerts, 8);
@@ -365,5 +367,17 @@ fn evaluation_without_failures_or_alerts() {
     let r = evaluate_alerts(&[], &[], T0, T0 + DAY, 0.0);
     assert_eq!(r.overall.recall, 0.0);
     assert_eq!(r.overall.median_lead_days, None);
+    assert_eq!(r.overall.median_lead_at_onset_days, None);
     assert_eq!(r.overall.false_alerts_per_100_device_days, 0.0);
+}
+
+/// A degradation already under way when the run starts can be seen from the
+/// run's start only: the ceiling counts from there, not from its onset.
+#[test]
+fn the_lead_ceiling_starts_at_the_run_for_devices_degraded_at_start() {
+    let truth = vec![window("a", "seal_leak", -5.0, 3.0, Outcome::Failed)];
+    let r = evaluate_alerts(&[], &truth, T0, T0 + 10 * DAY, 10.0);
+    assert_eq!(r.counts.failures_degraded_at_start, 1);
+    assert_eq!(r.overall.median_lead_at_onset_days, Some(3.0));
+    assert_eq!(r.overall.median_lead_days, None);
 }
