@@ -668,6 +668,73 @@ async fn console_in_a_real_browser() {
         json!("assigned")
     );
     assert_eq!(text(&c, "#ticket-technician").await, tech);
+
+    // Batch dispatch: two fresh tickets on other pumps, picked on the dispatch board.
+    let mut pumps: Vec<String> = devices
+        .iter()
+        .map(|(d, _)| d.clone())
+        .filter(|d| d.starts_with("pump") && *d != device)
+        .collect();
+    pumps.dedup();
+    let batch: Vec<String> = pumps[..2]
+        .iter()
+        .map(|d| {
+            api(
+                "POST",
+                "/api/v1/tickets",
+                json!({"device_id": d, "source": "api", "title": "Pump vibration",
+                       "failure_mode": "bearing_wear", "skill": "bearing_wear"}),
+            )["ticket_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    c.goto(&format!("{base}/dispatch")).await.unwrap();
+    for id in &batch {
+        find(&c, &format!("#pick-{id}"))
+            .await
+            .click()
+            .await
+            .unwrap();
+    }
+    assert!(
+        js(
+            &c,
+            "return document.querySelectorAll('#technicians tbody tr').length"
+        )
+        .await
+        .as_u64()
+        .unwrap()
+            > 0,
+        "the board lists the technicians"
+    );
+    shot(&c, "dispatch-board").await;
+    assert_no_external_url("/dispatch", &c.source().await.unwrap());
+    click_and_wait(&c, "#dispatch-selected").await;
+    let summary = js(
+        &c,
+        "const s = document.getElementById('dispatch-summary').dataset; return [s.assigned, s.unassigned]",
+    )
+    .await;
+    assert_eq!(summary, json!(["2", "0"]), "both tickets dispatched");
+    for id in &batch {
+        let shown = js(
+            &c,
+            &format!("const r = document.querySelector(\"#assignments tr[data-ticket='{id}']\"); return r && r.dataset.technician"),
+        )
+        .await;
+        let t = api("GET", &format!("/api/v1/tickets/{id}"), json!({}));
+        assert!(
+            ["assigned", "waiting_parts"].contains(&t["state"].as_str().unwrap()),
+            "{t}"
+        );
+        assert_eq!(
+            shown, t["technician_id"],
+            "the page shows whom the domain assigned"
+        );
+    }
+    shot(&c, "dispatch-result").await;
     sign_out(&c).await;
 
     // --- technician: the phone-sized "my jobs", the field moves.
@@ -904,6 +971,121 @@ async fn console_in_a_real_browser() {
     c.close().await.unwrap();
     drop(driver);
     server.terminate();
+}
+
+/// An open predictive alert, raised by the real models from telemetry published over MQTT, is
+/// acknowledged and then resolved by a scheduler on the alerts page; an engineer is offered
+/// neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_acknowledge_and_resolve_an_alert_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    // 21 days: motor-0004 is overheating at the end, its alert open.
+    let report = common::publish_failing_fleet_days(server.mqtt_port, &data, None, 21);
+    assert_eq!(report["dropped"], 0, "{report}");
+    // The models run behind the ingest: wait until the alert is stored.
+    let open_alert = || {
+        let out = common::prognos(&[
+            "alerts",
+            "list",
+            "--device",
+            "motor-0004",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        serde_json::from_slice::<Vec<Value>>(&out.stdout)
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a["state"] == "open")
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(60), open_alert),
+        "motor-0004 raised an open alert"
+    );
+    let base = format!("http://127.0.0.1:{}", server.http_port);
+    let pw_sched = add_user(&data, "sam", "scheduler", &[]);
+    let pw_eng = add_user(&data, "eve", "engineer", &[]);
+    let driver = start_driver();
+    let c = browser(&driver).await;
+
+    sign_in(&c, &base, "eve", &pw_eng).await;
+    c.goto(&format!("{base}/alerts?state=open")).await.unwrap();
+    find(&c, "table.alerts tbody tr[data-state=open]").await;
+    assert_eq!(
+        js(
+            &c,
+            "return document.querySelectorAll('[data-ack], [data-resolve]').length"
+        )
+        .await,
+        json!(0),
+        "an engineer reads alerts and is offered no move"
+    );
+    sign_out(&c).await;
+
+    sign_in(&c, &base, "sam", &pw_sched).await;
+    c.goto(&format!("{base}/alerts?state=open")).await.unwrap();
+    let id = js(
+        &c,
+        "const r = [...document.querySelectorAll('table.alerts tbody tr')].find(r => r.textContent.includes('motor-0004')); return r && r.dataset.alert",
+    )
+    .await;
+    let id = id
+        .as_str()
+        .expect("motor-0004's open alert is listed")
+        .to_owned();
+    shot(&c, "alerts").await;
+    assert_no_external_url("/alerts", &c.source().await.unwrap());
+    click_and_wait(&c, &format!("button[data-ack='{id}']")).await;
+    // Back on the open list, which no longer has it; the acknowledged list does.
+    assert_eq!(c.current_url().await.unwrap().query(), Some("state=open"));
+    c.goto(&format!("{base}/alerts?state=acknowledged"))
+        .await
+        .unwrap();
+    let row = format!("tr[data-alert='{id}']");
+    assert_eq!(
+        find(&c, &row)
+            .await
+            .attr("data-state")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("acknowledged")
+    );
+    assert!(
+        c.find(Locator::Css(&format!("button[data-ack='{id}']")))
+            .await
+            .is_err()
+    );
+    click_and_wait(&c, &format!("button[data-resolve='{id}']")).await;
+    c.goto(&format!("{base}/alerts")).await.unwrap();
+    assert_eq!(
+        find(&c, &row)
+            .await
+            .attr("data-state")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("resolved")
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let out = common::prognos(&[
+        "alerts",
+        "list",
+        "--device",
+        "motor-0004",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stored: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let stored = stored
+        .iter()
+        .find(|a| a["alert_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(stored["state"], "resolved");
+    assert!(stored["acknowledged_at_ms"].is_i64(), "{stored}");
+    c.close().await.unwrap();
 }
 
 /// The device file's budget (BENCHMARKS.md): 30 days of 1-minute data on 7 metrics. Prints

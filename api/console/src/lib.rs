@@ -1,5 +1,5 @@
 //! The web console: server-rendered HTML pages (maud) for the people who run the service —
-//! sign-in, fleet overview, device file, alerts, tickets, a technician's jobs — and the
+//! sign-in, fleet overview, device file, alerts, tickets, the dispatch board, a technician's jobs — and the
 //! customer's tracking page. Every asset is compiled into the binary; no page references an
 //! external URL.
 //!
@@ -10,6 +10,7 @@
 
 mod assets;
 mod chart;
+mod dispatch;
 pub mod i18n;
 mod pages;
 mod session;
@@ -60,12 +61,15 @@ impl Console {
             .route("/fleet", get(pages::fleet))
             .route("/devices/{id}", get(pages::device))
             .route("/alerts", get(pages::alerts))
+            .route("/alerts/{id}/acknowledge", post(pages::acknowledge_alert))
+            .route("/alerts/{id}/resolve", post(pages::resolve_alert))
             .route("/tickets", get(tickets::list))
             .route("/tickets/{id}", get(tickets::show))
             .route("/tickets/{id}/transition", post(tickets::transition))
             .route("/tickets/{id}/assign", post(tickets::assign))
             .route("/tickets/{id}/close", post(tickets::close))
             .route("/jobs", get(tickets::jobs))
+            .route("/dispatch", get(dispatch::board).post(dispatch::dispatch))
             .route("/track/{code}/rate", post(track::rate))
             .route("/assets/{name}", get(assets::serve))
             .layer(DefaultBodyLimit::max(FORM_LIMIT))

@@ -2,15 +2,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
+use serde::Deserialize;
 use serde_json::json;
 
 use prognos_analytics::access;
 use prognos_analytics::telemetry::{self, Downsample, SeriesQuery};
 use prognos_service::Page;
-use prognos_service::alerts::AlertRecord;
+use prognos_service::alerts::{AlertMove, AlertRecord};
+use prognos_service::auth::{Action, allowed};
 use prognos_service::fleet::{FleetDevice, FleetFilter, Health};
 use prognos_service::tickets::TicketFilter;
 
@@ -18,7 +21,9 @@ use crate::Console;
 use crate::chart::{Marker, chart};
 use crate::i18n::Lang;
 use crate::session::{Signed, home_of};
-use crate::view::{PageResult, json_script, ok, opt, page, sla_badge, state_label, time, time_ms};
+use crate::view::{
+    PageResult, csrf_field, json_script, ok, opt, page, sla_badge, state_label, time, time_ms,
+};
 
 type Pairs = Query<Vec<(String, String)>>;
 
@@ -392,7 +397,7 @@ pub async fn device(
             (json_script("chart-data", &chart_data))
         }
         h2 { (lang.t("alert_history")) }
-        (alert_table(lang, &alerts, &HashMap::new(), false))
+        (alert_table(&u, &alerts, &HashMap::new(), false, &format!("/devices/{id}")))
         h2 { (lang.t("tickets")) }
         (ticket_table(lang, &tickets))
     };
@@ -443,12 +448,36 @@ fn evidence(a: &AlertRecord) -> Markup {
     }
 }
 
+/// Acknowledge / resolve buttons for someone who handles alerts (the domain decides again).
+fn alert_actions(u: &Signed, a: &AlertRecord, back: &str) -> Markup {
+    let lang = u.lang;
+    if !allowed(u.principal.role, Action::Dispatch) || a.state == "resolved" {
+        return html! {};
+    }
+    html! {
+        @if a.state == "open" {
+            form.inline method="post" action={"/alerts/" (a.alert_id) "/acknowledge"} {
+                (csrf_field(u))
+                input type="hidden" name="back" value=(back);
+                button type="submit" data-ack=(a.alert_id) { (lang.t("acknowledge")) }
+            }
+        }
+        form.inline method="post" action={"/alerts/" (a.alert_id) "/resolve"} {
+            (csrf_field(u))
+            input type="hidden" name="back" value=(back);
+            button type="submit" data-resolve=(a.alert_id) { (lang.t("resolve")) }
+        }
+    }
+}
+
 fn alert_table(
-    lang: Lang,
+    u: &Signed,
     alerts: &[AlertRecord],
     tickets: &HashMap<String, String>,
     with_device: bool,
+    back: &str,
 ) -> Markup {
+    let lang = u.lang;
     html! {
         div.scroll { table.alerts {
             thead { tr {
@@ -457,6 +486,7 @@ fn alert_table(
                 th { (lang.t("opened")) } th { (lang.t("score")) } th { (lang.t("evidence")) }
                 th { (lang.t("rul_interval")) }
                 @if with_device { th { (lang.t("ticket")) } }
+                th { }
             } }
             tbody {
                 @for a in alerts {
@@ -475,6 +505,7 @@ fn alert_table(
                                 None => span.muted { (lang.t("none")) },
                             } }
                         }
+                        td { (alert_actions(u, a, back)) }
                     }
                 }
             }
@@ -485,6 +516,10 @@ fn alert_table(
 pub async fn alerts(State(c): State<Console>, u: Signed, Query(q): Pairs) -> PageResult {
     let lang = u.lang;
     let state = param(&q, "state").filter(|s| ["open", "acknowledged", "resolved"].contains(s));
+    let back = match state {
+        Some(s) => format!("/alerts?state={s}"),
+        None => "/alerts".to_owned(),
+    };
     let alerts = c
         .svc
         .alerts_visible(&u.principal, state, None, 500)
@@ -520,7 +555,42 @@ pub async fn alerts(State(c): State<Console>, u: Signed, Query(q): Pairs) -> Pag
         p { @for (s, label) in [("", "all"), ("open", "open"), ("acknowledged", "acknowledged"), ("resolved", "resolved")] {
             a href={"/alerts?state=" (s)} { (if s.is_empty() { lang.t("all") } else { label }) } " · "
         } }
-        (alert_table(lang, &alerts, &by_alert, true))
+        (alert_table(&u, &alerts, &by_alert, true, &back))
     };
     ok(page(lang, Some(&u), lang.t("alerts_title"), body))
+}
+
+#[derive(Deserialize)]
+pub struct AlertForm {
+    #[serde(default)]
+    csrf: String,
+    back: Option<String>,
+}
+
+async fn move_alert(c: &Console, u: &Signed, id: &str, to: AlertMove, f: &AlertForm) -> PageResult {
+    u.check(&f.csrf)?;
+    c.svc
+        .move_alert(&u.principal, id, to)
+        .await
+        .map_err(|e| u.fail(e))?;
+    let back = crate::session::local_path(f.back.as_deref());
+    Ok(Redirect::to(&back).into_response())
+}
+
+pub async fn acknowledge_alert(
+    State(c): State<Console>,
+    u: Signed,
+    Path(id): Path<String>,
+    Form(f): Form<AlertForm>,
+) -> PageResult {
+    move_alert(&c, &u, &id, AlertMove::Acknowledge, &f).await
+}
+
+pub async fn resolve_alert(
+    State(c): State<Console>,
+    u: Signed,
+    Path(id): Path<String>,
+    Form(f): Form<AlertForm>,
+) -> PageResult {
+    move_alert(&c, &u, &id, AlertMove::Resolve, &f).await
 }

@@ -91,6 +91,9 @@ fn nav(lang: Lang, u: &Signed) -> Markup {
             a href="/tickets" { (lang.t("nav_tickets")) }
             a href="/tickets?view=board" { (lang.t("nav_board")) }
         }
+        @if allowed(p.role, Action::Dispatch) {
+            a href="/dispatch" { (lang.t("nav_dispatch")) }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::problem::{Auth, JsonBody, PathParams, Problem, Query};
 use crate::table::{Res, Route, ok, r};
+use prognos_service::alerts::{AlertMove, AlertRecord};
 use prognos_service::auth::{IssuedKey, NewApiKey};
 use prognos_service::dispatch::{BatchRequest, BatchResult, Candidate};
 use prognos_service::network::{
@@ -66,6 +67,28 @@ page_fields!(TicketQuery {
     /// true: only open tickets (not resolved, closed or cancelled).
     open: Option<bool>,
 });
+
+/// The states an alert is listed by.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum AlertStateFilter {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AlertQuery {
+    #[param(inline)]
+    state: Option<AlertStateFilter>,
+    /// Only this device's alerts.
+    #[param(max_length = 64)]
+    device_id: Option<String>,
+    /// Most alerts returned, newest first.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
+}
 
 page_fields!(StockQuery {
     /// Only this location.
@@ -226,6 +249,34 @@ pub(crate) fn routes() -> Vec<Route> {
             get(ticket_reservations),
         )
         .returns_list::<Reservation>(),
+        r(
+            "GET",
+            "/api/v1/alerts",
+            "Predictive alerts of the devices the caller may see, newest first",
+            "alerts",
+            200,
+            get(list_alerts),
+        )
+        .query::<AlertQuery>()
+        .returns_list::<AlertRecord>(),
+        r(
+            "POST",
+            "/api/v1/alerts/{id}/acknowledge",
+            "A person has seen the alert and handles it (the models' later reports keep it so)",
+            "alerts",
+            200,
+            post(acknowledge_alert),
+        )
+        .returns::<AlertRecord>(),
+        r(
+            "POST",
+            "/api/v1/alerts/{id}/resolve",
+            "The alert is dealt with; a later degradation opens a new one",
+            "alerts",
+            200,
+            post(resolve_alert),
+        )
+        .returns::<AlertRecord>(),
         r(
             "POST",
             "/api/v1/dispatch/batch",
@@ -778,6 +829,39 @@ async fn receive(
     PathParams(id): PathParams<String>,
 ) -> Res {
     ok(s.svc.receive_transfer(&who, &id).await?)
+}
+
+async fn list_alerts(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<AlertQuery>,
+) -> Res {
+    let state = q.state.map(|v| match v {
+        AlertStateFilter::Open => "open",
+        AlertStateFilter::Acknowledged => "acknowledged",
+        AlertStateFilter::Resolved => "resolved",
+    });
+    let device = q.device_id.filter(|d| !d.is_empty());
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    ok(s.svc
+        .alerts_visible(&who, state, device.as_deref(), limit)
+        .await?)
+}
+
+async fn acknowledge_alert(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
+    ok(s.svc.move_alert(&who, &id, AlertMove::Acknowledge).await?)
+}
+
+async fn resolve_alert(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    PathParams(id): PathParams<String>,
+) -> Res {
+    ok(s.svc.move_alert(&who, &id, AlertMove::Resolve).await?)
 }
 
 async fn reorder(State(s): State<AppState>, Auth(who): Auth) -> Res {

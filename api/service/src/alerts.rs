@@ -11,7 +11,8 @@ use sqlx::Row;
 
 use crate::db::Database;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A predictive alert as stored: state `open`, `acknowledged` (by a person) or `resolved`.
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, PartialEq)]
 pub struct AlertRecord {
     pub alert_id: String,
     pub device_id: String,
@@ -28,6 +29,8 @@ pub struct AlertRecord {
     pub rul_hours: Option<f64>,
     pub rul_lower_hours: Option<f64>,
     pub rul_upper_hours: Option<f64>,
+    /// What the models saw: detector, score, the metrics that deviate and by how much.
+    #[schema(value_type = Object)]
     pub evidence: serde_json::Value,
     pub close_code: Option<String>,
 }
@@ -51,6 +54,15 @@ impl AlertRecord {
             evidence: serde_json::from_value(self.evidence.clone()).unwrap_or_default(),
         })
     }
+}
+
+/// What a person does to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertMove {
+    /// Seen and being handled; the models' later reports do not reopen it.
+    Acknowledge,
+    /// Dealt with; a later degradation opens a new alert.
+    Resolve,
 }
 
 #[derive(Clone, Debug)]
@@ -103,8 +115,13 @@ impl AlertStore {
         let alert_id = match active {
             Some(id) => {
                 // Keep the first opening's times; refresh everything that describes now.
+                // A person's acknowledgement sticks: the models re-reporting an open alert
+                // do not take it back (they do not know about it).
                 sqlx::query(
-                    "UPDATE alerts SET state = $2, severity = $3, acknowledged_at_ms = $4,
+                    "UPDATE alerts SET
+                        state = CASE WHEN state = 'acknowledged' AND $2 = 'open'
+                                     THEN 'acknowledged' ELSE $2 END,
+                        severity = $3, acknowledged_at_ms = COALESCE(acknowledged_at_ms, $4),
                         resolved_at_ms = $5, last_anomalous_ms = $6,
                         occurrences = occurrences + $7, peak_score = $8, rul_hours = $9,
                         rul_lower_hours = $10, rul_upper_hours = $11, evidence = $12,
@@ -195,9 +212,67 @@ impl AlertStore {
         Ok(events)
     }
 
+    /// A person acknowledges or resolves alert `alert_id` at `now_ms`; `None` if there is
+    /// no such alert. Acknowledging an acknowledged alert, or resolving a resolved one,
+    /// changes nothing; acknowledging a resolved one is refused (`Err(state)`).
+    pub async fn set_by_person(
+        &self,
+        alert_id: &str,
+        to: AlertMove,
+        now_ms: i64,
+    ) -> Result<Option<Result<AlertRecord, String>>, sqlx::Error> {
+        let sql = match to {
+            AlertMove::Acknowledge => {
+                "UPDATE alerts SET state = 'acknowledged', acknowledged_at_ms = $2, updated_at = $3
+                 WHERE alert_id = $1 AND state = 'open'"
+            }
+            AlertMove::Resolve => {
+                "UPDATE alerts SET state = 'resolved', resolved_at_ms = $2, updated_at = $3
+                 WHERE alert_id = $1 AND state <> 'resolved'"
+            }
+        };
+        sqlx::query(sql)
+            .bind(alert_id)
+            .bind(now_ms)
+            .bind(chrono::Utc::now().to_rfc3339())
+            .execute(self.db.pool())
+            .await?;
+        let Some(record) = self.get(alert_id).await? else {
+            return Ok(None);
+        };
+        let reached = match to {
+            AlertMove::Acknowledge => record.state == "acknowledged",
+            AlertMove::Resolve => record.state == "resolved",
+        };
+        Ok(Some(if reached {
+            Ok(record)
+        } else {
+            Err(record.state)
+        }))
+    }
+
+    /// One alert by id.
+    pub async fn get(&self, alert_id: &str) -> Result<Option<AlertRecord>, sqlx::Error> {
+        Ok(self
+            .list_where(Some(alert_id), None, None, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
     /// Alerts, newest first, optionally only in `state` and/or for `device_id`.
     pub async fn list(
         &self,
+        state: Option<&str>,
+        device_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AlertRecord>, sqlx::Error> {
+        self.list_where(None, state, device_id, limit).await
+    }
+
+    async fn list_where(
+        &self,
+        alert_id: Option<&str>,
         state: Option<&str>,
         device_id: Option<&str>,
         limit: i64,
@@ -209,12 +284,14 @@ impl AlertStore {
                     evidence, close_code
              FROM alerts
              WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR device_id = $2)
+               AND ($4 IS NULL OR alert_id = $4)
              ORDER BY opened_at_ms DESC, alert_id
              LIMIT $3",
         )
         .bind(state)
         .bind(device_id)
         .bind(limit)
+        .bind(alert_id)
         .fetch_all(self.db.pool())
         .await?;
         Ok(rows

@@ -2140,3 +2140,78 @@ async fn quantities_and_offsets_are_bounded() {
         .unwrap_err();
     assert!(matches!(err, ServiceError::Validation { ref field, .. } if field == "parts_needed"));
 }
+
+/// A person acknowledges an alert and it stays acknowledged while the models keep reporting
+/// it; resolving ends it; the roles and the provider scope are the dispatcher's.
+#[tokio::test]
+async fn people_acknowledge_and_resolve_alerts_and_the_models_do_not_undo_it() {
+    use crate::alerts::AlertMove;
+    let (_d, svc, _c) = service().await;
+    network(&svc).await;
+    let store = AlertStore::new(svc.db.clone());
+    let id = store
+        .apply(&alert(
+            "dev-1",
+            AlertEventKind::Opened,
+            None,
+            Severity::High,
+        ))
+        .await
+        .unwrap();
+    let sched = as_role(Role::Scheduler, None);
+    // An engineer reads alerts but does not handle them; a provider of another region does
+    // not see this one at all; an unknown id is "not found".
+    let engineer = as_role(Role::Engineer, None);
+    assert!(matches!(
+        svc.move_alert(&engineer, &id, AlertMove::Acknowledge).await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    let south = provider_key("sp-south", "/oem/agent-b/sp-south/");
+    assert!(matches!(
+        svc.move_alert(&south, &id, AlertMove::Acknowledge).await,
+        Err(ServiceError::NotFound { .. })
+    ));
+    assert!(matches!(
+        svc.move_alert(&sched, "nope", AlertMove::Acknowledge).await,
+        Err(ServiceError::NotFound { .. })
+    ));
+    let north = provider_key("sp-north", "/oem/agent-a/sp-north/");
+    let acked = svc
+        .move_alert(&north, &id, AlertMove::Acknowledge)
+        .await
+        .unwrap();
+    assert_eq!(acked.state, "acknowledged");
+    let at = acked.acknowledged_at_ms.unwrap();
+    // The models re-report the open alert: still acknowledged, at the same time.
+    let mut update = alert("dev-1", AlertEventKind::Escalated, None, Severity::Critical);
+    update.alert.occurrences = 3;
+    assert_eq!(store.apply(&update).await.unwrap(), id);
+    let now = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(now.state, "acknowledged");
+    assert_eq!(now.severity, "critical");
+    assert_eq!(now.acknowledged_at_ms, Some(at));
+    // Acknowledging again changes nothing; resolving ends it, and it cannot be acknowledged.
+    let again = svc
+        .move_alert(&sched, &id, AlertMove::Acknowledge)
+        .await
+        .unwrap();
+    assert_eq!(again.acknowledged_at_ms, Some(at));
+    let resolved = svc
+        .move_alert(&sched, &id, AlertMove::Resolve)
+        .await
+        .unwrap();
+    assert_eq!(resolved.state, "resolved");
+    assert!(resolved.resolved_at_ms.is_some());
+    assert!(matches!(
+        svc.move_alert(&sched, &id, AlertMove::Acknowledge).await,
+        Err(ServiceError::Conflict(_))
+    ));
+    // The models' next report of the same opening does not bring it back.
+    store.apply(&update).await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap().unwrap().state, "resolved");
+    let active = svc
+        .alerts_visible(&sched, Some("open"), Some("dev-1"), 10)
+        .await
+        .unwrap();
+    assert!(active.is_empty(), "{active:?}");
+}

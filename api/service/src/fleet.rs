@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::alerts::{AlertRecord, AlertStore};
+use crate::alerts::{AlertMove, AlertRecord, AlertStore};
 use crate::auth::{Action, Principal};
-use crate::{Result, Service};
+use crate::{Result, Service, ServiceError};
 
 /// At most this many devices in one fleet answer (the console pages are bounded).
 pub const FLEET_LIMIT: i64 = 5000;
@@ -187,5 +187,44 @@ impl Service {
             .filter(|a| devices.contains(&a.device_id))
             .take(limit as usize)
             .collect())
+    }
+
+    /// A person acknowledges or resolves an alert (dispatching roles; a provider only on the
+    /// devices of its regions, and one it cannot see is "not found" whether or not it exists).
+    pub async fn move_alert(
+        &self,
+        who: &Principal,
+        alert_id: &str,
+        to: AlertMove,
+    ) -> Result<AlertRecord> {
+        who.require(Action::Dispatch)?;
+        let store = AlertStore::new(self.db.clone());
+        let not_found = || ServiceError::NotFound {
+            kind: "alert",
+            id: alert_id.to_owned(),
+        };
+        let record = store.get(alert_id).await?.ok_or_else(not_found)?;
+        if let Some(regions) = self.visible_regions(who).await? {
+            let device_region: Option<String> = sqlx::query_scalar(
+                "SELECT s.region FROM devices d JOIN sites s ON s.site_id = d.site_id
+                 WHERE d.device_id = $1",
+            )
+            .bind(&record.device_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+            if !device_region.is_some_and(|r| regions.contains(&r)) {
+                return Err(not_found());
+            }
+        }
+        match store
+            .set_by_person(alert_id, to, self.clock.now_ms())
+            .await?
+        {
+            None => Err(not_found()),
+            Some(Ok(r)) => Ok(r),
+            Some(Err(state)) => Err(ServiceError::Conflict(format!(
+                "alert {alert_id:?} is {state}: it can no longer be acknowledged"
+            ))),
+        }
     }
 }
