@@ -604,6 +604,69 @@ async fn console_in_a_real_browser() {
         js(&c, "return document.documentElement.lang").await,
         json!("en")
     );
+    // Reliability analytics as pictures, the same figures the API gives.
+    c.goto(&format!("{base}/analytics")).await.unwrap();
+    let weibull = api("GET", "/api/v1/analytics/weibull?group_by=fleet", json!({}));
+    let fit = &weibull["groups"][0]["fit"];
+    let plot = js(
+        &c,
+        "const s = document.querySelector('svg.weibull'); return [+s.dataset.points, +s.dataset.beta, +s.dataset.eta, s.querySelectorAll('circle.pt').length, !!s.querySelector('line.fit')]",
+    )
+    .await;
+    let points = weibull["groups"][0]["probability_plot"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(points > 0, "the demo's history has failures: {weibull}");
+    assert_eq!(plot[0], json!(points));
+    assert_eq!(plot[3], json!(points), "one marker per failure");
+    assert_eq!(plot[4], json!(true), "the fitted line is drawn");
+    assert!(
+        (plot[1].as_f64().unwrap() - fit["beta"].as_f64().unwrap()).abs() < 1e-3,
+        "{plot} {fit}"
+    );
+    assert!(
+        (plot[2].as_f64().unwrap() - fit["eta"].as_f64().unwrap()).abs() < 1e-3,
+        "{plot} {fit}"
+    );
+    let heat = api("GET", "/api/v1/analytics/heatmap", json!({}));
+    let api_total: u64 = heat["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|n| n.as_u64().unwrap()))
+        .sum();
+    let page_total = js(
+        &c,
+        "return [...document.querySelectorAll('#heatmap td.heat')].reduce((a, t) => a + +t.dataset.failures, 0)",
+    )
+    .await;
+    assert_eq!(page_total, json!(api_total));
+    assert!(api_total > 0);
+    // The recall list downloads as CSV, one line per device of the flagged batches.
+    let batches = api("GET", "/api/v1/analytics/batches", json!({}));
+    let csv = js(
+        &c,
+        "const r = new XMLHttpRequest(); r.open('GET', document.getElementById('recall-csv').href, false); r.send(); return [r.status, r.getResponseHeader('content-type'), r.responseText]",
+    )
+    .await;
+    assert_eq!(csv[0], json!(200));
+    assert!(csv[1].as_str().unwrap().starts_with("text/csv"), "{csv}");
+    let lines: Vec<&str> = csv[2].as_str().unwrap().lines().collect();
+    assert!(
+        lines[0].starts_with("device_id,serial,model,batch"),
+        "{csv}"
+    );
+    assert_eq!(lines.len() - 1, batches["recall"].as_array().unwrap().len());
+    assert!(
+        js(&c, "return document.querySelectorAll('#mtbf tbody tr, #kpis tbody tr, #accuracy tbody tr').length")
+            .await
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    shot(&c, "analytics").await;
+    assert_no_external_url("/analytics", &c.source().await.unwrap());
     // An engineer may not move tickets: the ticket page offers no move.
     c.goto(&format!("{base}/tickets/{ticket_id}"))
         .await

@@ -1,5 +1,5 @@
 //! The web console: server-rendered HTML pages (maud) for the people who run the service —
-//! sign-in, fleet overview, device file, alerts, tickets, the dispatch board, a technician's jobs — and the
+//! sign-in, fleet overview, device file, alerts, tickets, the dispatch board, reliability analytics, a technician's jobs — and the
 //! customer's tracking page. Every asset is compiled into the binary; no page references an
 //! external URL.
 //!
@@ -8,6 +8,7 @@
 //! that principal. Forms are protected by the session's CSRF token; the session lives
 //! server-side and the cookie is HttpOnly and SameSite=Lax.
 
+mod analytics;
 mod assets;
 mod chart;
 mod dispatch;
@@ -70,6 +71,8 @@ impl Console {
             .route("/tickets/{id}/close", post(tickets::close))
             .route("/jobs", get(tickets::jobs))
             .route("/dispatch", get(dispatch::board).post(dispatch::dispatch))
+            .route("/analytics", get(analytics::analytics))
+            .route("/analytics/recall.csv", get(analytics::recall_csv))
             .route("/track/{code}/rate", post(track::rate))
             .route("/assets/{name}", get(assets::serve))
             .layer(DefaultBodyLimit::max(FORM_LIMIT))
