@@ -753,6 +753,19 @@ async fn console_in_a_real_browser() {
                 .to_owned()
         })
         .collect();
+    // Empty every van's free stock, so the batch's parts have to travel from a warehouse.
+    let stock = api("GET", "/api/v1/stock?limit=1000", json!({}));
+    for row in stock["items"].as_array().unwrap() {
+        let location = row["location_id"].as_str().unwrap();
+        if location.starts_with("van-") && row["available"].as_i64().unwrap() > 0 {
+            // What is reserved stays (it belongs to the ticket assigned above).
+            api(
+                "PUT",
+                &format!("/api/v1/stock/{location}/{}", row["sku"].as_str().unwrap()),
+                json!({"on_hand": row["reserved"]}),
+            );
+        }
+    }
     c.goto(&format!("{base}/dispatch")).await.unwrap();
     for id in &batch {
         find(&c, &format!("#pick-{id}"))
@@ -798,6 +811,68 @@ async fn console_in_a_real_browser() {
         );
     }
     shot(&c, "dispatch-result").await;
+    let travelling = js(
+        &c,
+        "return [...document.querySelectorAll('#assignments [data-source=transfer]')].length",
+    )
+    .await;
+    assert!(
+        travelling.as_u64().unwrap() >= 2,
+        "parts travel: {travelling}"
+    );
+
+    // Parts: the transfers are in flight with their ETA; receiving one moves the stock.
+    c.goto(&format!("{base}/parts")).await.unwrap();
+    let transfers = api("GET", "/api/v1/parts/transfers", json!({}));
+    let mine: Vec<&Value> = transfers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["state"] == "in_transit" && batch.iter().any(|b| t["ticket_id"] == b.as_str())
+        })
+        .collect();
+    assert!(mine.len() >= 2, "{transfers}");
+    for t in &mine {
+        find(
+            &c,
+            &format!(
+                "#transfers tr[data-transfer='{}']",
+                t["transfer_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    }
+    assert!(
+        js(
+            &c,
+            "return document.querySelectorAll('#stock tbody tr').length"
+        )
+        .await
+        .as_u64()
+        .unwrap()
+            > 0
+    );
+    shot(&c, "parts").await;
+    assert_no_external_url("/parts", &c.source().await.unwrap());
+    let first = mine[0]["transfer_id"].as_str().unwrap().to_owned();
+    click_and_wait(&c, &format!("button[data-receive='{first}']")).await;
+    assert!(
+        c.find(Locator::Css(&format!(
+            "#transfers tr[data-transfer='{first}']"
+        )))
+        .await
+        .is_err(),
+        "a received transfer is no longer in flight"
+    );
+    let after = api("GET", "/api/v1/parts/transfers", json!({}));
+    let received = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["transfer_id"] == first.as_str())
+        .unwrap();
+    assert_eq!(received["state"], "received", "{received}");
     sign_out(&c).await;
 
     // --- technician: the phone-sized "my jobs", the field moves.

@@ -1,5 +1,5 @@
 //! The web console: server-rendered HTML pages (maud) for the people who run the service —
-//! sign-in, fleet overview, device file, alerts, tickets, the dispatch board, reliability analytics, a technician's jobs — and the
+//! sign-in, fleet overview, device file, alerts, tickets, the dispatch board, parts, reliability analytics, a technician's jobs — and the
 //! customer's tracking page. Every asset is compiled into the binary; no page references an
 //! external URL.
 //!
@@ -14,6 +14,7 @@ mod chart;
 mod dispatch;
 pub mod i18n;
 mod pages;
+mod parts;
 mod session;
 mod tickets;
 mod track;
@@ -72,6 +73,8 @@ impl Console {
             .route("/jobs", get(tickets::jobs))
             .route("/dispatch", get(dispatch::board).post(dispatch::dispatch))
             .route("/analytics", get(analytics::analytics))
+            .route("/parts", get(parts::parts))
+            .route("/parts/transfers/{id}/receive", post(parts::receive))
             .route("/analytics/recall.csv", get(analytics::recall_csv))
             .route("/track/{code}/rate", post(track::rate))
             .route("/assets/{name}", get(assets::serve))

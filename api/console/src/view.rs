@@ -94,6 +94,9 @@ fn nav(lang: Lang, u: &Signed) -> Markup {
         @if allowed(p.role, Action::Dispatch) {
             a href="/dispatch" { (lang.t("nav_dispatch")) }
         }
+        @if allowed(p.role, Action::Parts) {
+            a href="/parts" { (lang.t("nav_parts")) }
+        }
         @if allowed(p.role, Action::Analytics) {
             a href="/analytics" { (lang.t("nav_analytics")) }
         }
