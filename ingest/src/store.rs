@@ -439,13 +439,11 @@ impl Store {
     ) -> Result<PathBuf, StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(name);
-        let tmp = dir.join(format!("{name}.tmp"));
-        let written = (|| {
-            let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        publish(&path, |file, tmp| {
             let mut writer = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
-                .map_err(pq_err(&tmp))?;
+                .map_err(pq_err(tmp))?;
             for chunk in rows.chunks(ROW_GROUP_ROWS) {
-                writer.write(&to_batch(chunk)?).map_err(pq_err(&tmp))?;
+                writer.write(&to_batch(chunk)?).map_err(pq_err(tmp))?;
             }
             if indexed {
                 writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
@@ -453,18 +451,8 @@ impl Store {
                     series_index(rows),
                 ));
             }
-            let file = writer.into_inner().map_err(pq_err(&tmp))?;
-            file.sync_all().map_err(io_err(&tmp))
-        })();
-        if let Err(e) = written {
-            // A failed write (a full disk, typically) must not keep holding the space.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
+            writer.into_inner().map_err(pq_err(tmp))
+        })?;
         Ok(path)
     }
 
@@ -607,29 +595,39 @@ impl Store {
         if batch.num_rows().saturating_mul(min_points.max(1)) > rows.len() {
             return Ok(false);
         }
-        let dir = path.parent().unwrap_or(&self.root).to_owned();
-        let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = dir.join(tmp_name);
-        let written = (|| {
-            let props = rollup_properties();
-            let file = File::create(&tmp).map_err(io_err(&tmp))?;
-            let mut writer =
-                ArrowWriter::try_new(file, rollup_schema(), Some(props)).map_err(pq_err(&tmp))?;
-            writer.write(&batch).map_err(pq_err(&tmp))?;
-            let file = writer.into_inner().map_err(pq_err(&tmp))?;
-            file.sync_all().map_err(io_err(&tmp))
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&dir))?;
+        publish(&path, |file, tmp| {
+            let mut writer = ArrowWriter::try_new(file, rollup_schema(), Some(rollup_properties()))
+                .map_err(pq_err(tmp))?;
+            writer.write(&batch).map_err(pq_err(tmp))?;
+            writer.into_inner().map_err(pq_err(tmp))
+        })?;
         Ok(true)
     }
+}
+
+/// Puts a file at `path` durably and atomically: `write` fills `path.tmp`, which is fsynced
+/// and renamed into place, and the directory is fsynced; a failed write (a full disk,
+/// typically) removes the temporary file instead of keeping the space.
+fn publish(
+    path: &Path,
+    write: impl FnOnce(File, &Path) -> Result<File, StoreError>,
+) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let written = File::create(&tmp)
+        .map_err(io_err(&tmp))
+        .and_then(|file| write(file, &tmp))
+        .and_then(|file| file.sync_all().map_err(io_err(&tmp)));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// Writer settings of rollups. Sums are rarely repeated: byte-stream-split instead of a

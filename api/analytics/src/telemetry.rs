@@ -2205,6 +2205,24 @@ fn intern(ids: &mut HashMap<String, u32>, names: &mut Vec<String>, name: &str) -
 }
 
 impl FleetWorker {
+    /// Worker-local metric id per dictionary value of a `metric` column; `NONE` for a
+    /// metric the query does not ask for (`metrics` sorted; empty asks for all).
+    fn metric_lut(&mut self, metric: &StrKeys<'_>, metrics: &[String]) -> Vec<u32> {
+        metric
+            .values
+            .iter()
+            .map(|v| match v {
+                Some(name)
+                    if metrics.is_empty()
+                        || metrics.binary_search_by(|m| m.as_str().cmp(name)).is_ok() =>
+                {
+                    intern(&mut self.metric_ids, &mut self.metric_names, name)
+                }
+                _ => NONE,
+            })
+            .collect()
+    }
+
     fn partition(
         &mut self,
         p: &Partition,
@@ -2298,19 +2316,7 @@ impl FleetWorker {
             let sum = column::<Float64Array>(&batch, layout::SUM, &path)?;
             let min = column::<Float64Array>(&batch, layout::MIN, &path)?;
             let max = column::<Float64Array>(&batch, layout::MAX, &path)?;
-            let mlut: Vec<u32> = metric
-                .values
-                .iter()
-                .map(|v| match v {
-                    Some(name)
-                        if metrics.is_empty()
-                            || metrics.binary_search_by(|m| m.as_str().cmp(name)).is_ok() =>
-                    {
-                        intern(&mut self.metric_ids, &mut self.metric_names, name)
-                    }
-                    _ => NONE,
-                })
-                .collect();
+            let mlut = self.metric_lut(&metric, metrics);
             let groups = match &q.group_of {
                 Some(group_of) => {
                     let device = string_column(&batch, layout::DEVICE_ID, &path)?;
@@ -2439,19 +2445,7 @@ impl FleetWorker {
     ) -> Result<(), QueryError> {
         let metric = string_column(batch, "metric", path)?;
         let value = column::<Float64Array>(batch, "value", path)?;
-        let mlut: Vec<u32> = metric
-            .values
-            .iter()
-            .map(|v| match v {
-                Some(name)
-                    if metrics.is_empty()
-                        || metrics.binary_search_by(|m| m.as_str().cmp(name)).is_ok() =>
-                {
-                    intern(&mut self.metric_ids, &mut self.metric_names, name)
-                }
-                _ => NONE,
-            })
-            .collect();
+        let mlut = self.metric_lut(&metric, metrics);
         let device = match &q.group_of {
             Some(group_of) => {
                 let device = string_column(batch, "device_id", path)?;

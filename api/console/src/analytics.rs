@@ -18,7 +18,7 @@ use prognos_service::surges::RaisedSurge;
 use crate::Console;
 use crate::i18n::Lang;
 use crate::session::Signed;
-use crate::view::{PageError, PageResult, ok, opt, page};
+use crate::view::{PageError, PageResult, ok, opt, page, param};
 
 type Pairs = Query<Vec<(String, String)>>;
 
@@ -31,12 +31,6 @@ fn fail(u: &Signed, e: AnalyticsError) -> PageError {
         AnalyticsError::Sql(e) => u.fail(prognos_service::ServiceError::Sql(e)),
         e => PageError::Invalid(u.lang, e.to_string()),
     }
-}
-
-fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter()
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.as_str())
 }
 
 fn num(v: Option<f64>, digits: usize) -> String {

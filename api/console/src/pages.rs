@@ -22,16 +22,11 @@ use crate::chart::{Marker, chart};
 use crate::i18n::Lang;
 use crate::session::{Signed, home_of};
 use crate::view::{
-    PageResult, csrf_field, json_script, ok, opt, page, sla_badge, state_label, time, time_ms,
+    PageResult, csrf_field, json_script, ok, opt, page, param, sla_badge, state_label, time,
+    time_ms,
 };
 
 type Pairs = Query<Vec<(String, String)>>;
-
-fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter()
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.as_str())
-}
 
 pub async fn home(u: Signed) -> impl IntoResponse {
     Redirect::to(home_of(u.principal.role))

@@ -13,7 +13,7 @@ use prognos_service::Page;
 
 use crate::Console;
 use crate::session::Signed;
-use crate::view::{PageResult, csrf_field, ok, page, time};
+use crate::view::{PageResult, csrf_field, ok, page, param, time};
 
 type Pairs = Query<Vec<(String, String)>>;
 
@@ -21,12 +21,6 @@ type Pairs = Query<Vec<(String, String)>>;
 const STOCK_LIMIT: i64 = 1000;
 /// How far ahead (hours of pessimistic RUL) pre-positioning looks.
 const HORIZON_HOURS: f64 = 720.0;
-
-fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter()
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.as_str())
-}
 
 pub async fn parts(State(c): State<Console>, u: Signed, Query(q): Pairs) -> PageResult {
     let lang = u.lang;

@@ -16,15 +16,11 @@ use crate::Console;
 use crate::i18n::{Lang, state_key};
 use crate::pages::ticket_table;
 use crate::session::Signed;
-use crate::view::{PageError, PageResult, csrf_field, ok, opt, page, sla_badge, state_label, time};
+use crate::view::{
+    PageError, PageResult, csrf_field, ok, opt, page, param, sla_badge, state_label, time,
+};
 
 type Pairs = Query<Vec<(String, String)>>;
-
-fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter()
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.as_str())
-}
 
 /// Most tickets one list or board shows.
 const LIST_LIMIT: i64 = 1000;

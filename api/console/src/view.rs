@@ -103,6 +103,13 @@ fn nav(lang: Lang, u: &Signed) -> Markup {
     }
 }
 
+/// A query parameter's value; an empty value counts as absent (an unselected filter).
+pub fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter()
+        .find(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
 pub fn csrf_field(u: &Signed) -> Markup {
     html! { input type="hidden" name="csrf" value=(u.csrf); }
 }
