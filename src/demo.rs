@@ -35,6 +35,10 @@ pub struct DemoArgs {
     pub interval_min: i64,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Stop after the summary (for scripts and tests). Without it the server keeps running
+    /// with the web console, and the summary prints sign-ins, until Ctrl-C.
+    #[arg(long)]
+    pub exit: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -190,9 +194,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             failed: false,
         })
     }));
-    let field_work = prognos_demo::complete_field_work(&db, &truth, args.seed).await;
+    // The busiest technician signs in to the console; when the demo keeps running, its jobs
+    // stay open so that person has work to do.
+    let busiest = prognos_demo::busiest_technician(&db).await?;
+    let keep_open_for = busiest
+        .as_ref()
+        .filter(|_| !args.exit)
+        .map(|b| b.0.as_str());
+    let field_work = prognos_demo::complete_field_work(&db, &truth, args.seed, keep_open_for).await;
     let analytics = analytics_summary(&db).await;
-    let summary = running.shutdown().await?;
+    let sign_ins = prognos_demo::console_users(&db, busiest.as_ref())
+        .await
+        .context("cannot create the console users")?;
+    let http_addr = running.http_addr;
+    let (still_running, s) = if args.exit {
+        (None, running.shutdown().await?.stats)
+    } else {
+        // The server stays up: wait (bounded by two flush intervals) for the WAL to reach
+        // Parquet, so the summary's file figures are the ones the console reads.
+        let deadline = Instant::now() + 2 * settings.flush_interval + Duration::from_secs(1);
+        while running.stats.snapshot().wal_lag_points > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let s = running.stats.snapshot();
+        (Some(running), s)
+    };
     let tickets = tickets_by_state(&db).await.unwrap_or_default();
     let alerts = alert_store.list(None, None, 10_000).await?;
     progress.abort();
@@ -209,7 +235,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::fs::File::create(&devices_path).context("cannot write devices")?,
     )?;
 
-    let s = &summary.stats;
+    let s = &s;
     let telemetry = data_dir.join("telemetry");
     let files = prognos_ingest::store::Store::open(&telemetry)?.files()?;
     let on_disk: u64 = files.iter().map(|f| f.bytes).sum();
@@ -325,8 +351,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     match &field_work {
         Ok(w) => writeln!(
             out,
-            "  field work       predictive tickets closed: {} confirmed, {} other cause, {} false alarms; {} unwarned failures repaired",
-            w.confirmed, w.other_cause, w.false_alarms, w.missed_repaired
+            "  field work       predictive tickets closed: {} confirmed, {} other cause, {} false alarms; {} unwarned failures repaired; {} left open for the console's technician",
+            w.confirmed, w.other_cause, w.false_alarms, w.missed_repaired, w.left_open
         )?,
         Err(e) => writeln!(out, "  field work       failed: {e}")?,
     }
@@ -340,6 +366,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(key) = &network.admin_key {
         writeln!(out, "  admin API key    {key}")?;
+    }
+    writeln!(out, "  console          http://{http_addr}/")?;
+    for sign_in in &sign_ins {
+        writeln!(
+            out,
+            "    sign in        {:<10} {:<14} password {}",
+            sign_in.role, sign_in.name, sign_in.password
+        )?;
     }
     writeln!(out, "  files")?;
     writeln!(
@@ -364,6 +398,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "  try              duckdb -c \"SELECT device_id, metric, count(*), avg(value) FROM read_parquet('{}/**/*.parquet', hive_partitioning = false) GROUP BY ALL ORDER BY ALL LIMIT 20\"",
         telemetry.display()
     )?;
+    if let Some(running) = still_running {
+        writeln!(
+            out,
+            "prognos demo: the server keeps running with the console at http://{http_addr}/ — Ctrl-C stops it (--exit stops after the summary)"
+        )?;
+        drop(out);
+        shutdown.cancelled().await;
+        running.wait().await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -23,6 +23,7 @@ fn demo(dir: &Path) -> String {
             "2",
             "--seed",
             "7",
+            "--exit",
         ])
         .output()
         .unwrap();

@@ -403,6 +403,75 @@ pub async fn seed_demo_network(db: &Database, devices: &[DemoDevice]) -> Result<
     Ok(out)
 }
 
+/// The technician with the most dispatched, unfinished tickets, and its provider.
+pub async fn busiest_technician(db: &Database) -> Result<Option<(String, String)>> {
+    let row = sqlx::query(
+        "SELECT t.technician_id, MAX(x.provider_id) FROM tickets t
+           JOIN technicians x ON x.technician_id = t.technician_id
+          WHERE t.state IN ('assigned', 'waiting_parts')
+          GROUP BY t.technician_id
+          ORDER BY COUNT(*) DESC, t.technician_id
+          LIMIT 1",
+    )
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// A console sign-in the demo created (the password is shown once, in the summary).
+#[derive(Debug, Clone, Serialize)]
+pub struct SignIn {
+    pub role: &'static str,
+    pub name: String,
+    pub password: String,
+}
+
+/// Console users for the people of the demo: a scheduler, a reliability engineer, the
+/// technician `technician` (its own jobs only) and a user of that technician's provider (its
+/// subtree only), each with a generated password.
+pub async fn console_users(
+    db: &Database,
+    technician: Option<&(String, String)>,
+) -> Result<Vec<SignIn>> {
+    use prognos_service::auth::Role;
+    use prognos_service::users::{NewUser, generate_password};
+    let svc = Service::new(db.clone());
+    let mut wanted = vec![
+        ("scheduler", Role::Scheduler, None, None),
+        ("engineer", Role::Engineer, None, None),
+    ];
+    if let Some((tech, provider)) = technician {
+        wanted.push(("technician", Role::Technician, None, Some(tech.clone())));
+        wanted.push(("provider", Role::Provider, Some(provider.clone()), None));
+    }
+    let mut out = Vec::new();
+    for (role, r, provider_id, technician_id) in wanted {
+        let name = match (&provider_id, &technician_id) {
+            (_, Some(t)) => t.clone(),
+            (Some(p), _) => p.clone(),
+            _ => role.to_owned(),
+        };
+        let password = generate_password()?;
+        svc.create_user(
+            &Principal::system("demo"),
+            &NewUser {
+                name: name.clone(),
+                password: password.clone(),
+                role: r,
+                provider_id,
+                technician_id,
+            },
+        )
+        .await?;
+        out.push(SignIn {
+            role,
+            name,
+            password,
+        });
+    }
+    Ok(out)
+}
+
 /// (alerts, tickets) in the store: the demo waits until these stop moving.
 pub async fn activity_counts(db: &Database) -> Result<(i64, i64)> {
     let alerts: i64 = sqlx::query("SELECT COUNT(*) FROM alerts")
@@ -650,21 +719,29 @@ pub struct FieldWork {
     pub false_alarms: usize,
     /// Failures no predictive ticket warned of, reported by the customer and repaired.
     pub missed_repaired: usize,
+    /// Dispatched tickets left open for the console's technician to work.
+    pub left_open: usize,
 }
 
 /// Plays the field technicians at the end of the demo: every dispatched predictive ticket is
 /// worked and closed with the close code the ground truth implies — confirmed when the device
 /// really was degrading in that mode, other cause when in another mode, false alarm otherwise
 /// — which feeds model accuracy back to the alerts; every real failure no predictive ticket
-/// warned of arrives as a customer report and is repaired.
-pub async fn complete_field_work(db: &Database, truth: &[Truth], seed: u64) -> Result<FieldWork> {
+/// warned of arrives as a customer report and is repaired. The jobs of `keep_open_for` (a
+/// technician id) stay open, so a person signed in as that technician has work to do.
+pub async fn complete_field_work(
+    db: &Database,
+    truth: &[Truth],
+    seed: u64,
+    keep_open_for: Option<&str>,
+) -> Result<FieldWork> {
     let svc = Service::new(db.clone());
     let who = Principal::system("demo-technicians");
     let mut rng = DemoRng::seeded(seed ^ 0xf1e1_d0c5);
     let mut job = JobClock { manual: None };
     let mut out = FieldWork::default();
     let rows = sqlx::query(
-        "SELECT ticket_id, device_id, failure_mode, state FROM tickets
+        "SELECT ticket_id, device_id, failure_mode, state, technician_id FROM tickets
           WHERE source = 'predictive' ORDER BY created_at_ms, ticket_id",
     )
     .fetch_all(db.pool())
@@ -673,8 +750,13 @@ pub async fn complete_field_work(db: &Database, truth: &[Truth], seed: u64) -> R
     for r in &rows {
         let (id, device, mode, state): (String, String, String, String) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
+        let technician: Option<String> = r.get(4);
         warned.push((device.clone(), mode.clone()));
         if !matches!(state.as_str(), "assigned" | "waiting_parts") {
+            continue;
+        }
+        if keep_open_for.is_some() && technician.as_deref() == keep_open_for {
+            out.left_open += 1;
             continue;
         }
         let same = truth
