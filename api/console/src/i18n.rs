@@ -72,6 +72,10 @@ pub const EN: &[(&str, &str)] = &[
     ("user_name", "User name"),
     ("password", "Password"),
     ("bad_login", "Wrong user name or password."),
+    (
+        "too_many_sign_ins",
+        "Too many failed sign-ins from this address. Try again in a few minutes.",
+    ),
     ("signed_in_as", "Signed in as"),
     ("nav_fleet", "Fleet"),
     ("nav_alerts", "Alerts"),
@@ -295,6 +299,10 @@ pub const ZH: &[(&str, &str)] = &[
     ("user_name", "用户名"),
     ("password", "密码"),
     ("bad_login", "用户名或密码错误。"),
+    (
+        "too_many_sign_ins",
+        "此地址登录失败次数过多，请几分钟后再试。",
+    ),
     ("signed_in_as", "当前用户"),
     ("nav_fleet", "设备总览"),
     ("nav_alerts", "告警"),

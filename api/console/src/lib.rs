@@ -28,6 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use prognos_service::Service;
+use prognos_service::throttle::{AuthThrottle, AuthThrottleConfig};
 
 pub use track::negotiate_track;
 
@@ -42,6 +43,8 @@ pub struct Console {
     /// Mark cookies `Secure` (the console is served over TLS, directly or by a proxy). A
     /// request with `X-Forwarded-Proto: https` gets `Secure` cookies either way.
     pub secure_cookies: bool,
+    /// Failed sign-ins per client address (shared with the API's failed keys).
+    pub sign_in_throttle: Arc<AuthThrottle>,
 }
 
 impl Console {
@@ -50,7 +53,15 @@ impl Console {
             svc,
             telemetry_root: telemetry_root.map(Arc::new),
             secure_cookies: false,
+            sign_in_throttle: Arc::new(AuthThrottle::new(AuthThrottleConfig::default())),
         }
+    }
+
+    /// Shares a failed-authentication throttle (the API's), so password and key guesses
+    /// from one address draw on one budget.
+    pub fn with_sign_in_throttle(mut self, throttle: Arc<AuthThrottle>) -> Console {
+        self.sign_in_throttle = throttle;
+        self
     }
 
     /// The console's routes (no fallback, so it merges with the API router).

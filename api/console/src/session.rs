@@ -142,6 +142,25 @@ pub async fn login_page(
     Ok(r)
 }
 
+/// The peer's address (the socket's, never a header a client can forge); unspecified for
+/// in-process callers, which then share one budget.
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| {
+                    c.0.ip()
+                }),
+        ))
+    }
+}
+
 #[derive(Deserialize)]
 pub struct LoginForm {
     name: String,
@@ -155,6 +174,7 @@ pub struct LoginForm {
 /// double-submit token: another site can neither read the cookie nor set it).
 pub async fn login(
     State(c): State<Console>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> PageResult {
@@ -163,10 +183,20 @@ pub async fn login(
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(f.csrf.as_bytes())) {
         return Err(PageError::Csrf(lang));
     }
+    // A throttled address is refused before its password is hashed: guessing stays slow and
+    // cannot spend the server's CPU on argon2.
+    if let Err(wait) = c.sign_in_throttle.check(client) {
+        metrics::counter!("prognos_console_sign_in_throttled_total").increment(1);
+        return Err(PageError::Throttled(lang, wait.as_secs_f64().ceil() as u64));
+    }
     let next = local_path(f.next.as_deref());
     let grant = match c.svc.sign_in(f.name.trim(), &f.password).await {
         Ok(g) => g,
         Err(prognos_service::ServiceError::Unauthorized) => {
+            metrics::counter!("prognos_console_sign_in_failures_total").increment(1);
+            if c.sign_in_throttle.failed(client) {
+                tracing::warn!(%client, "failed console sign-ins from this address are throttled");
+            }
             tracing::info!(user = %f.name.chars().take(64).collect::<String>(), "console sign-in refused");
             return Ok(Redirect::to("/login?failed=1").into_response());
         }

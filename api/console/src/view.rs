@@ -174,6 +174,8 @@ pub enum PageError {
     Csrf(Lang),
     /// The domain refused the input; shown with its message.
     Invalid(Lang, String),
+    /// Too many failed sign-ins from the address: 429 with `Retry-After` (seconds).
+    Throttled(Lang, u64),
     Internal(Lang),
 }
 
@@ -262,6 +264,17 @@ impl IntoResponse for PageError {
             ),
             PageError::Invalid(l, m) => {
                 error_page(l, StatusCode::UNPROCESSABLE_ENTITY, l.t("error"), &m)
+            }
+            PageError::Throttled(l, secs) => {
+                let mut r = error_page(
+                    l,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    l.t("error"),
+                    l.t("too_many_sign_ins"),
+                );
+                r.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+                r
             }
             PageError::Internal(l) => error_page(
                 l,

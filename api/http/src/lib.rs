@@ -14,7 +14,9 @@ mod schema;
 pub mod server;
 mod table;
 pub mod text;
-pub mod throttle;
+/// Failed-authentication throttling lives with authentication, in the domain crate, so the
+/// API and the console's sign-in share it.
+pub use prognos_service::throttle;
 mod validate;
 pub mod webhook_client;
 
@@ -78,11 +80,14 @@ pub fn router(ctx: ApiContext) -> Router {
     for (doc, handler) in route_table() {
         app = app.route(doc.path, handler);
     }
-    let console = prognos_console::Console::new(ctx.service(), ctx.telemetry_root.clone());
+    // One failure budget per address for API keys and console passwords alike.
+    let auth_throttle = Arc::new(throttle::AuthThrottle::new(ctx.auth_throttle));
+    let console = prognos_console::Console::new(ctx.service(), ctx.telemetry_root.clone())
+        .with_sign_in_throttle(auth_throttle.clone());
     app.with_state(AppState {
         svc: ctx.service(),
         telemetry_root: ctx.telemetry_root.clone().map(Arc::new),
-        auth_throttle: Arc::new(throttle::AuthThrottle::new(ctx.auth_throttle)),
+        auth_throttle,
         telemetry_limits: ctx.telemetry_limits,
     })
     // A browser asking for `/track/{code}` gets the console's page; JSON stays for the API.

@@ -26,6 +26,7 @@ pub mod parts;
 pub mod sla;
 pub mod stock;
 pub mod surges;
+pub mod throttle;
 pub mod ticket_log;
 pub mod tickets;
 pub mod users;

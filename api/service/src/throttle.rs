@@ -1,6 +1,7 @@
-//! Throttling of failed API-key authentication per client address: a token bucket per
-//! address in a bounded map. An address out of tokens gets 429 with `Retry-After` before its
-//! key is even looked at, so guessing is slow and the failure log stays small; other
+//! Throttling of failed authentication per client address — API keys and console passwords
+//! share one bucket per address: a token bucket per address in a bounded map. An address out
+//! of tokens gets 429 with `Retry-After` before its key or password is even looked at, so
+//! guessing is slow, argon2 is not run for it, and the failure log stays small; other
 //! addresses are unaffected.
 
 use std::collections::HashMap;
