@@ -350,6 +350,29 @@ pub fn run_fleet(args: &FleetArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
+        // Each false alert with the learned pattern that opened it (leading metric and
+        // direction), to see what the detector mistakes for wear.
+        let false_alerts: Vec<serde_json::Value> = r
+            .false_alerts
+            .iter()
+            .map(|a| {
+                let opened = run.events.iter().find(|e| {
+                    e.kind == AlertEventKind::Opened
+                        && e.alert.device_id == a.device_id
+                        && e.alert.opened_at_ms == a.opened_at_ms
+                });
+                serde_json::json!({
+                    "device_id": a.device_id,
+                    "failure_mode": a.failure_mode,
+                    "opened_at_ms": a.opened_at_ms,
+                    "opened_day": day(a.opened_at_ms),
+                    "resolved_at_ms": a.resolved_at_ms,
+                    "pattern": opened.and_then(|e| alert_pattern(&e.alert.evidence)),
+                    "ratio": opened.map(|e| e.alert.evidence.ratio),
+                    "evidence": opened.map(|e| e.alert.evidence.metrics.clone()),
+                })
+            })
+            .collect();
         let out = serde_json::json!({
             "overall": r.overall,
             "counts": r.counts,
@@ -364,7 +387,7 @@ pub fn run_fleet(args: &FleetArgs) -> anyhow::Result<()> {
                 "device_days": r.device_days,
             },
             "failures": failures,
-            "false_alerts": r.false_alerts,
+            "false_alerts": false_alerts,
             "definitions": r.definitions,
             "monitor": cfg,
         });
