@@ -482,3 +482,93 @@ fn metric_order_inside_a_reading_changes_nothing() {
     assert!(!forward.is_empty(), "the fleet raises alerts");
     assert_eq!(forward, run(true));
 }
+
+/// A continuous fixed-speed machine whose baseline never stopped: `speed` (the name-hinted
+/// covariate, which hardly moves with load), `current` and a winding temperature lagging
+/// the load, ambient with a daily cycle. Unplanned stops of `stops` (day,
+/// hours) cool it to ambient; from `drift_from_day` the winding heats up by 1 °C a day.
+fn continuous_machine(
+    m: &mut FleetMonitor,
+    id: &str,
+    stops: &[(f64, f64)],
+    drift_from_day: Option<f64>,
+) -> Vec<AlertEvent> {
+    m.set_device_model(id, "hx-9");
+    let step = 300_000i64;
+    let start = 1_700_000_000_000i64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let mut temp = 50.0;
+    let mut load_ar = 0.0;
+    let mut out = Vec::new();
+    for i in 0..(20 * DAY / step) {
+        let ts = start + i * step;
+        let day = (ts - start) as f64 / DAY as f64;
+        let hour = (ts.rem_euclid(DAY)) as f64 / 3_600_000.0;
+        let ambient = 20.0 + 3.0 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin();
+        let stopped = stops.iter().any(|&(d, h)| day >= d && day < d + h / 24.0);
+        load_ar = 0.97 * load_ar + 0.25 * noise();
+        let load = if stopped {
+            0.0
+        } else {
+            (0.8 + if (6.0..22.0).contains(&hour) {
+                0.2
+            } else {
+                -0.15
+            } + load_ar)
+                .clamp(0.3, 1.0)
+        };
+        let drift = drift_from_day.map_or(0.0, |d| (day - d).max(0.0));
+        let target = ambient + 35.0 * load + drift;
+        temp += (target - temp) * (1.0 - (-(step as f64) / 3_600_000.0).exp());
+        let (speed, current) = if stopped {
+            (0.0, 0.3)
+        } else {
+            (
+                1480.0 * (1.0 - 0.01 * load) + 3.0 * noise(),
+                30.0 * (0.3 + 0.7 * load) + 0.3 * noise(),
+            )
+        };
+        let metrics = [
+            ("speed", speed),
+            ("current", current),
+            ("winding_temp", temp + 0.2 * noise()),
+        ];
+        out.extend(m.observe(id, ts, &metrics));
+    }
+    out
+}
+
+/// The first unplanned stop of a machine that never stopped while its baseline was learned
+/// is a stop, not every metric failing at once: no alert during or after it (the restart's
+/// thermal transient is waited out), and a real fault after such stops still alerts.
+#[test]
+fn a_stop_the_baseline_never_saw_is_not_an_anomaly() {
+    let stops = [(9.0, 5.0), (12.5, 3.0), (15.2, 8.0)];
+    let mut m = FleetMonitor::new(MonitorConfig::default());
+    let quiet = continuous_machine(&mut m, "hx-1", &stops, None);
+    let opened: Vec<_> = quiet
+        .iter()
+        .filter(|e| e.kind == AlertEventKind::Opened)
+        .collect();
+    assert!(opened.is_empty(), "stops raised alerts: {opened:#?}");
+
+    let mut m = FleetMonitor::new(MonitorConfig::default());
+    let faulty = continuous_machine(&mut m, "hx-2", &stops, Some(13.0));
+    let first = faulty
+        .iter()
+        .find(|e| e.kind == AlertEventKind::Opened)
+        .expect("the heating winding raised no alert");
+    assert!(
+        first
+            .alert
+            .evidence
+            .metrics
+            .contains_key("deviation.winding_temp")
+    );
+}
