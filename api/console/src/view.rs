@@ -56,7 +56,7 @@ pub fn page(lang: Lang, user: Option<&Signed>, title: &str, body: Markup) -> Mar
                     @if let Some(u) = user {
                         nav { (nav(lang, u)) }
                         div.who {
-                            span { (lang.t("signed_in_as")) " " b { (u.user.name) } " (" (u.user.role.as_str()) ")" }
+                            span { (lang.t("signed_in_as")) " " b { (u.user.name) } " (" (role_label(lang, u.user.role)) ")" }
                             form.inline method="post" action="/lang" {
                                 (csrf_field(u))
                                 input type="hidden" name="lang" value=(if lang == Lang::En { "zh" } else { "en" });
@@ -290,4 +290,16 @@ impl IntoResponse for PageError {
 pub fn json_script(id: &str, value: &serde_json::Value) -> Markup {
     let text = value.to_string().replace("</", "<\\/");
     html! { script type="application/json" id=(id) { (PreEscaped(text)) } }
+}
+
+/// A role as the signed-in person reads it.
+pub fn role_label(lang: Lang, role: prognos_service::auth::Role) -> &'static str {
+    use prognos_service::auth::Role;
+    lang.t(match role {
+        Role::Admin => "role_admin",
+        Role::Scheduler => "role_scheduler",
+        Role::Engineer => "role_engineer",
+        Role::Technician => "role_technician",
+        Role::Provider => "role_provider",
+    })
 }
