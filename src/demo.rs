@@ -207,7 +207,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot create the console users")?;
     let http_addr = running.http_addr;
-    let (still_running, s) = if args.exit {
+    let (still_running, stats) = if args.exit {
         (None, running.shutdown().await?.stats)
     } else {
         // The server stays up: wait (bounded by two flush intervals) for the WAL to reach
@@ -216,8 +216,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         while running.stats.snapshot().wal_lag_points > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let s = running.stats.snapshot();
-        (Some(running), s)
+        let stats = running.stats.snapshot();
+        (Some(running), stats)
     };
     let tickets = tickets_by_state(&db).await.unwrap_or_default();
     let alerts = alert_store.list(None, None, 10_000).await?;
@@ -235,7 +235,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::fs::File::create(&devices_path).context("cannot write devices")?,
     )?;
 
-    let s = &s;
+    let s = &stats;
     let telemetry = data_dir.join("telemetry");
     let files = prognos_ingest::store::Store::open(&telemetry)?.files()?;
     let on_disk: u64 = files.iter().map(|f| f.bytes).sum();

@@ -322,8 +322,8 @@ fn raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str
     }
 }
 
-/// Signs in over plain HTTP; returns the `Cookie` header value of the session.
-fn http_sign_in(port: u16, name: &str, password: &str) -> String {
+/// Fills and posts the sign-in form over plain HTTP (with its CSRF token and cookie).
+fn post_login(port: u16, name: &str, password: &str, next: &str) -> Raw {
     let page = raw(port, "GET", "/login", &[], "");
     let token = page
         .text()
@@ -334,22 +334,26 @@ fn http_sign_in(port: u16, name: &str, password: &str) -> String {
         .next()
         .unwrap()
         .to_owned();
-    let login_cookie = page
+    let (_, login) = page
         .cookies()
         .into_iter()
         .find(|(k, _)| k == "prognos_login")
         .unwrap();
-    let cookie = format!("prognos_login={}", login_cookie.1);
-    let r = raw(
+    raw(
         port,
         "POST",
         "/login",
         &[
-            ("Cookie", &cookie),
+            ("Cookie", &format!("prognos_login={login}")),
             ("Content-Type", "application/x-www-form-urlencoded"),
         ],
-        &format!("name={name}&password={password}&csrf={token}&next=/fleet"),
-    );
+        &format!("name={name}&password={password}&csrf={token}&next={next}"),
+    )
+}
+
+/// Signs in over plain HTTP; returns the `Cookie` header value of the session.
+fn http_sign_in(port: u16, name: &str, password: &str) -> String {
+    let r = post_login(port, name, password, "/fleet");
     assert_eq!(r.status, 303, "{}", r.text());
     let session = r
         .cookies()
@@ -454,33 +458,7 @@ fn failed_sign_ins_are_throttled_per_address() {
     let password = add_user(dir.path(), "sam", "scheduler", &[]);
     let server = Server::start(dir.path(), &[]);
     let port = server.http_port;
-    let attempt = |pw: &str| {
-        let page = raw(port, "GET", "/login", &[], "");
-        let token = page
-            .text()
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
-        let (_, login) = page
-            .cookies()
-            .into_iter()
-            .find(|(k, _)| k == "prognos_login")
-            .unwrap();
-        raw(
-            port,
-            "POST",
-            "/login",
-            &[
-                ("Cookie", &format!("prognos_login={login}")),
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ],
-            &format!("name=sam&password={pw}&csrf={token}&next=/tickets"),
-        )
-    };
+    let attempt = |pw: &str| post_login(port, "sam", pw, "/tickets");
     // The first failures are told apart from throttling: back to the form with an error.
     for i in 0..10 {
         let r = attempt(&format!("wrong-{i}"));
